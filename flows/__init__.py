@@ -1,0 +1,1 @@
+"""Prefect flows that chain tuneloop's steps, and the `tuneloop` command line."""

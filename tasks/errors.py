@@ -1,0 +1,33 @@
+"""Errors a user can act on.
+
+Every failure that bad input can cause is one of these: the message names the problem and
+the fix, and the command line prints it as one line with a non-zero exit code and no traceback.
+"""
+
+from __future__ import annotations
+
+
+class TuneloopError(Exception):
+    """Base of the errors that are the user's to fix, not bugs."""
+
+    exit_code = 2
+
+
+class ConfigError(TuneloopError):
+    """A configuration key or value is wrong."""
+
+
+class DataLoadError(TuneloopError):
+    """The data file or dataset cannot be read as a labelled text table."""
+
+
+class DataValidationError(TuneloopError):
+    """The data does not meet the dataset contract (a blocking check failed, or too many bad rows)."""
+
+    exit_code = 3
+
+
+class SplitError(TuneloopError):
+    """The data cannot be split as configured (classes too small, overlap between splits)."""
+
+    exit_code = 3

@@ -1,0 +1,41 @@
+"""Fixtures shared by every kind of test: an isolated tuneloop home, offline settings, real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SMS_SPAM = SHARED_DATA / "sms_spam" / "SMSSpamCollection.tsv"
+
+os.environ.update(
+    {
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "GX_ANALYTICS_ENABLED": "False",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+
+
+@pytest.fixture(autouse=True)
+def tuneloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test writes under its own TUNELOOP_HOME."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("TUNELOOP_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def sms_spam() -> Path:
+    """The shared SMS Spam Collection; tests that use it are marked `realdata` and skip without it."""
+    if not SMS_SPAM.is_file():
+        pytest.skip(f"real data not found at {SMS_SPAM} (see ../shared/data/README)")
+    return SMS_SPAM
