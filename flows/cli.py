@@ -158,6 +158,26 @@ def validate(
             typer.echo(f"  data docs: {part.data_docs_path}")
 
 
+def run_summary(result: Any) -> dict[str, Any]:
+    """The facts of a training run, as printed with --json."""
+    metrics = {split: getattr(result.evaluation, split).model_dump() for split in ("val", "test")}
+    return {
+        "status": "completed",
+        "run_id": result.tracking.run_id,
+        "experiment": result.tracking.experiment,
+        "tracking_uri": result.tracking.uri,
+        "base_model": result.model.base_model,
+        "method": result.model.method,
+        "device": result.model.device,
+        "precision": result.model.precision,
+        "best_epoch": result.model.best_epoch,
+        "metrics": metrics,
+        "run_folder": result.folder,
+        "model_path": result.model.path,
+        "quarantined_rows": result.data.data.quarantined_rows,
+    }
+
+
 @app.command()
 def run(
     data: DataOption = None,
@@ -168,23 +188,90 @@ def run(
     set_: SetOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the pipeline: load, validate, split (then fine-tune, evaluate and track as they land)."""
+    """Run the pipeline: validate, split, fine-tune, evaluate and log to MLflow."""
     with user_errors():
         pipeline = resolve_config(config, set_, data, test_data, text_column, label_column)
         quiet_known_tracebacks()
         from flows.train import train
 
         result = train(config=pipeline)
+    summary = run_summary(result)
     if as_json:
-        emit_json({"status": "completed", **result.model_dump(mode="json")})
+        emit_json(summary)
         return
-    splits = result.splits
-    typer.echo(f"Run folder: {result.folder}")
-    typer.echo(f"Data: {result.data.data.clean_rows} clean rows, {result.data.data.quarantined_rows} quarantined.")
+    test, val = summary["metrics"]["test"], summary["metrics"]["val"]
+    how = f"{summary['method']}, {summary['device']}, {summary['precision']}"
+    typer.echo(f"Fine-tuned {summary['base_model']} ({how}), best epoch {summary['best_epoch']}.")
+    typer.echo(f"  validation: accuracy {val['accuracy']:.4f}, f1_macro {val['f1_macro']:.4f}")
     typer.echo(
-        f"Splits: train {splits.train.rows}, validation {splits.validation.rows}, test {splits.test.rows} "
-        f"(overlap {sum(splits.overlap.values())})."
+        f"  test:       accuracy {test['accuracy']:.4f}, f1_macro {test['f1_macro']:.4f}, "
+        f"f1_weighted {test['f1_weighted']:.4f}"
     )
+    typer.echo(f"  model:      {summary['model_path']}")
+    typer.echo(f"  run folder: {summary['run_folder']}")
+    typer.echo(f"  MLflow:     run {summary['run_id']} in experiment '{summary['experiment']}'")
+    typer.echo(f"  open it:    {result.tracking.link}")
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A run's model folder, or an MLflow URI (runs:/<run_id>/model, models:/<name>@<alias>).",
+        ),
+    ],
+    text: Annotated[list[str] | None, typer.Option("--text", help="A text to label (repeatable).")] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A file of texts: one per line (.txt), or a CSV/TSV/JSONL/Parquet with a `text` column.",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Texts per batch.")] = 64,
+    as_json: JsonOption = False,
+) -> None:
+    """Label texts with a fine-tuned model; print labels and probabilities."""
+    with user_errors():
+        texts = read_texts(text, input_file)
+        from tasks.predict import load_classifier, predict_texts
+
+        results = predict_texts(load_classifier(model), texts, batch_size)
+    if as_json:
+        emit_json({"model": model, "predictions": [{"text": t, **r} for t, r in zip(texts, results, strict=True)]})
+        return
+    for line, result in zip(texts, results, strict=True):
+        shown = line if len(line) <= 60 else line[:57] + "..."
+        typer.echo(f"{result['label']}\t{result['probabilities'][result['label']]:.3f}\t{shown}")
+
+
+def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
+    """The texts to label, from --text or --input (exactly one of them)."""
+    from tasks.errors import ConfigError
+
+    if bool(texts) == bool(input_file):
+        raise ConfigError("Give texts with --text TEXT (repeatable) or --input FILE, not both and not neither.")
+    if texts:
+        return list(texts)
+    assert input_file is not None
+    if input_file.suffix.lower() in (".txt", ""):
+        if not input_file.is_file():
+            raise ConfigError(f"Input file not found: {input_file}.")
+        lines = [line for line in input_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        from tasks.data import DataConfig, read_source
+
+        frame = read_source(str(input_file), DataConfig(path=str(input_file)))
+        if "text" not in frame.columns:
+            raise ConfigError(f"{input_file} has no `text` column (columns: {', '.join(map(str, frame.columns))}).")
+        lines = frame["text"].dropna().astype(str).tolist()
+    if not lines:
+        raise ConfigError(f"{input_file} holds no texts.")
+    return lines
 
 
 @app.command("config")

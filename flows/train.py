@@ -1,5 +1,4 @@
-"""The `train` flow: the whole pipeline, from labelled text to split data (and, as the steps
-land, a fine-tuned, evaluated and tracked model)."""
+"""The `train` flow: the whole pipeline, from labelled text to a fine-tuned, evaluated, tracked model."""
 
 from __future__ import annotations
 
@@ -8,7 +7,11 @@ from pydantic import BaseModel
 
 from flows.validate import check_data
 from tasks.config import PipelineConfig
+from tasks.evaluate import EvalReport, check_model_quality, evaluate_model
+from tasks.finetune import TrainedModelRef, finetune_model
+from tasks.select import resolve_base_model
 from tasks.split import SplitReport, split_dataset
+from tasks.track import TrackedRun, check_tracking, log_run
 from tasks.validate import DataReport
 from tasks.workspace import create_run_folder
 
@@ -19,13 +22,31 @@ class TrainResult(BaseModel):
     folder: str
     data: DataReport
     splits: SplitReport
+    model: TrainedModelRef
+    evaluation: EvalReport
+    tracking: TrackedRun
 
 
 @flow(name="train")
 def train(config: PipelineConfig = PipelineConfig()) -> TrainResult:  # noqa: B008
-    """Run the pipeline on labelled text: load, validate (Great Expectations gate with quarantine),
-    and split into stratified, leak-free train/validation/test sets."""
+    """Fine-tune a pre-trained Hugging Face model on labelled text: validate the data (Great
+    Expectations gate with quarantine), split it leak-free, resolve the base model, fine-tune
+    (full or LoRA, GPU when present), evaluate on validation and test, and log it all to MLflow.
+
+    A rerun of the same flow run resumes training from its last checkpoint.
+    """
     folder = create_run_folder("train")
+    target = check_tracking(config.tracking)
     data = check_data(config, folder)
     splits = split_dataset(data.data.clean, config.split, folder / "splits", data.test.clean if data.test else None)
-    return TrainResult(folder=str(folder), data=data, splits=splits)
+    base_model = resolve_base_model(config.model)
+    trained = finetune_model(splits, base_model, config.train, config.eval, folder, config.model.trust_remote_code)
+    evaluation = evaluate_model(
+        trained.path, splits.validation.path, splits.test.path, config.eval, folder / "evaluation"
+    )
+    tracked = log_run(target, config, data, splits, trained, evaluation)
+    check_model_quality(evaluation, config.eval)
+    # Registering the model (alias `candidate`) and champion/challenger promotion hang here (issue 7).
+    return TrainResult(
+        folder=str(folder), data=data, splits=splits, model=trained, evaluation=evaluation, tracking=tracked
+    )

@@ -12,7 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.data import DataConfig
 from tasks.errors import ConfigError
+from tasks.evaluate import EvalConfig
+from tasks.finetune import TrainConfig
+from tasks.select import ModelConfig
 from tasks.split import SplitConfig
+from tasks.track import TrackingConfig
 from tasks.validate import ValidationConfig
 
 
@@ -25,6 +29,10 @@ class PipelineConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig, description="Where the labelled text is.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="The data-quality gate.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test split.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The pre-trained base model.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Scoring and the quality gate.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow experiment and run.")
 
 
 def close_match(word: str, choices: list[str]) -> str:

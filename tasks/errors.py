@@ -31,3 +31,17 @@ class SplitError(TuneloopError):
     """The data cannot be split as configured (classes too small, overlap between splits)."""
 
     exit_code = 3
+
+
+class ModelNotFoundError(TuneloopError):
+    """The base model is not in a local folder, an installed package, the Hugging Face cache or the Hub."""
+
+
+class TrackingError(TuneloopError):
+    """The MLflow tracking server cannot be reached or refuses the run."""
+
+
+class QualityGateError(TuneloopError):
+    """The trained model is below the configured quality bar (EvalConfig.min_f1)."""
+
+    exit_code = 4

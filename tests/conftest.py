@@ -39,3 +39,16 @@ def sms_spam() -> Path:
     if not SMS_SPAM.is_file():
         pytest.skip(f"real data not found at {SMS_SPAM} (see ../shared/data/README)")
     return SMS_SPAM
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT whose vocabulary covers the test tables and the sample data."""
+    import pandas as pd
+
+    from tests.fixtures.models import build_tiny_bert
+    from tests.fixtures.tables import clean_table
+
+    sample = pd.read_csv(ROOT / "data" / "sample" / "support_tickets.csv", dtype=str).fillna("")
+    texts = clean_table(40)["text"].tolist() + (sample["subject"] + " " + sample["body"]).tolist()
+    return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert", texts)

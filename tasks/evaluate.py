@@ -1,0 +1,188 @@
+"""Score a fine-tuned model: accuracy, precision, recall and F1 (macro, weighted, per class) on the
+validation and test splits, a confusion-matrix picture and a classification report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.errors import QualityGateError
+
+METRIC_KEYS = (
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+)
+
+
+class EvalConfig(BaseModel):
+    """Which score picks the best epoch and trial, and the optional quality bar."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Literal["f1_macro", "f1_weighted", "accuracy"] = Field(
+        "f1_macro", description="Validation score that chooses the best epoch (macro F1 weighs every class equally)."
+    )
+    min_f1: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Quality gate: fail the run when the test score (eval.metric) is below this. Unset: no gate.",
+    )
+    batch_size: int = Field(64, ge=1, le=4096, description="Texts per batch when predicting.")
+
+
+class SplitMetrics(BaseModel):
+    """Scores on one split."""
+
+    accuracy: float
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    precision_weighted: float
+    recall_weighted: float
+    f1_weighted: float
+    per_class: dict[str, dict[str, float]]
+
+
+class EvalReport(BaseModel):
+    """Validation and test scores of the final model, and where the pictures and reports are."""
+
+    val: SplitMetrics
+    test: SplitMetrics
+    confusion_matrix_path: str
+    report_path: str
+    predictions_path: str
+
+
+def classification_metrics(y_true: Any, y_pred: Any, labels: list[Any]) -> dict[str, Any]:
+    """Overall scores (the METRIC_KEYS) and per-class precision, recall, F1 and support."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    overall: dict[str, float] = {"accuracy": float(accuracy_score(y_true, y_pred))}
+    for average in ("macro", "weighted"):
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        overall.update(
+            {f"precision_{average}": float(precision), f"recall_{average}": float(recall), f"f1_{average}": float(f1)}
+        )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    per_class = {
+        str(label): {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+    }
+    return {"overall": overall, "per_class": per_class}
+
+
+def split_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> SplitMetrics:
+    """classification_metrics as a SplitMetrics."""
+    scores = classification_metrics(y_true, y_pred, labels)
+    return SplitMetrics(**scores["overall"], per_class=scores["per_class"])
+
+
+def plot_confusion_matrix(y_true: list[str], y_pred: list[str], labels: list[str], path: Path, title: str) -> Path:
+    """Counts of true versus predicted labels as a PNG, normalised colours, counts written in cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(y_true, y_pred, labels=labels)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.9 * len(labels) + 2)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    for row in range(len(labels)):
+        for column in range(len(labels)):
+            axes.text(
+                column,
+                row,
+                str(counts[row, column]),
+                ha="center",
+                va="center",
+                color="white" if shares[row, column] > 0.5 else "black",
+            )
+    figure.colorbar(image, ax=axes, fraction=0.046, label="share of true class")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def score_model(
+    model_dir: Path, validation: pd.DataFrame, test: pd.DataFrame, config: EvalConfig, folder: Path
+) -> EvalReport:
+    """Predict both splits with the saved model; write the confusion matrix, report and predictions."""
+    from sklearn.metrics import classification_report
+
+    from tasks.predict import load_classifier, predict_texts
+
+    classifier = load_classifier(model_dir)
+    labels = classifier.labels
+    scored = {}
+    for name, frame in (("val", validation), ("test", test)):
+        predicted = [row["label"] for row in predict_texts(classifier, frame["text"].tolist(), config.batch_size)]
+        scored[name] = (frame["label"].tolist(), predicted)
+    folder.mkdir(parents=True, exist_ok=True)
+    y_true, y_pred = scored["test"]
+    matrix = plot_confusion_matrix(
+        y_true, y_pred, labels, folder / "confusion_matrix.png", f"Test confusion matrix ({len(y_true)} texts)"
+    )
+    report = folder / "classification_report.txt"
+    report.write_text(classification_report(y_true, y_pred, labels=labels, digits=4, zero_division=0), encoding="utf-8")
+    predictions = folder / "test_predictions.csv"
+    test.assign(predicted=y_pred).to_csv(predictions, index=False)
+    return EvalReport(
+        val=split_metrics(*scored["val"], labels),
+        test=split_metrics(*scored["test"], labels),
+        confusion_matrix_path=str(matrix),
+        report_path=str(report),
+        predictions_path=str(predictions),
+    )
+
+
+def check_quality(report: EvalReport, config: EvalConfig) -> None:
+    """The optional quality gate on the test score."""
+    score = getattr(report.test, config.metric)
+    if config.min_f1 is not None and score < config.min_f1:
+        raise QualityGateError(
+            f"Test {config.metric} {score:.4f} is below eval.min_f1={config.min_f1}. The model "
+            "is tracked but not registered; try more epochs, a sweep, or another base model."
+        )
+
+
+@task(name="evaluate_model")
+def evaluate_model(
+    model_dir: str, validation_path: str, test_path: str, config: EvalConfig, folder: Path
+) -> EvalReport:
+    """Score the final model on validation and test; write the confusion matrix and report."""
+    report = score_model(Path(model_dir), pd.read_parquet(validation_path), pd.read_parquet(test_path), config, folder)
+    get_run_logger().info(
+        "Test: accuracy %.4f, f1_macro %.4f, f1_weighted %.4f",
+        report.test.accuracy,
+        report.test.f1_macro,
+        report.test.f1_weighted,
+    )
+    return report
+
+
+@task(name="check_model_quality")
+def check_model_quality(report: EvalReport, config: EvalConfig) -> None:
+    """Fail the run when the test score is under eval.min_f1 (nothing is registered then)."""
+    check_quality(report, config)

@@ -1,0 +1,376 @@
+"""Fine-tune the base model for sequence classification with transformers' Trainer, fully or with
+LoRA (peft), on the GPU when there is one; keep the best epoch; save a model that reloads offline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import get_run_logger, task
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.errors import ConfigError
+from tasks.evaluate import METRIC_KEYS, EvalConfig, classification_metrics
+from tasks.predict import MODEL_INFO_FILE
+from tasks.select import ModelRef
+from tasks.split import SplitReport
+
+DEFAULT_LEARNING_RATE = {"full": 5e-5, "lora": 1e-3}
+
+
+class TrainConfig(BaseModel):
+    """How to fine-tune: method, optimisation, sequence length, device and precision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["full", "lora"] = Field(
+        "full",
+        description="Update all weights, or train LoRA adapters "
+        "(peft) and the classifier head. On small encoders and CPUs full "
+        "fine-tuning gives more F1 per minute; LoRA pays off on large models.",
+    )
+    learning_rate: float | None = Field(
+        None, gt=0, le=1, description="Peak learning rate; unset: 5e-5 for full, 1e-3 for LoRA."
+    )
+    epochs: int = Field(3, ge=1, le=100, description="Most epochs to train (early stopping may end sooner).")
+    batch_size: int = Field(32, ge=1, le=4096, description="Examples per device per step.")
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Steps whose gradients add up before one optimizer update (effective batch = batch_size x this).",
+    )
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with linear learning-rate warmup.")
+    max_length: int = Field(
+        128,
+        ge=8,
+        le=8192,
+        description="Tokens per text; longer texts are truncated. Batches are padded only to their longest text.",
+    )
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for weights of the new head, dropout and order.")
+    early_stopping_patience: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="Stop after this many epochs without a better validation score; 0 turns early stopping off.",
+    )
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling (alpha / r scales the update).")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    lora_target_modules: list[str] | None = Field(
+        None, description="Module names to adapt; unset: peft's default for the architecture (query/value for BERT)."
+    )
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field("auto", description="auto: CUDA, then MPS, then CPU.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, else fp16 on CUDA, fp32 elsewhere."
+    )
+
+
+class EpochRecord(BaseModel):
+    """One epoch: training loss and validation metrics."""
+
+    epoch: int
+    train_loss: float | None
+    val: dict[str, float]
+    seconds: float
+
+
+class TrainedModelRef(BaseModel):
+    """The fine-tuned model on disk and how it was trained."""
+
+    path: str
+    base_model: str
+    method: str
+    labels: list[str]
+    device: str
+    precision: str
+    history: list[EpochRecord]
+    best_epoch: int
+    resumed_from: str | None
+    train_seconds: float
+    trainable_parameters: int
+    total_parameters: int
+
+
+def choose_device(config: TrainConfig) -> tuple[str, str]:
+    """The device and precision to train on, from what is present and what the config asks."""
+    import torch
+
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    device = (
+        next(name for name in ("cuda", "mps", "cpu") if available[name]) if config.device == "auto" else config.device
+    )
+    if not available[device]:
+        raise ConfigError(
+            f"train.device={device} but no {device.upper()} device is available here. Use train.device=auto."
+        )
+    precision = config.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
+    if precision != "fp32" and device != "cuda":
+        raise ConfigError(f"train.precision={precision} needs a CUDA GPU; on {device} use fp32 or auto.")
+    return device, precision
+
+
+def training_arguments(config: TrainConfig, metric: str, output_dir: Path, device: str, precision: str) -> Any:
+    """The one place our config becomes transformers' TrainingArguments."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate or DEFAULT_LEARNING_RATE[config.method],
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=max(config.batch_size, 64),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=True,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+
+
+def lora_config(config: TrainConfig) -> Any:
+    """The one place our config becomes peft's LoraConfig (the classifier head is trained in full)."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+    )
+
+
+def build_model(model: ModelRef, labels: list[str], config: TrainConfig, trust_remote_code: bool) -> Any:
+    """The base model with a fresh classification head for `labels`, wrapped with LoRA if asked."""
+    from transformers import AutoModelForSequenceClassification
+
+    network = AutoModelForSequenceClassification.from_pretrained(
+        model.path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+    )
+    if config.method == "lora":
+        from peft import get_peft_model
+
+        try:
+            network = get_peft_model(network, lora_config(config))
+        except ValueError as error:
+            raise ConfigError(
+                f"LoRA cannot adapt {model.base_model}: {error}. Set train.lora_target_modules "
+                "to names of its linear layers."
+            ) from None
+    return network
+
+
+def encode_splits(splits: SplitReport, labels: list[str], tokenizer: Any, max_length: int) -> dict[str, Any]:
+    """Train and validation splits as tokenized `datasets.Dataset`s with integer labels."""
+    import datasets
+    import pandas as pd
+
+    index = {label: number for number, label in enumerate(labels)}
+    encoded = {}
+    for name in ("train", "validation"):
+        frame = pd.read_parquet(getattr(splits, name).path)
+        dataset = datasets.Dataset.from_dict(
+            {"text": frame["text"].tolist(), "label": [index[label] for label in frame["label"]]}
+        )
+        encoded[name] = dataset.map(
+            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+            batched=True,
+            remove_columns=["text"],
+        )
+    return encoded
+
+
+def epoch_history(log_history: list[dict[str, Any]], seconds: dict[int, float]) -> list[EpochRecord]:
+    """Per-epoch records from the Trainer's log history (which survives a resume from checkpoint)."""
+    losses = {round(entry["epoch"]): float(entry["loss"]) for entry in log_history if "loss" in entry}
+    return [
+        EpochRecord(
+            epoch=round(entry["epoch"]),
+            train_loss=losses.get(round(entry["epoch"])),
+            val={key: float(entry[f"eval_{key}"]) for key in METRIC_KEYS if f"eval_{key}" in entry},
+            seconds=seconds.get(round(entry["epoch"]), 0.0),
+        )
+        for entry in log_history
+        if "eval_loss" in entry
+    ]
+
+
+def epoch_callback(seconds: dict[int, float], log: logging.Logger | Any, epochs: int) -> Any:
+    """A Trainer callback that times each epoch and logs one progress line for it."""
+    from transformers import TrainerCallback
+
+    class EpochLog(TrainerCallback):
+        def __init__(self) -> None:
+            self.started, self.loss = time.perf_counter(), None
+
+        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
+            metrics, epoch = metrics or {}, round(state.epoch or 0)
+            seconds[epoch] = round(time.perf_counter() - self.started, 2)
+            loss = f"{self.loss:.4f}" if self.loss is not None else "n/a"
+            log.info(
+                "epoch %d/%d: train loss %s, val f1_macro %.4f, accuracy %.4f (%.1f s)",
+                epoch,
+                epochs,
+                loss,
+                metrics.get("eval_f1_macro", float("nan")),
+                metrics.get("eval_accuracy", float("nan")),
+                seconds[epoch],
+            )
+
+    return EpochLog()
+
+
+def save_model(network: Any, tokenizer: Any, folder: Path, info: dict[str, Any]) -> None:
+    """Merged weights (LoRA folded in), head, tokenizer and label map: everything to reload offline."""
+    if hasattr(network, "merge_and_unload"):
+        network = network.merge_and_unload()
+    network.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+    (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+def quiet_progress_bars() -> None:
+    """Per-batch bars of loading, mapping and saving flood a flow run's log; epochs are logged instead."""
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+
+
+def finetune(
+    splits: SplitReport,
+    model: ModelRef,
+    config: TrainConfig,
+    evaluation: EvalConfig,
+    folder: Path,
+    trust_remote_code: bool = False,
+    log: Any = None,
+    callbacks: list | None = None,
+) -> TrainedModelRef:
+    """Train on the train split, pick the best epoch on validation, save it to `folder/model`.
+    Checkpoints go to `folder/checkpoints`; if some exist, training resumes from the last one."""
+    import pandas as pd
+    import torch
+    from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    log = log or logging.getLogger(__name__)
+    quiet_progress_bars()
+    device, precision = choose_device(config)
+    labels = sorted(pd.read_parquet(splits.train.path, columns=["label"])["label"].unique().tolist())
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model.path, trust_remote_code=trust_remote_code)
+    network = build_model(model, labels, config, trust_remote_code)
+    encoded = encode_splits(splits, labels, tokenizer, config.max_length)
+    checkpoints = folder / "checkpoints"
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    seconds: dict[int, float] = {}
+    extra = [epoch_callback(seconds, log, config.epochs), *(callbacks or [])]
+    if config.early_stopping_patience:
+        extra.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = Trainer(
+        model=network,
+        args=training_arguments(config, evaluation.metric, checkpoints, device, precision),
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=extra,
+        compute_metrics=lambda prediction: classification_metrics(
+            prediction.label_ids, prediction.predictions.argmax(-1), list(range(len(labels)))
+        )["overall"],
+    )
+    trainer.remove_callback(PrinterCallback)  # our epoch lines replace its raw dicts
+    log.info(
+        "Fine-tuning %s (%s) on %s, %s, %d train / %d validation rows%s",
+        model.base_model,
+        config.method,
+        device,
+        precision,
+        splits.train.rows,
+        splits.validation.rows,
+        f", resuming from {Path(resume).name}" if resume else "",
+    )
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
+    history = epoch_history(trainer.state.log_history, seconds)
+    # The Trainer keeps the first epoch with the highest score; so does max().
+    best_epoch = max(history, key=lambda record: record.val.get(evaluation.metric, 0.0)).epoch
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    model_dir = folder / "model"
+    info = {
+        "base_model": model.base_model,
+        "method": config.method,
+        "labels": labels,
+        "max_length": config.max_length,
+        "best_epoch": best_epoch,
+    }
+    save_model(trainer.model, tokenizer, model_dir, info)
+    del trainer, network
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return TrainedModelRef(
+        path=str(model_dir),
+        base_model=model.base_model,
+        method=config.method,
+        labels=labels,
+        device=device,
+        precision=precision,
+        history=history,
+        best_epoch=best_epoch,
+        resumed_from=resume,
+        train_seconds=round(train_seconds, 2),
+        trainable_parameters=trainable,
+        total_parameters=total,
+    )
+
+
+@task(name="finetune_model")
+def finetune_model(
+    splits: SplitReport,
+    model: ModelRef,
+    config: TrainConfig,
+    evaluation: EvalConfig,
+    folder: Path,
+    trust_remote_code: bool = False,
+) -> TrainedModelRef:
+    """Fine-tune, logging one line per epoch; a rerun of the same run resumes from its last checkpoint.
+    Never retried blindly: a retry of the flow run resumes instead."""
+    return finetune(splits, model, config, evaluation, folder, trust_remote_code, log=get_run_logger())

@@ -1,0 +1,100 @@
+"""Load a saved tuneloop model (a folder, or an MLflow run or registry URI) and label texts."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import ModelNotFoundError
+
+MODEL_INFO_FILE = "tuneloop.json"
+MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+
+
+@dataclass
+class Classifier:
+    """A loaded model with its tokenizer, labels and sequence length."""
+
+    network: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+    device: str
+
+
+def fetch_model(location: str) -> Path:
+    """A local folder for `location`: the folder itself, or an MLflow artifact URI downloaded."""
+    if location.startswith(MLFLOW_SCHEMES):
+        import mlflow
+
+        from tasks.track import configure_tracking
+
+        try:
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=location,
+                    tracking_uri=configure_tracking(),
+                    dst_path=tempfile.mkdtemp(prefix="tuneloop-model-"),
+                )
+            )
+        except Exception as error:  # MLflow raises several types for missing runs, models, artifacts
+            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            raise ModelNotFoundError(
+                f"Cannot fetch model {location} from MLflow: {reason}. Check the run id or "
+                "model name, and MLFLOW_TRACKING_URI."
+            ) from None
+    path = Path(location).expanduser()
+    if not (path / MODEL_INFO_FILE).is_file():
+        raise ModelNotFoundError(
+            f"No tuneloop model at {location}. Pass the `model` folder of a run "
+            "(.tuneloop/runs/<run>/model) or an MLflow URI such as runs:/<run_id>/model."
+        )
+    return path
+
+
+def load_classifier(location: str | Path) -> Classifier:
+    """Load a saved model for inference, on the GPU when there is one; offline, from local files only."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = fetch_model(str(location))
+    info = json.loads((folder / MODEL_INFO_FILE).read_text(encoding="utf-8"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    network = (
+        AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True, local_files_only=True)
+        .to(device)
+        .eval()
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return Classifier(
+        network=network,
+        tokenizer=tokenizer,
+        labels=list(info["labels"]),
+        max_length=int(info["max_length"]),
+        device=device,
+    )
+
+
+def predict_texts(classifier: Classifier, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
+    """The label and the probability of every label for each text, in batches."""
+    import torch
+
+    id2label = classifier.network.config.id2label
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(texts), batch_size):
+        batch = classifier.tokenizer(
+            texts[start : start + batch_size],
+            truncation=True,
+            padding=True,
+            max_length=classifier.max_length,
+            return_tensors="pt",
+        ).to(classifier.device)
+        with torch.inference_mode():
+            probabilities = classifier.network(**batch).logits.float().softmax(dim=-1).cpu().tolist()
+        for row in probabilities:
+            scores = {id2label[index]: round(value, 6) for index, value in enumerate(row)}
+            results.append({"label": max(scores, key=scores.get), "probabilities": scores})
+    return results

@@ -1,0 +1,153 @@
+"""The train flow end to end under a real Prefect server, with a tiny BERT and MLflow on a temp SQLite."""
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from transformers import TrainerCallback
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.train import train
+from tasks.config import PipelineConfig, load_config
+from tasks.evaluate import METRIC_KEYS, EvalConfig
+from tasks.finetune import TrainConfig, finetune
+from tasks.predict import load_classifier, predict_texts
+from tasks.select import ModelRef
+from tasks.split import SplitConfig, split_table, write_splits
+from tasks.track import flatten
+from tests.conftest import ROOT
+from tests.fixtures.tables import clean_table
+
+
+def tiny_config(tiny_bert: Path, *overrides: str) -> PipelineConfig:
+    return load_config(
+        ROOT / "data/sample/config.yaml",
+        [
+            f"data.path={ROOT / 'data/sample/support_tickets.csv'}",
+            f"model.base_model={tiny_bert}",
+            "train.epochs=2",
+            "train.batch_size=64",
+            "train.max_length=64",
+            "tracking.experiment=tiny",
+            *overrides,
+        ],
+    )
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_train_flow_logs_a_complete_comparable_mlflow_run(tiny_bert: Path, tuneloop_home: Path, method: str) -> None:
+    config = tiny_config(tiny_bert, f"train.method={method}", "train.early_stopping_patience=0")
+    result = train(config=config)
+    assert result.model.method == method and result.model.device == "cpu" and result.model.precision == "fp32"
+    assert [record.epoch for record in result.model.history] == [1, 2]
+    if method == "lora":
+        assert result.model.trainable_parameters < result.model.total_parameters
+
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    run = client.get_run(result.tracking.run_id)
+    assert run.data.params.keys() == flatten(config.model_dump(mode="json")).keys()
+    assert run.data.params["train.method"] == method
+    for key in ("val/f1_macro", "val/accuracy", "train/loss"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    for key in METRIC_KEYS:
+        assert f"test/{key}" in run.data.metrics
+    assert "test/billing/f1" in run.data.metrics
+    assert run.data.tags["dataset_sha256"] == result.data.data.dataset_sha256
+    assert run.data.tags["prefect.flow_run_id"]
+    artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert {"evaluation", "model", "validation", "splits"} <= artifacts
+    evaluation = {item.path for item in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/confusion_matrix.png" in evaluation
+    assert {dataset.dataset.digest for dataset in run.inputs.dataset_inputs} == {
+        ref.sha256[:16] for ref in (result.splits.train, result.splits.validation, result.splits.test)
+    }
+
+
+def test_saved_model_reloads_offline_with_its_labels_and_predicts(tiny_bert: Path, tuneloop_home: Path) -> None:
+    result = train(config=tiny_config(tiny_bert, "train.epochs=1"))
+    classifier = load_classifier(result.model.path)
+    assert classifier.labels == ["account", "billing", "shipping", "technical"]
+    assert classifier.network.config.id2label == dict(enumerate(classifier.labels))
+    test = pd.read_parquet(result.splits.test.path)
+    predictions = predict_texts(classifier, test["text"].tolist(), batch_size=7)
+    saved = pd.read_csv(result.evaluation.predictions_path)
+    assert [row["label"] for row in predictions] == saved["predicted"].tolist()
+    assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-4 for row in predictions)
+
+    runner = CliRunner()
+    for model in (result.model.path, f"runs:/{result.tracking.run_id}/model"):
+        output = runner.invoke(app, ["predict", "--model", model, "--text", test["text"].iloc[0], "--json"])
+        assert output.exit_code == 0, output.output
+        assert f'"label": "{predictions[0]["label"]}"' in output.output
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(tiny_bert: Path, tmp_path: Path) -> None:
+    splits, removed = split_table(clean_table(), SplitConfig())
+    report = write_splits(splits, removed, SplitConfig(), tmp_path / "splits")
+    model = ModelRef(base_model="tiny", path=str(tiny_bert), source="local folder")
+    config = TrainConfig(epochs=3, batch_size=16, early_stopping_patience=0)
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt("power cut after the first epoch's checkpoint")
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(report, model, config, EvalConfig(), tmp_path / "run", callbacks=[Interrupt()])
+    assert [path.name for path in (tmp_path / "run" / "checkpoints").iterdir()] == ["checkpoint-3"]
+
+    resumed = finetune(report, model, config, EvalConfig(), tmp_path / "run")
+    assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-3")
+    assert [record.epoch for record in resumed.history] == [1, 2, 3]
+    assert resumed.history[0].seconds == 0.0 and resumed.history[2].seconds > 0  # epoch 1 ran before the cut
+
+
+def test_missing_model_offline_is_one_clear_error(tmp_path: Path, tuneloop_home: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--config",
+            str(ROOT / "data/sample/config.yaml"),
+            "--data",
+            str(ROOT / "data/sample/support_tickets.csv"),
+            "--set",
+            "model.base_model=someone/missing-model",
+        ],
+    )
+    assert result.exit_code == 2
+    message = result.output[result.output.index("error: ") :]
+    assert "Base model 'someone/missing-model' not found" in message and "Traceback" not in result.output
+    runs = list((tuneloop_home / "runs").glob("*/model"))
+    assert runs == [], "nothing is saved as a model by a failed run"
+
+
+def test_unreachable_tracking_server_fails_before_training(
+    monkeypatch: pytest.MonkeyPatch, tuneloop_home: Path
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--config",
+            str(ROOT / "data/sample/config.yaml"),
+            "--data",
+            str(ROOT / "data/sample/support_tickets.csv"),
+        ],
+    )
+    assert result.exit_code == 2
+    message = result.output[result.output.index("error: ") :]
+    assert "MLflow tracking store http://127.0.0.1:9 cannot be used" in message and "unset it" in message
+    assert not list((tuneloop_home / "runs").glob("*/splits"))
+
+
+def test_quality_gate_fails_the_run_after_logging_it(tiny_bert: Path, tuneloop_home: Path) -> None:
+    state = train(config=tiny_config(tiny_bert, "train.epochs=1", "eval.min_f1=0.999"), return_state=True)
+    assert state.is_failed()
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    assert len(client.search_runs([experiment.experiment_id])) == 1
