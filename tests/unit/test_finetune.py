@@ -38,9 +38,9 @@ def test_cpu_machine_trains_in_fp32_and_refuses_gpu_settings() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     assert choose_device(TrainConfig()) == ("cpu", "fp32")
-    with pytest.raises(ConfigError, match="train.device=cuda but no CUDA device"):
+    with pytest.raises(ConfigError, match=r"train\.device=cuda but no CUDA device"):
         choose_device(TrainConfig(device="cuda"))
-    with pytest.raises(ConfigError, match="train.precision=bf16 needs a CUDA GPU"):
+    with pytest.raises(ConfigError, match=r"train\.precision=bf16 needs a CUDA GPU"):
         choose_device(TrainConfig(precision="bf16"))
 
 

@@ -27,5 +27,5 @@ def test_unknown_model_offline_names_the_ways_to_provide_it() -> None:
 def test_pickled_weights_are_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
-    with pytest.raises(ModelNotFoundError, match="has no .safetensors weights"):
+    with pytest.raises(ModelNotFoundError, match=r"has no \.safetensors weights"):
         resolve_model(ModelConfig(base_model=str(tmp_path)))
