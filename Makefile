@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export GX_ANALYTICS_ENABLED ?= False
 
 .DEFAULT_GOAL := help
-.PHONY: help install run validate test test-fast lint format bench clean
+.PHONY: help install run validate test test-slow test-fast lint format bench mlflow-ui clean
 
 help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,8 +30,11 @@ run: $(STAMP) ## Run the pipeline on the bundled sample data
 validate: $(STAMP) ## Validate the bundled sample data only
 	$(BIN)/tuneloop validate --config data/sample/config.yaml
 
-test: $(STAMP) ## Run the test suite (everything that runs on a CPU machine)
-	$(BIN)/pytest
+test: $(STAMP) ## Run the test suite (all but the slow real-data fine-tunes; about 5 minutes)
+	$(BIN)/pytest -m "not slow"
+
+test-slow: $(STAMP) ## Run only the slow tests (real fine-tunes on ../shared/data; about 15 minutes)
+	$(BIN)/pytest -m slow -s
 
 test-fast: $(STAMP) ## Unit and data-contract tests only (seconds)
 	$(BIN)/pytest tests/unit tests/data
@@ -44,8 +47,12 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Run the benchmarks and print their tables
+bench: $(STAMP) ## Run the benchmarks and print their tables (minutes)
 	$(BIN)/python benchmarks/validate_throughput.py
+	$(BIN)/python benchmarks/overhead.py
+
+mlflow-ui: $(STAMP) ## Open MLflow's UI on the local runs (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$${TUNELOOP_HOME:-.tuneloop}/mlflow.db --host 127.0.0.1 --port 5000
 
 clean: ## Remove run outputs (.tuneloop) and caches, keep .venv
 	rm -rf .tuneloop .pytest_cache .ruff_cache

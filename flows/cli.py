@@ -119,6 +119,13 @@ def resolve_config(
     return load_config(config, shortcuts + list(overrides or []))
 
 
+def prepare_run(config: Path | None, overrides: list[str] | None, *shortcuts: Any) -> Any:
+    """The run's config, read before any flow starts (bad values cost nothing), and a quiet console."""
+    pipeline = resolve_config(config, overrides, *shortcuts)
+    quiet_known_tracebacks()
+    return pipeline
+
+
 def emit_json(payload: dict[str, Any]) -> None:
     """One JSON object on the last line of stdout."""
     typer.echo(json.dumps(payload, default=str))
@@ -136,8 +143,7 @@ def validate(
 ) -> None:
     """Check labelled text against the dataset contract; quarantine bad rows; report."""
     with user_errors():
-        pipeline = resolve_config(config, set_, data, test_data, text_column, label_column)
-        quiet_known_tracebacks()
+        pipeline = prepare_run(config, set_, data, test_data, text_column, label_column)
         from flows.validate import validate_data
 
         report = validate_data(config=pipeline)
@@ -190,8 +196,7 @@ def run(
 ) -> None:
     """Run the pipeline: validate, split, fine-tune, evaluate and log to MLflow."""
     with user_errors():
-        pipeline = resolve_config(config, set_, data, test_data, text_column, label_column)
-        quiet_known_tracebacks()
+        pipeline = prepare_run(config, set_, data, test_data, text_column, label_column)
         from flows.train import train
 
         result = train(config=pipeline)

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.data import DataConfig
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, first_line
 from tasks.evaluate import EvalConfig
 from tasks.finetune import TrainConfig
 from tasks.select import ModelConfig
@@ -99,8 +99,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"Config file {path} is not valid YAML: {first}.") from None
+        raise ConfigError(f"Config file {path} is not valid YAML: {first_line(error)}.") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.errors import DataLoadError
+from tasks.errors import DataLoadError, first_line
 from tasks.workspace import file_sha256
 
 DataFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet", "disk", "hub"]
@@ -128,9 +128,8 @@ def read_source(source: str, config: DataConfig) -> pd.DataFrame:
             f"offset {error.start}). Re-save it as UTF-8, or set data.encoding (e.g. latin-1)."
         ) from None
     except (ValueError, pd.errors.ParserError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataLoadError(
-            f"Cannot read {source} as {kind}: {first_line}. Check the file, or set data.format / data.delimiter."
+            f"Cannot read {source} as {kind}: {first_line(error)}. Check the file, or set data.format / data.delimiter."
         ) from None
 
 
@@ -163,7 +162,7 @@ def read_hub(dataset_id: str, config: DataConfig) -> pd.DataFrame:
             dataset_id, config.hub_config, split=config.hub_split, revision=config.hub_revision
         )
     except Exception as error:  # datasets raises many types: connection, missing, gated
-        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise DataLoadError(
             f"Cannot load Hub dataset '{dataset_id}' (split {config.hub_split}): {reason}. Without "
             "network access, download it elsewhere and pass its save_to_disk folder or a file with "

@@ -7,6 +7,12 @@ the fix, and the command line prints it as one line with a non-zero exit code an
 from __future__ import annotations
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (or its type), short enough for a one-line report."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 class TuneloopError(Exception):
     """Base of the errors that are the user's to fix, not bugs."""
 

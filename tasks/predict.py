@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import ModelNotFoundError
+from tasks.errors import ModelNotFoundError, first_line
 
 MODEL_INFO_FILE = "tuneloop.json"
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
@@ -41,7 +41,7 @@ def fetch_model(location: str) -> Path:
                 )
             )
         except Exception as error:  # MLflow raises several types for missing runs, models, artifacts
-            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            reason = first_line(error)
             raise ModelNotFoundError(
                 f"Cannot fetch model {location} from MLflow: {reason}. Check the run id or "
                 "model name, and MLFLOW_TRACKING_URI."

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.errors import TrackingError
+from tasks.errors import TrackingError, first_line
 from tasks.evaluate import EvalReport
 from tasks.finetune import TrainedModelRef
 from tasks.split import SplitReport
@@ -82,7 +82,7 @@ def ensure_experiment(name: str) -> TrackingTarget:
             uri=uri, experiment=name, experiment_id=client.create_experiment(name, artifact_location=location)
         )
     except Exception as error:  # connection errors, refused requests, a broken database
-        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise TrackingError(
             f"MLflow tracking store {uri} cannot be used: {reason}. Start the server "
             "(make up), fix MLFLOW_TRACKING_URI, or unset it to track in the local SQLite "
@@ -210,7 +210,7 @@ def log_training(
     except TrackingError:
         raise
     except Exception as error:
-        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise TrackingError(
             f"Logging to MLflow at {target.uri} failed: {reason}. The trained model is kept in the run folder."
         ) from None

@@ -103,19 +103,19 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tiny_bert: Path, 
     assert resumed.history[0].seconds == 0.0 and resumed.history[2].seconds > 0  # epoch 1 ran before the cut
 
 
+def run_sample(*extra: str):
+    """`tuneloop run` on the sample data, in process."""
+    sample = [
+        "--config",
+        str(ROOT / "data/sample/config.yaml"),
+        "--data",
+        str(ROOT / "data/sample/support_tickets.csv"),
+    ]
+    return CliRunner().invoke(app, ["run", *sample, *extra])
+
+
 def test_missing_model_offline_is_one_clear_error(tmp_path: Path, tuneloop_home: Path) -> None:
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            "--config",
-            str(ROOT / "data/sample/config.yaml"),
-            "--data",
-            str(ROOT / "data/sample/support_tickets.csv"),
-            "--set",
-            "model.base_model=someone/missing-model",
-        ],
-    )
+    result = run_sample("--set", "model.base_model=someone/missing-model")
     assert result.exit_code == 2
     message = result.output[result.output.index("error: ") :]
     assert "Base model 'someone/missing-model' not found" in message and "Traceback" not in result.output
@@ -129,16 +129,7 @@ def test_unreachable_tracking_server_fails_before_training(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            "--config",
-            str(ROOT / "data/sample/config.yaml"),
-            "--data",
-            str(ROOT / "data/sample/support_tickets.csv"),
-        ],
-    )
+    result = run_sample()
     assert result.exit_code == 2
     message = result.output[result.output.index("error: ") :]
     assert "MLflow tracking store http://127.0.0.1:9 cannot be used" in message and "unset it" in message
