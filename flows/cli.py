@@ -181,6 +181,13 @@ def run_summary(result: Any) -> dict[str, Any]:
         "run_folder": result.folder,
         "model_path": result.model.path,
         "quarantined_rows": result.data.data.quarantined_rows,
+        "baseline": {
+            "name": result.baseline.name,
+            "val": result.baseline.val.model_dump(),
+            "test": result.baseline.test.model_dump(),
+        },
+        "verdict": result.verdict,
+        "candidates": [candidate.model_dump() for candidate in result.selection.candidates],
     }
 
 
@@ -212,6 +219,9 @@ def run(
         f"  test:       accuracy {test['accuracy']:.4f}, f1_macro {test['f1_macro']:.4f}, "
         f"f1_weighted {test['f1_weighted']:.4f}"
     )
+    baseline = summary["baseline"]["test"]
+    typer.echo(f"  baseline:   {summary['baseline']['name']} test f1_macro {baseline['f1_macro']:.4f}")
+    typer.echo(f"  {summary['verdict']}")
     typer.echo(f"  model:      {summary['model_path']}")
     typer.echo(f"  run folder: {summary['run_folder']}")
     typer.echo(f"  MLflow:     run {summary['run_id']} in experiment '{summary['experiment']}'")
@@ -277,6 +287,38 @@ def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
     if not lines:
         raise ConfigError(f"{input_file} holds no texts.")
     return lines
+
+
+@app.command()
+def models(
+    candidates: Annotated[
+        list[str] | None, typer.Option("--candidates", help="Hugging Face ids or local folders (repeatable).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Screen candidate base models (license, task fit, weights, tokenizer, size) without training."""
+    with user_errors():
+        overrides = [f"model.candidates={json.dumps(candidates)}"] if candidates else []
+        pipeline = resolve_config(config, overrides + list(set_ or []))
+        from tasks.select import screen_all, selection_table
+
+        train = pipeline.train
+        reports = screen_all(pipeline.model, train.method, train.batch_size, train.max_length, train.lora_r)
+    rows = selection_table(reports, chosen="")
+    if as_json:
+        emit_json({"candidates": [report.model_dump() for report in reports]})
+        return
+    for row in rows:
+        status = "ok      " if row["accepted"] else "rejected"
+        size = f"{row['parameters'] / 1e6:.1f}M params" if row["parameters"] else "size unknown"
+        memory = f"~{row[f'memory_gb_{train.method}']} GB ({train.method})" if row["memory_gb_full"] else ""
+        typer.echo(
+            f"{status} {row['candidate']}  license {row['license']}, {row['architecture'] or '?'}, {size} {memory}"
+        )
+        if not row["accepted"]:
+            typer.echo(f"         {row['reasons']}")
 
 
 @app.command("config")

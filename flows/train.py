@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from prefect import flow
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from flows.validate import check_data
+from tasks.baseline import BaselineReport, baseline_verdict, fit_baseline
 from tasks.config import PipelineConfig
 from tasks.evaluate import EvalReport, check_model_quality, evaluate_model
 from tasks.finetune import TrainedModelRef, finetune_model
-from tasks.select import resolve_base_model
+from tasks.select import SelectionReport, select_base_model
 from tasks.split import SplitReport, split_dataset
 from tasks.track import TrackedRun, check_tracking, log_run
 from tasks.validate import DataReport
@@ -22,16 +23,25 @@ class TrainResult(BaseModel):
     folder: str
     data: DataReport
     splits: SplitReport
+    selection: SelectionReport
+    baseline: BaselineReport
     model: TrainedModelRef
     evaluation: EvalReport
     tracking: TrackedRun
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def verdict(self) -> str:
+        """Whether the fine-tuned model beats the classical baseline, in words."""
+        return baseline_verdict(self.evaluation.val, self.baseline, self.selection.metric)
 
 
 @flow(name="train")
 def train(config: PipelineConfig = PipelineConfig()) -> TrainResult:  # noqa: B008
     """Fine-tune a pre-trained Hugging Face model on labelled text: validate the data (Great
-    Expectations gate with quarantine), split it leak-free, resolve the base model, fine-tune
-    (full or LoRA, GPU when present), evaluate on validation and test, and log it all to MLflow.
+    Expectations gate with quarantine), split it leak-free, fit a TF-IDF baseline, choose the base
+    model (screen license, task fit and size; probe the survivors), fine-tune (full or LoRA, GPU
+    when present), evaluate on validation and test, and log it all to MLflow.
 
     A rerun of the same flow run resumes training from its last checkpoint.
     """
@@ -39,14 +49,24 @@ def train(config: PipelineConfig = PipelineConfig()) -> TrainResult:  # noqa: B0
     target = check_tracking(config.tracking)
     data = check_data(config, folder)
     splits = split_dataset(data.data.clean, config.split, folder / "splits", data.test.clean if data.test else None)
-    base_model = resolve_base_model(config.model)
-    trained = finetune_model(splits, base_model, config.train, config.eval, folder, config.model.trust_remote_code)
+    baseline = fit_baseline(splits, config.split.seed)
+    selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
+    trained = finetune_model(
+        splits, selection.chosen, config.train, config.eval, folder, config.model.trust_remote_code
+    )
     evaluation = evaluate_model(
         trained.path, splits.validation.path, splits.test.path, config.eval, folder / "evaluation"
     )
-    tracked = log_run(target, config, data, splits, trained, evaluation)
+    tracked = log_run(target, config, data, splits, trained, evaluation, selection, baseline)
     check_model_quality(evaluation, config.eval)
     # Registering the model (alias `candidate`) and champion/challenger promotion hang here (issue 7).
     return TrainResult(
-        folder=str(folder), data=data, splits=splits, model=trained, evaluation=evaluation, tracking=tracked
+        folder=str(folder),
+        data=data,
+        splits=splits,
+        selection=selection,
+        baseline=baseline,
+        model=trained,
+        evaluation=evaluation,
+        tracking=tracked,
     )

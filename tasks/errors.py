@@ -51,3 +51,7 @@ class QualityGateError(TuneloopError):
     """The trained model is below the configured quality bar (EvalConfig.min_f1)."""
 
     exit_code = 4
+
+
+class ModelSelectionError(TuneloopError):
+    """No candidate base model passed screening."""

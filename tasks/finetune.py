@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.errors import ConfigError
 from tasks.evaluate import METRIC_KEYS, EvalConfig, classification_metrics
 from tasks.predict import MODEL_INFO_FILE
-from tasks.select import ModelRef
+from tasks.resolve import ModelRef
 from tasks.split import SplitReport
 
 DEFAULT_LEARNING_RATE = {"full": 5e-5, "lora": 1e-3}

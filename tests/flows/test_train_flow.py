@@ -14,7 +14,7 @@ from tasks.config import PipelineConfig, load_config
 from tasks.evaluate import METRIC_KEYS, EvalConfig
 from tasks.finetune import TrainConfig, finetune
 from tasks.predict import load_classifier, predict_texts
-from tasks.select import ModelRef
+from tasks.resolve import ModelRef
 from tasks.split import SplitConfig, split_table, write_splits
 from tasks.track import flatten
 from tests.conftest import ROOT
@@ -26,7 +26,7 @@ def tiny_config(tiny_bert: Path, *overrides: str) -> PipelineConfig:
         ROOT / "data/sample/config.yaml",
         [
             f"data.path={ROOT / 'data/sample/support_tickets.csv'}",
-            f"model.base_model={tiny_bert}",
+            f"model.candidates=[{tiny_bert}]",
             "train.epochs=2",
             "train.batch_size=64",
             "train.max_length=64",
@@ -60,6 +60,15 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(tiny_bert: Path, tunel
     assert {"evaluation", "model", "validation", "splits"} <= artifacts
     evaluation = {item.path for item in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in evaluation
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    kinds = sorted((child.data.tags["kind"], child.data.tags["candidate"]) for child in children)
+    assert kinds == [("baseline", "tfidf-logistic-regression"), ("candidate", str(tiny_bert))]
+    candidate = next(child for child in children if child.data.tags["kind"] == "candidate")
+    assert candidate.data.tags["license"] == "apache-2.0" and int(candidate.data.tags["parameters"]) > 0
+    baseline = next(child for child in children if child.data.tags["kind"] == "baseline")
+    assert 0 <= baseline.data.metrics["val/f1_macro"] <= 1 and "test/f1_macro" in baseline.data.metrics
+    assert run.data.tags["beats_baseline"] in ("True", "False")
+    assert "baseline" in result.verdict
     assert {dataset.dataset.digest for dataset in run.inputs.dataset_inputs} == {
         ref.sha256[:16] for ref in (result.splits.train, result.splits.validation, result.splits.test)
     }
@@ -115,10 +124,11 @@ def run_sample(*extra: str):
 
 
 def test_missing_model_offline_is_one_clear_error(tmp_path: Path, tuneloop_home: Path) -> None:
-    result = run_sample("--set", "model.base_model=someone/missing-model")
+    result = run_sample("--set", "model.candidates=[someone/missing-model]")
     assert result.exit_code == 2
     message = result.output[result.output.index("error: ") :]
-    assert "Base model 'someone/missing-model' not found" in message and "Traceback" not in result.output
+    assert "No candidate model passed screening" in message and "Traceback" not in result.output
+    assert "someone/missing-model: Base model 'someone/missing-model' not found" in message
     runs = list((tuneloop_home / "runs").glob("*/model"))
     assert runs == [], "nothing is saved as a model by a failed run"
 
@@ -141,4 +151,22 @@ def test_quality_gate_fails_the_run_after_logging_it(tiny_bert: Path, tuneloop_h
     assert state.is_failed()
     client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny")
-    assert len(client.search_runs([experiment.experiment_id])) == 1
+    runs = client.search_runs([experiment.experiment_id])
+    assert len([run for run in runs if "kind" not in run.data.tags]) == 1, "the training is tracked once"
+
+
+def test_models_command_prints_the_screening_table(tiny_bert: Path, tmp_path: Path) -> None:
+    import json
+
+    from tests.fixtures.models import build_tiny_bert
+
+    gpl = build_tiny_bert(tmp_path / "gpl", ["some words"], license_name="gpl-3.0")
+    result = CliRunner().invoke(app, ["models", "--candidates", str(tiny_bert), "--candidates", str(gpl), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {
+        Path(row["candidate"]).name: row for row in json.loads(result.output.strip().splitlines()[-1])["candidates"]
+    }
+    assert rows["tiny-bert"]["accepted"] and not rows["gpl"]["accepted"]
+    assert rows["gpl"]["reasons"] == ["license gpl-3.0 is not in model.allowed_licenses"]
+    text = CliRunner().invoke(app, ["models", "--candidates", str(gpl)])
+    assert text.exit_code == 0 and text.output.startswith("rejected") and "gpl-3.0" in text.output
