@@ -37,7 +37,7 @@ def plain(data: str, text_column: str, label_column: str, epochs: int, batch_siz
         TrainingArguments,
     )
 
-    from tasks.select import ModelConfig, resolve_model
+    from tasks.resolve import resolve_model
 
     frame = pd.read_csv(
         data,
@@ -50,7 +50,7 @@ def plain(data: str, text_column: str, label_column: str, epochs: int, batch_siz
     frame["label"] = frame[label_column].map({label: index for index, label in enumerate(labels)})
     train, rest = train_test_split(frame, test_size=0.2, stratify=frame["label"], random_state=42)
     validation, test = train_test_split(rest, test_size=0.5, stratify=rest["label"], random_state=42)
-    path = resolve_model(ModelConfig()).path
+    path = resolve_model("sentence-transformers/all-MiniLM-L6-v2").path
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
 

@@ -290,6 +290,49 @@ def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
 
 
 @app.command()
+def sweep(
+    data: DataOption = None,
+    test_data: TestDataOption = None,
+    text_column: TextOption = None,
+    label_column: LabelOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    target_f1: Annotated[float | None, typer.Option(help="Validation score to reach (0-1).")] = None,
+    metric: Annotated[str | None, typer.Option(help="f1_macro or f1_weighted.")] = None,
+    trials_per_round: Annotated[int | None, typer.Option(help="Trials per round.")] = None,
+    max_rounds: Annotated[int | None, typer.Option(help="Most rounds.")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Most trials over all rounds.")] = None,
+    max_hours: Annotated[float | None, typer.Option(help="Most hours from the start.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Tune hyperparameters in rounds (Optuna, pruning) until validation F1 reaches the target."""
+    sweep_options = {
+        "target_f1": target_f1,
+        "metric": metric,
+        "trials_per_round": trials_per_round,
+        "max_rounds": max_rounds,
+        "max_trials": max_trials,
+        "max_hours": max_hours,
+    }
+    overrides = [f"sweep.{key}={value}" for key, value in sweep_options.items() if value is not None]
+    with user_errors():
+        pipeline = prepare_run(config, overrides + list(set_ or []), data, test_data, text_column, label_column)
+        from flows.sweep import sweep as sweep_flow
+
+        result = sweep_flow(config=pipeline)
+    if as_json:
+        emit_json({"status": result.outcome, **result.model_dump(mode="json")})
+        return
+    typer.echo(result.message)
+    typer.echo(f"  sweep {result.sweep_id}: {result.rounds} round(s), {result.trials} trials ({result.pruned} pruned)")
+    if result.best_model_path:
+        typer.echo(f"  best trial {result.best_trial}: {result.best_score:.4f}, model {result.best_model_path}")
+    typer.echo(f"  MLflow parent run: {result.parent_run_id}")
+    if result.outcome == "budget_spent":
+        raise typer.Exit(5)
+
+
+@app.command()
 def models(
     candidates: Annotated[
         list[str] | None, typer.Option("--candidates", help="Hugging Face ids or local folders (repeatable).")

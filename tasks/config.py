@@ -16,6 +16,7 @@ from tasks.evaluate import EvalConfig
 from tasks.finetune import TrainConfig
 from tasks.select import ModelConfig
 from tasks.split import SplitConfig
+from tasks.sweep import SweepConfig
 from tasks.track import TrackingConfig
 from tasks.validate import ValidationConfig
 
@@ -33,6 +34,7 @@ class PipelineConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Scoring and the quality gate.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow experiment and run.")
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="Hyperparameter sweeps (tuneloop sweep).")
 
 
 def close_match(word: str, choices: list[str]) -> str:

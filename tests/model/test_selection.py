@@ -27,7 +27,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def screen(candidates: list[Path], **update: object):  # noqa: ANN201
+def screen(candidates: list[Path], **update: object):
     config = ModelConfig(candidates=[str(path) for path in candidates]).model_copy(update=update)
     return {Path(report.candidate).name: report for report in screen_all(config, "full", 32, 64, 16)}
 

@@ -1,0 +1,107 @@
+"""The sweep flow with a tiny BERT: rounds, warm start, pruning, parent/child MLflow runs."""
+
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from flows.sweep import sweep
+from tasks.config import PipelineConfig, load_config
+from tasks.sweep import load_state
+from tests.conftest import ROOT
+
+
+def sweep_config(tiny_bert: Path, *overrides: str) -> PipelineConfig:
+    return load_config(
+        ROOT / "data/sample/config.yaml",
+        [
+            f"data.path={ROOT / 'data/sample/support_tickets.csv'}",
+            f"model.candidates=[{tiny_bert}]",
+            "train.batch_size=64",
+            "train.max_length=32",
+            "train.early_stopping_patience=0",
+            "tracking.experiment=sweeps",
+            "sweep.trials_per_round=3",
+            "sweep.max_rounds=2",
+            "sweep.epochs_min=1",
+            "sweep.epochs_max=2",
+            "sweep.escalation=[]",
+            "sweep.pruner=none",
+            *overrides,
+        ],
+    )
+
+
+def test_unreachable_target_runs_exactly_max_rounds_warm_started(tiny_bert: Path, tuneloop_home: Path) -> None:
+    result = sweep(config=sweep_config(tiny_bert, "sweep.target_f1=1.0"))
+    assert result.outcome == "budget_spent" and result.rounds == 2 and result.trials == 6
+    assert "Target not reached after 2 round(s)" in result.message and "max_rounds" in result.message
+    state = load_state(result.sweep_id)
+    assert [entry["round"] for entry in state.rounds] == [1, 2]
+    study = optuna.load_study(study_name=result.sweep_id, storage=f"sqlite:///{tuneloop_home / 'optuna.db'}")
+    numbers = {trial.number: trial.user_attrs["round"] for trial in study.trials}
+    assert sorted(numbers) == list(range(6)) and [numbers[n] for n in range(6)] == [1, 1, 1, 2, 2, 2]
+    for trial in study.trials:
+        assert {"learning_rate", "epochs", "weight_decay", "warmup_ratio"} == set(trial.params)
+    assert len({trial.params["learning_rate"] for trial in study.trials}) == 6, "every trial proposes its own"
+
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags["sweep_id"] == result.sweep_id and parent.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "sweep/best_f1_macro")] == [1, 2]
+    assert {item.path for item in client.list_artifacts(parent.info.run_id, "sweep")} >= {"sweep/sweep_history.png"}
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    trials = [child for child in children if child.data.tags.get("kind") == "trial"]
+    assert sorted(int(child.data.tags["trial_number"]) for child in trials) == list(range(6))
+    assert len({frozenset(child.data.params) for child in trials}) == 1, "identical parameter keys in every trial"
+    for child in trials:
+        epochs = int(child.data.params["train.epochs"])
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "val/f1_macro")] == list(
+            range(1, epochs + 1)
+        )
+        assert child.data.tags["pruned"] == "False" and child.data.tags["sweep_id"] == result.sweep_id
+
+
+def test_reachable_target_stops_after_round_one(tiny_bert: Path) -> None:
+    result = sweep(config=sweep_config(tiny_bert, "sweep.target_f1=0.0", "sweep.trials_per_round=2"))
+    assert result.outcome == "target_met" and result.rounds == 1 and result.trials == 2
+    assert result.best_model_path and Path(result.best_model_path, "tuneloop.json").is_file()
+
+
+def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tiny_bert: Path) -> None:
+    config = sweep_config(
+        tiny_bert,
+        "sweep.target_f1=1.0",
+        "sweep.max_rounds=1",
+        "sweep.trials_per_round=5",
+        "sweep.pruner=median",
+        "sweep.epochs_min=4",
+        "sweep.epochs_max=4",
+        "sweep.search=[learning_rate]",
+        "sweep.learning_rate_min=1e-7",
+        "sweep.learning_rate_max=0.5",
+        "sweep.sampler=random",
+        "sweep.seed=3",
+    )
+    result = sweep(config=config)
+    state = load_state(result.sweep_id)
+    trials = state.rounds[0]["trials"]
+    pruned = [trial for trial in trials if trial["state"] == "pruned"]
+    assert pruned, [(t["params"], t["score"], t["state"]) for t in trials]
+    assert all(len(trial["history"]) < 4 for trial in pruned)
+    assert result.pruned == len(pruned)
+
+
+def test_budget_in_trials_caps_the_rounds(tiny_bert: Path) -> None:
+    result = sweep(config=sweep_config(tiny_bert, "sweep.target_f1=1.0", "sweep.max_rounds=5", "sweep.max_trials=4"))
+    assert result.outcome == "budget_spent" and result.trials == 4 and result.rounds == 2
+    assert "max_trials" in result.message
+
+
+@pytest.mark.parametrize("bad", ["sweep.learning_rate_min=0.1", "sweep.metric=accuracy"])
+def test_bad_sweep_settings_are_rejected(tiny_bert: Path, bad: str) -> None:
+    from tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        sweep_config(tiny_bert, bad, "sweep.learning_rate_max=0.01")
