@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from prefect import flow
+from prefect.states import State
 from pydantic import Field
 
 from flows.validate import check_data
@@ -15,6 +16,7 @@ from tasks.sweep import (
     SweepResult,
     begin_sweep,
     close_round,
+    final_state,
     finish_sweep,
     queue_next_round,
     run_sweep_trial,
@@ -30,7 +32,7 @@ def sweep(
     config: PipelineConfig = PipelineConfig(),  # noqa: B008
     sweep_id: Annotated[str | None, Field(description="Continue this sweep; unset: start a new one.")] = None,
     round_number: Annotated[int, Field(ge=1, le=100, description="The round this run performs.")] = 1,
-) -> SweepResult:
+) -> SweepResult | State:
     """Tune hyperparameters in rounds until validation F1 reaches `sweep.target_f1`.
 
     Round 1 validates and splits the data once and chooses the base model; every round asks Optuna
@@ -56,7 +58,7 @@ def sweep(
             trials += [future.result() for future in futures]
         state, decision = close_round(config, state, round_number, trials, target)
         if decision.action != "next_round":
-            return finish_sweep(state, decision, target)
+            return final_state(finish_sweep(state, decision, target))
         queued = queue_next_round(config, state, round_number, decision)
         if queued:
             return finish_sweep(state, decision, target, queued)

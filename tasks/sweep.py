@@ -677,3 +677,13 @@ def finish_sweep(state: SweepState, decision: RoundDecision, target: Any, queued
 def trial_batches(first_slot: int, count: int, concurrent: int) -> list[tuple[int, int]]:
     """(first slot, size) of the batches a round's `count` trials run in, at most `concurrent` at once."""
     return [(first_slot + start, min(concurrent, count - start)) for start in range(0, count, concurrent)]
+
+
+def final_state(result: SweepResult) -> SweepResult | Any:
+    """The flow's final state names the outcome: `Completed` when the target was met, a completed
+    state named `TargetNotReached` (with the message) when the budget ran out first."""
+    if result.outcome != "budget_spent":
+        return result
+    from prefect.states import Completed
+
+    return Completed(data=result, message=result.message, name="TargetNotReached")

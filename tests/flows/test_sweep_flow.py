@@ -94,8 +94,12 @@ def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tiny_bert: Path)
 
 
 def test_budget_in_trials_caps_the_rounds(tiny_bert: Path) -> None:
-    result = sweep(config=sweep_config(tiny_bert, "sweep.target_f1=1.0", "sweep.max_rounds=5", "sweep.max_trials=4"))
+    config = sweep_config(tiny_bert, "sweep.target_f1=1.0", "sweep.max_rounds=5", "sweep.max_trials=4")
+    state = sweep(config=config, return_state=True)
+    assert state.name == "TargetNotReached" and state.is_completed()
+    result = state.result()
     assert result.outcome == "budget_spent" and result.trials == 4 and result.rounds == 2
+    assert state.message == result.message
     assert "max_trials" in result.message
 
 
