@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export GX_ANALYTICS_ENABLED ?= False
 
 .DEFAULT_GOAL := help
-.PHONY: help install run validate test test-slow test-fast lint format bench mlflow-ui clean
+.PHONY: help install run sweep validate test test-slow test-fast lint format bench mlflow-ui clean
 
 help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ install: $(STAMP) ## Create .venv with everything (torch 2.13.0 first)
 
 run: $(STAMP) ## Run the pipeline on the bundled sample data
 	$(BIN)/tuneloop run --config data/sample/config.yaml
+
+sweep: $(STAMP) ## Run a small sweep on the bundled sample data
+	$(BIN)/tuneloop sweep --config data/sample/config.yaml --trials-per-round 2 --max-rounds 2 --target-f1 0.99
 
 validate: $(STAMP) ## Validate the bundled sample data only
 	$(BIN)/tuneloop validate --config data/sample/config.yaml
@@ -50,6 +53,7 @@ format: $(STAMP) ## Format the code with ruff
 bench: $(STAMP) ## Run the benchmarks and print their tables (minutes)
 	$(BIN)/python benchmarks/validate_throughput.py
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/sweep_efficiency.py
 
 mlflow-ui: $(STAMP) ## Open MLflow's UI on the local runs (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$${TUNELOOP_HOME:-.tuneloop}/mlflow.db --host 127.0.0.1 --port 5000

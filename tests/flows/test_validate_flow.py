@@ -64,8 +64,8 @@ def test_failed_gate_fails_the_flow_and_keeps_the_report(tmp_path: Path, tuneloo
     assert len(summaries) == 1 and '"passed": false' in summaries[0].read_text()
 
 
-def test_train_flow_writes_leak_free_splits_of_the_clean_rows() -> None:
-    result = train(config=sample_config())
+def test_train_flow_writes_leak_free_splits_of_the_clean_rows(tiny_bert: Path) -> None:
+    result = train(config=sample_config(**{"model.candidates": f"[{tiny_bert}]", "train.epochs": "1"}))
     splits = result.splits
     assert splits.overlap == {"train/validation": 0, "train/test": 0, "validation/test": 0}
     assert splits.train.rows + splits.validation.rows + splits.test.rows == 600
@@ -75,7 +75,7 @@ def test_train_flow_writes_leak_free_splits_of_the_clean_rows() -> None:
     assert Path(splits.summary_path).is_file()
 
 
-def test_given_test_file_is_validated_and_used_as_the_test_split(tmp_path: Path) -> None:
+def test_given_test_file_is_validated_and_used_as_the_test_split(tmp_path: Path, tiny_bert: Path) -> None:
     table = clean_table(30)
     main, test = table.iloc[::2].copy(), table.iloc[1::2].head(30).copy()
     config = load_config(
@@ -86,6 +86,8 @@ def test_given_test_file_is_validated_and_used_as_the_test_split(tmp_path: Path)
             "data.id_column=id",
             "validation.min_rows=20",
             "validation.min_examples_per_class=5",
+            f"model.candidates=[{tiny_bert}]",
+            "train.epochs=1",
         ],
     )
     result = train(config=config)

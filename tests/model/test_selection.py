@@ -87,3 +87,17 @@ def test_probes_score_the_survivors_and_ties_go_to_the_smaller(zoo: dict[str, Pa
     for r in reports:
         r.probe_score = 0.5 if r.accepted else None
     assert Path(choose(reports).candidate).name == "small"
+
+
+def test_short_finetune_probe_scores_each_survivor(zoo: dict[str, Path], tmp_path: Path) -> None:
+    import logging
+
+    splits, removed = split_table(clean_table(40), SplitConfig())
+    report = write_splits(splits, removed, SplitConfig(), tmp_path / "splits")
+    reports = list(screen([zoo["small"], zoo["wider"]]).values())
+    config = ModelConfig(candidates=["x"], probe="short_finetune", probe_max_rows=60)
+    probe_survivors(
+        reports, config, report, TrainConfig(max_length=32, batch_size=32), EvalConfig(), tmp_path, logging.getLogger()
+    )
+    assert all(0 <= (r.probe_score or -1) <= 1 and r.probe_seconds for r in reports)
+    assert sorted(p.name for p in tmp_path.glob("probe-*")) == ["probe-0", "probe-1"]
