@@ -48,7 +48,7 @@ def sweep(
         data = check_data(config, folder)
         splits = split_dataset(data.data.clean, config.split, folder / "splits", data.test.clean if data.test else None)
         selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
-        state = start_sweep(config, sweep_id, folder, splits, selection.chosen, target)
+        state = start_sweep(config, sweep_id, folder, splits, selection, target)
     while True:
         trials = []
         count = trials_this_round(config.sweep, round_number, state.trial_count)

@@ -85,6 +85,13 @@ class SelectionReport(BaseModel):
     probe: str
     candidates: list[CandidateReport]
 
+    def runners_up(self) -> list[ModelRef]:
+        """The accepted candidates in rank order, the chosen one first (sweeps escalate along it)."""
+        return [
+            ModelRef(base_model=report.candidate, path=str(report.path), source=str(report.source))
+            for report in ranked(self.candidates)
+        ] or [self.chosen]
+
 
 def read_license(folder: Path) -> str | None:
     """The license in the model card's YAML front matter (README.md), else in config.json."""
@@ -232,13 +239,19 @@ def probe_rows(splits: SplitReport, max_rows: int, seed: int) -> tuple[pd.DataFr
     return train.reset_index(drop=True), pd.read_parquet(splits.validation.path)
 
 
+def ranked(reports: list[CandidateReport]) -> list[CandidateReport]:
+    """The accepted candidates, best probe score first; a tie goes to the smaller model."""
+    survivors = [report for report in reports if report.accepted]
+    return sorted(survivors, key=lambda report: (-round(report.probe_score or 0.0, 6), report.parameters or 0))
+
+
 def choose(reports: list[CandidateReport]) -> CandidateReport:
     """The best probe score; a tie goes to the smaller model."""
-    survivors = [report for report in reports if report.accepted]
+    survivors = ranked(reports)
     if not survivors:
         listed = "\n  - ".join(f"{report.candidate}: {'; '.join(report.reasons)}" for report in reports)
         raise ModelSelectionError(f"No candidate model passed screening:\n  - {listed}")
-    return max(survivors, key=lambda report: (round(report.probe_score or 0.0, 6), -(report.parameters or 0)))
+    return survivors[0]
 
 
 def screen_all(

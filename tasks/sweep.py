@@ -15,6 +15,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.resolve import ModelRef
+from tasks.select import SelectionReport
 from tasks.split import SplitReport
 from tasks.workspace import tuneloop_home
 
@@ -29,7 +30,7 @@ SearchedParameter = Literal[
     "lora_dropout",
     "method",
 ]
-Escalation = Literal["more_trials", "more_epochs", "widen", "full_finetune"]
+Escalation = Literal["more_trials", "more_epochs", "widen", "full_finetune", "next_candidate"]
 
 
 class SweepConfig(BaseModel):
@@ -85,7 +86,8 @@ class SweepConfig(BaseModel):
         default_factory=lambda: ["more_trials", "more_epochs"],
         description=(
             "What each new round changes: more_trials (x1.5), more_epochs (+1 to epochs_max), widen (learning-rate "
-            "range x/÷3), full_finetune (LoRA to full)."
+            "range x/÷3), full_finetune (LoRA to full), next_candidate (the next base model in the "
+            "selection's ranking)."
         ),
     )
 
@@ -121,6 +123,7 @@ class SweepState(BaseModel):
     storage: str
     splits: SplitReport
     model: ModelRef
+    candidates: list[ModelRef] = Field(default_factory=list)
     parent_run_id: str
     rounds: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -273,6 +276,14 @@ def pruning_callback(trial: Any, metric: str) -> Any:
     return ReportToOptuna()
 
 
+def model_for_round(config: SweepConfig, state: SweepState, round_number: int) -> ModelRef:
+    """The base model a round fine-tunes: the chosen one, or with `next_candidate` escalation the
+    round's place in the selection ranking (staying on the last one)."""
+    if "next_candidate" not in config.escalation or not state.candidates:
+        return state.model
+    return state.candidates[min(round_number - 1, len(state.candidates) - 1)]
+
+
 def trial_history(callback_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-epoch records in the shape the tracking module logs."""
     return [{"epoch": entry["epoch"], "train_loss": None, "val": entry["val"]} for entry in callback_history]
@@ -316,7 +327,7 @@ def run_trial(
     try:
         trained = finetune(
             state.splits,
-            state.model,
+            model_for_round(config, state, round_number),
             train.model_copy(update=params),
             evaluation.model_copy(update={"metric": config.metric}),
             folder,
@@ -475,7 +486,7 @@ def begin_sweep(sweep_id: str | None) -> tuple[str, Path, SweepState | None]:
 
 @task(name="start_sweep")
 def start_sweep(
-    pipeline: BaseModel, sweep_id: str, folder: Path, splits: SplitReport, model: ModelRef, target: Any
+    pipeline: BaseModel, sweep_id: str, folder: Path, splits: SplitReport, selection: SelectionReport, target: Any
 ) -> SweepState:
     """Create the Optuna study and the MLflow parent run once, before any trial (NOTES: never let
     parallel trials create the databases)."""
@@ -488,7 +499,7 @@ def start_sweep(
         target,
         sweep_id,
         flatten(pipeline.model_dump(mode="json")),
-        run_tags(splits.train.sha256, {"base_model": model.base_model}),
+        run_tags(splits.train.sha256, {"base_model": selection.chosen.base_model}),
     )
     state = SweepState(
         sweep_id=sweep_id,
@@ -497,7 +508,8 @@ def start_sweep(
         study_name=sweep_id,
         storage=storage,
         splits=splits,
-        model=model,
+        model=selection.chosen,
+        candidates=selection.runners_up(),
         parent_run_id=parent,
     )
     save_state(state)

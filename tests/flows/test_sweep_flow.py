@@ -109,3 +109,29 @@ def test_bad_sweep_settings_are_rejected(tiny_bert: Path, bad: str) -> None:
 
     with pytest.raises(ConfigError):
         sweep_config(tiny_bert, bad, "sweep.learning_rate_max=0.01")
+
+
+def test_next_candidate_escalation_moves_to_the_runner_up(tiny_bert: Path, tmp_path: Path) -> None:
+    import json
+
+    from tests.fixtures.models import build_tiny_bert
+
+    second = build_tiny_bert(tmp_path / "second", ["ticket order refund app"], hidden_size=48)
+    config = sweep_config(
+        tiny_bert,
+        "sweep.target_f1=1.0",
+        "sweep.trials_per_round=1",
+        "sweep.escalation=[next_candidate]",
+        f"model.candidates=[{tiny_bert}, {second}]",
+    )
+    result = sweep(config=config, return_state=True).result()
+    state = load_state(result.sweep_id)
+    assert [model.base_model for model in state.candidates] == [state.model.base_model] + [
+        m.base_model for m in state.candidates[1:]
+    ]
+    used = [
+        json.loads(Path(trial["model_path"], "tuneloop.json").read_text())["base_model"]
+        for entry in state.rounds
+        for trial in entry["trials"]
+    ]
+    assert used == [state.candidates[0].base_model, state.candidates[1].base_model]
