@@ -64,6 +64,13 @@ class SweepConfig(BaseModel):
         "median", description="Stops hopeless trials on their per-epoch validation score."
     )
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of the sampler.")
+    startup_trials: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Random trials before TPE starts modelling the "
+        "space (Optuna's default of 10 would make small sweeps purely random).",
+    )
     search: list[SearchedParameter] = Field(
         default_factory=lambda: ["learning_rate", "epochs", "weight_decay", "warmup_ratio"],
         min_length=1,
@@ -194,7 +201,7 @@ def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = config.seed + slot
     sampler = (
-        optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.startup_trials, constant_liar=True)
         if config.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=seed)
     )
