@@ -177,17 +177,24 @@ def load_state(sweep_id: str) -> SweepState | None:
     return SweepState.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def escalated(config: SweepConfig, round_number: int) -> SweepConfig:
-    """The sweep config of round `round_number` (1 = as configured), after the escalation policy."""
+def escalated(config: SweepConfig, round_number: int, best_learning_rate: float | None = None) -> SweepConfig:
+    """The sweep config of round `round_number` (1 = as configured), after the escalation policy.
+    `widen` centres the learning-rate range on the best trial so far (when one searched it) and
+    widens it by 3x each way per round; without a best trial it widens the configured range."""
     steps = round_number - 1
     update: dict[str, Any] = {}
     if "more_trials" in config.escalation:
         update["trials_per_round"] = max(1, round(config.trials_per_round * 1.5**steps))
     if "more_epochs" in config.escalation:
         update["epochs_max"] = config.epochs_max + steps
-    if "widen" in config.escalation:
-        update["learning_rate_min"] = max(1e-7, config.learning_rate_min / 3**steps)
-        update["learning_rate_max"] = min(1.0, config.learning_rate_max * 3**steps)
+    if "widen" in config.escalation and steps:
+        low, high = (
+            (best_learning_rate, best_learning_rate)
+            if best_learning_rate
+            else (config.learning_rate_min, config.learning_rate_max)
+        )
+        update["learning_rate_min"] = max(1e-7, low / 3**steps)
+        update["learning_rate_max"] = min(1.0, high * 3**steps)
     if "full_finetune" in config.escalation and steps:
         update["methods"] = ["full"]
     return config.model_copy(update=update)
@@ -358,6 +365,18 @@ def run_trial(
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the saved model is all a trial keeps
     result.seconds = round(time.perf_counter() - started, 2)
     return result
+
+
+def best_trial(state: SweepState) -> TrialResult | None:
+    """The best finished trial over every round so far."""
+    scored = [trial for trial in all_trials(state) if trial.state == "complete" and trial.score is not None]
+    return max(scored, key=lambda trial: trial.score or 0.0, default=None)
+
+
+def best_learning_rate(state: SweepState) -> float | None:
+    """The learning rate of the best finished trial so far, when the sweep searched it."""
+    best = best_trial(state)
+    return best.params.get("learning_rate") if best else None
 
 
 def trials_this_round(config: SweepConfig, round_number: int, trials_so_far: int) -> int:
@@ -531,7 +550,7 @@ def run_sweep_trial(pipeline: BaseModel, state: SweepState, round_number: int, s
 
     from tasks.track import flatten, log_trial
 
-    config = escalated(pipeline.sweep, round_number)  # type: ignore[attr-defined]
+    config = escalated(pipeline.sweep, round_number, best_learning_rate(state))  # type: ignore[attr-defined]
     args = (
         config,
         state,
@@ -672,9 +691,7 @@ def finish_sweep(state: SweepState, decision: RoundDecision, target: Any, queued
     """The sweep's result; when it is over, close the MLflow parent run with the outcome."""
     from tasks.track import finish_sweep_run
 
-    trials = all_trials(state)
-    scored = [trial for trial in trials if trial.state == "complete" and trial.score is not None]
-    best = max(scored, key=lambda trial: trial.score or 0.0, default=None)  # over every round
+    trials, best = all_trials(state), best_trial(state)
     outcome = "next_round_queued" if queued else decision.action
     if not queued:
         finish_sweep_run(target, state.parent_run_id, outcome, decision.message)

@@ -135,3 +135,16 @@ def test_next_candidate_escalation_moves_to_the_runner_up(tiny_bert: Path, tmp_p
         for trial in entry["trials"]
     ]
     assert used == [state.candidates[0].base_model, state.candidates[1].base_model]
+
+
+def test_default_escalation_grows_the_next_round(tiny_bert: Path) -> None:
+    config = sweep_config(
+        tiny_bert,
+        "sweep.target_f1=1.0",
+        "sweep.trials_per_round=2",
+        "sweep.escalation=[more_trials, more_epochs, widen]",
+    )
+    result = sweep(config=config, return_state=True).result()
+    state = load_state(result.sweep_id)
+    assert [len(entry["trials"]) for entry in state.rounds] == [2, 3]
+    assert max(trial["params"]["epochs"] for trial in state.rounds[1]["trials"]) <= 3

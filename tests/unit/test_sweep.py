@@ -1,0 +1,19 @@
+from tasks.sweep import SweepConfig, escalated, trial_batches
+
+
+def test_escalation_policy_per_round() -> None:
+    config = SweepConfig(
+        trials_per_round=4, epochs_max=3, escalation=["more_trials", "more_epochs", "widen", "full_finetune"]
+    )
+    assert escalated(config, 1) == config.model_copy(update={"trials_per_round": 4, "epochs_max": 3})
+    second = escalated(config, 2, best_learning_rate=1e-4)
+    assert second.trials_per_round == 6 and second.epochs_max == 4 and second.methods == ["full"]
+    assert abs(second.learning_rate_min - 1e-4 / 3) < 1e-12 and abs(second.learning_rate_max - 3e-4) < 1e-12
+    third = escalated(config, 3)
+    assert abs(third.learning_rate_min - config.learning_rate_min / 9) < 1e-12
+    assert escalated(SweepConfig(escalation=[]), 5) == SweepConfig(escalation=[])
+
+
+def test_trials_run_in_batches_with_unique_slots() -> None:
+    assert trial_batches(6, 5, 2) == [(6, 2), (8, 2), (10, 1)]
+    assert trial_batches(0, 3, 1) == [(0, 1), (1, 1), (2, 1)]
