@@ -65,10 +65,15 @@ def fit_baseline(splits: SplitReport, seed: int) -> BaselineReport:
     return report
 
 
+def beats_baseline(model_val: SplitMetrics, baseline: BaselineReport, metric: str) -> bool:
+    """Whether the fine-tuned model scores higher than the baseline on validation."""
+    return getattr(model_val, metric) > getattr(baseline.val, metric)
+
+
 def baseline_verdict(model_val: SplitMetrics, baseline: BaselineReport, metric: str) -> str:
     """One plain sentence: does the fine-tuned model beat the baseline on validation?"""
     ours, theirs = getattr(model_val, metric), getattr(baseline.val, metric)
-    if ours > theirs:
+    if beats_baseline(model_val, baseline, metric):
         return (
             f"The fine-tuned model beats the {baseline.name} baseline on validation {metric}: "
             f"{ours:.4f} vs {theirs:.4f}."

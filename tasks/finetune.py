@@ -206,6 +206,11 @@ def encode_splits(splits: SplitReport, labels: list[str], tokenizer: Any, max_le
     return encoded
 
 
+def eval_scores(metrics: dict[str, Any]) -> dict[str, float]:
+    """Our validation scores (METRIC_KEYS) from a Trainer evaluation's `eval_*` entries."""
+    return {key: float(metrics[f"eval_{key}"]) for key in METRIC_KEYS if f"eval_{key}" in metrics}
+
+
 def epoch_history(log_history: list[dict[str, Any]], seconds: dict[int, float]) -> list[EpochRecord]:
     """Per-epoch records from the Trainer's log history (which survives a resume from checkpoint)."""
     losses = {round(entry["epoch"]): float(entry["loss"]) for entry in log_history if "loss" in entry}
@@ -213,7 +218,7 @@ def epoch_history(log_history: list[dict[str, Any]], seconds: dict[int, float]) 
         EpochRecord(
             epoch=round(entry["epoch"]),
             train_loss=losses.get(round(entry["epoch"])),
-            val={key: float(entry[f"eval_{key}"]) for key in METRIC_KEYS if f"eval_{key}" in entry},
+            val=eval_scores(entry),
             seconds=seconds.get(round(entry["epoch"]), 0.0),
         )
         for entry in log_history

@@ -260,6 +260,8 @@ def pruning_callback(trial: Any, metric: str) -> Any:
     import optuna
     from transformers import TrainerCallback
 
+    from tasks.finetune import eval_scores
+
     class ReportToOptuna(TrainerCallback):
         def __init__(self) -> None:
             self.history: list[dict[str, Any]] = []  # kept here too: a pruned trial's Trainer never returns
@@ -268,21 +270,7 @@ def pruning_callback(trial: Any, metric: str) -> Any:
             score = (metrics or {}).get(f"eval_{metric}")
             if score is None:
                 return
-            values = {
-                key.removeprefix("eval_"): float(v)
-                for key, v in (metrics or {}).items()
-                if key.removeprefix("eval_")
-                in (
-                    "accuracy",
-                    "f1_macro",
-                    "f1_weighted",
-                    "precision_macro",
-                    "recall_macro",
-                    "precision_weighted",
-                    "recall_weighted",
-                )
-            }
-            self.history.append({"epoch": round(state.epoch or 0), "val": values})
+            self.history.append({"epoch": round(state.epoch or 0), "val": eval_scores(metrics or {})})
             trial.report(float(score), step=round(state.epoch or 0))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {round(state.epoch or 0)}: {metric} {score:.4f}")
@@ -367,10 +355,15 @@ def run_trial(
     return result
 
 
+def best_of(trials: list[TrialResult]) -> TrialResult | None:
+    """The completed trial with the highest score."""
+    scored = [trial for trial in trials if trial.state == "complete" and trial.score is not None]
+    return max(scored, key=lambda trial: trial.score or 0.0, default=None)
+
+
 def best_trial(state: SweepState) -> TrialResult | None:
     """The best finished trial over every round so far."""
-    scored = [trial for trial in all_trials(state) if trial.state == "complete" and trial.score is not None]
-    return max(scored, key=lambda trial: trial.score or 0.0, default=None)
+    return best_of(all_trials(state))
 
 
 def best_learning_rate(state: SweepState) -> float | None:
@@ -386,8 +379,7 @@ def trials_this_round(config: SweepConfig, round_number: int, trials_so_far: int
 
 def decide(config: SweepConfig, state: SweepState, round_number: int, trials: list[TrialResult]) -> RoundDecision:
     """Target met, next round, or budget spent: never loop without bound."""
-    scored = [trial for trial in trials if trial.state == "complete" and trial.score is not None]
-    best = max(scored, key=lambda trial: trial.score or 0.0, default=None)
+    best = best_of(trials)
     best_score = best.score if best else None
     total = state.trial_count
     hours = (datetime.now(UTC) - state.started_at).total_seconds() / 3600
@@ -615,13 +607,12 @@ def close_round(
     importance = plot_importances(open_study(config, state.study_name, state.storage), folder / "importances.png")
     if importance:
         pictures["importances"] = importance
-    best = max((trial.score for trial in trials if trial.state == "complete" and trial.score is not None), default=None)
     log_round(
         target,
         state.parent_run_id,
         round_number,
         config.metric,
-        best,
+        decision.best_score,
         len(trials),
         sum(trial.state == "pruned" for trial in trials),
         pictures,

@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.baseline import BaselineReport, baseline_verdict
+from tasks.baseline import BaselineReport, baseline_verdict, beats_baseline
 from tasks.errors import TrackingError, first_line
 from tasks.evaluate import EvalReport
 from tasks.finetune import TrainedModelRef
@@ -251,15 +251,15 @@ def check_tracking(config: TrackingConfig) -> TrackingTarget:
 
 
 def log_candidates(
-    target: TrackingTarget, parent_run_id: str, selection: SelectionReport, baseline: BaselineReport
+    target: TrackingTarget, parent_run_id: str, rows: list[dict[str, Any]], metric: str, baseline: BaselineReport
 ) -> None:
-    """One child run per screened candidate and one for the baseline, under the training's run
-    (`parent_run_id` is passed explicitly: MLflow's active run is per thread)."""
+    """One child run per screened candidate (`rows` of the selection table) and one for the baseline,
+    under the training's run (`parent_run_id` is passed explicitly: MLflow's active run is per thread)."""
     import mlflow
     from mlflow.entities import Metric
 
     client = mlflow.MlflowClient(target.uri)
-    for row in selection_table(selection.candidates, selection.chosen.base_model):
+    for row in rows:
         tags = {
             "mlflow.parentRunId": parent_run_id,
             "candidate": row["candidate"],
@@ -276,7 +276,7 @@ def log_candidates(
         if row["probe_score"] is not None:
             client.log_batch(
                 child.info.run_id,
-                metrics=[Metric(metric_name("probe", selection.metric), row["probe_score"], child.info.start_time, 0)],
+                metrics=[Metric(metric_name("probe", metric), row["probe_score"], child.info.start_time, 0)],
             )
         client.set_terminated(child.info.run_id, "FINISHED")
     child = client.create_run(
@@ -336,14 +336,15 @@ def log_run(
             "method": trained.method,
             "device": trained.device,
             "precision": trained.precision,
-            "beats_baseline": str(getattr(evaluation.val, selection.metric) > getattr(baseline.val, selection.metric)),
+            "beats_baseline": str(beats_baseline(evaluation.val, baseline, selection.metric)),
         },
     )
     scores = evaluation.model_dump()
     verdict = baseline_verdict(evaluation.val, baseline, selection.metric)
     table = Path(trained.path).parent / "selection" / "candidates.json"
     table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(json.dumps(selection_table(selection.candidates, selection.chosen.base_model), indent=2))
+    rows = selection_table(selection.candidates, selection.chosen.base_model)
+    table.write_text(json.dumps(rows, indent=2))
     artifacts["selection"] = table
     tracked = log_training(
         target,
@@ -356,7 +357,7 @@ def log_run(
         {name: getattr(splits, name).model_dump() for name in ("train", "validation", "test")},
         artifacts,
     )
-    log_candidates(target, tracked.run_id, selection, baseline)
+    log_candidates(target, tracked.run_id, rows, selection.metric, baseline)
     test = scores["test"]
     create_markdown_artifact(
         key="training-run",
