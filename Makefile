@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export GX_ANALYTICS_ENABLED ?= False
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep validate test test-slow test-fast lint format bench mlflow-ui clean
+.PHONY: help system-deps install run sweep validate up down status env deploy test test-slow test-fast lint format bench mlflow-ui clean
 
 help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+system-deps: ## Debian packages the e2e tests drive: chromium (UI form test), docker-compose (infra check)
+	@need=""; command -v chromium >/dev/null || need="$$need chromium"; \
+	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need="$$need docker-compose"; \
+	if [ -n "$$need" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$need; \
+	else echo "system packages present"; fi
+
 install: $(STAMP) ## Create .venv with everything (torch 2.13.0 first)
 
 run: $(STAMP) ## Run the pipeline on the bundled sample data
@@ -32,6 +40,21 @@ sweep: $(STAMP) ## Run a small sweep on the bundled sample data
 
 validate: $(STAMP) ## Validate the bundled sample data only
 	$(BIN)/tuneloop validate --config data/sample/config.yaml
+
+up: $(STAMP) ## Start Prefect server, MLflow server and cpu/gpu workers on loopback (infra/stack.py)
+	$(BIN)/python infra/stack.py up
+
+down: $(STAMP) ## Stop exactly the processes `make up` started
+	$(BIN)/python infra/stack.py down
+
+status: $(STAMP) ## Show whether the processes `make up` started still run
+	$(BIN)/python infra/stack.py status
+
+env: $(STAMP) ## Print export lines for the running stack (use: eval "$$(make -s env)")
+	@$(BIN)/python infra/stack.py env
+
+deploy: $(STAMP) ## Register deployments/prefect.yaml with the running Prefect server
+	$(BIN)/python infra/stack.py deploy
 
 test: $(STAMP) ## Run the test suite (all but the slow real-data fine-tunes; about 5 minutes)
 	$(BIN)/pytest -m "not slow"

@@ -37,13 +37,20 @@ class TrainResult(BaseModel):
 
 
 @flow(name="train")
-def train(config: PipelineConfig = PipelineConfig()) -> TrainResult:  # noqa: B008
+def train(
+    config: PipelineConfig = PipelineConfig(),  # noqa: B008
+) -> TrainResult:
     """Fine-tune a pre-trained Hugging Face model on labelled text: validate the data (Great
     Expectations gate with quarantine), split it leak-free, fit a TF-IDF baseline, choose the base
     model (screen license, task fit and size; probe the survivors), fine-tune (full or LoRA, GPU
     when present), evaluate on validation and test, and log it all to MLflow.
 
     A rerun of the same flow run resumes training from its last checkpoint.
+
+    Args:
+        config: Every setting of the run, grouped by step; each has a default. Paths are relative
+            to the deployment's working directory; endpoints and secrets come from the worker's
+            environment, never from this form.
     """
     folder = create_run_folder("train")
     target = check_tracking(config.tracking)

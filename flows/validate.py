@@ -26,13 +26,20 @@ def check_data(config: PipelineConfig, folder: Path) -> DataReport:
 
 
 @flow(name="validate-data")
-def validate_data(config: PipelineConfig = PipelineConfig()) -> DataReport:  # noqa: B008
+def validate_data(
+    config: PipelineConfig = PipelineConfig(),  # noqa: B008
+) -> DataReport:
     """Load labelled text and check it against the dataset contract (Great Expectations).
 
     Rows that can be isolated (blank or overlong text, missing or unknown label, one text with two
     labels) are quarantined with their reason; the run stops with every failed check listed when a
     blocking check fails or too many rows are quarantined. A JSON summary, the quarantine file and
     Great Expectations Data Docs are written to the run folder.
+
+    Args:
+        config: Every setting of the run, grouped by step; each has a default. Paths are relative
+            to the deployment's working directory; endpoints and secrets come from the worker's
+            environment, never from this form.
     """
     folder = create_run_folder("validate")
     return check_data(config, folder)

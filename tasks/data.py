@@ -46,7 +46,7 @@ class DataConfig(BaseModel):
     )
     format: DataFormat = Field("auto", description="File format; `auto` decides from the file suffix.")
     text_columns: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=lambda: ["text"],
+        default=["text"],
         min_length=1,
         max_length=10,
         description="Column(s) holding the text; several are joined with `text_separator`.",

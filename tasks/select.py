@@ -31,7 +31,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     candidates: list[str] = Field(
-        default_factory=lambda: ["sentence-transformers/all-MiniLM-L6-v2"],
+        default=["sentence-transformers/all-MiniLM-L6-v2"],
         min_length=1,
         max_length=20,
         description="Hugging Face ids or local folders. With one candidate, selection only screens it.",
@@ -42,7 +42,7 @@ class ModelConfig(BaseModel):
         description="Allow a model's own Python code to run. Off: only architectures built into transformers load.",
     )
     allowed_licenses: list[str] = Field(
-        default_factory=lambda: list(PERMISSIVE_LICENSES),
+        default=list(PERMISSIVE_LICENSES),
         description="Licenses (model-card ids, lower case) a candidate may carry.",
     )
     allow_unknown_license: bool = Field(False, description="Accept candidates whose model card names no license.")

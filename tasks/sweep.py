@@ -5,6 +5,7 @@ round the best score meets the target, or the next round is queued, or the budge
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -51,13 +52,21 @@ class SweepConfig(BaseModel):
     max_concurrent_trials: int = Field(
         1, ge=1, le=64, description="Trials run at the same time (threads here; flow runs on workers in a cluster)."
     )
+    requeue: Literal["run_deployment", "trigger"] = Field(
+        "run_deployment",
+        description="Run from a deployment, how the next round is queued: by this flow run (run_deployment, "
+        "idempotent per round), or by the deployment's trigger on the event tuneloop.sweep.below-threshold "
+        "(trigger). Local runs continue in the same process either way.",
+    )
     gpu_concurrency_limit: str | None = Field(
         None,
         description="Name of a Prefect global concurrency limit that "
         "each trial on a GPU occupies (strict: it must exist); unset: none.",
     )
     storage: str | None = Field(
-        None, description="Optuna storage URL (any SQLAlchemy URL); unset: sqlite:///<TUNELOOP_HOME>/optuna.db."
+        None,
+        description="Optuna storage URL (any SQLAlchemy URL); unset: the environment's TUNELOOP_OPTUNA_STORAGE, "
+        "else sqlite:///<TUNELOOP_HOME>/optuna.db.",
     )
     sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler (seeded).")
     pruner: Literal["median", "successive_halving", "none"] = Field(
@@ -72,7 +81,7 @@ class SweepConfig(BaseModel):
         "space (Optuna's default of 10 would make small sweeps purely random).",
     )
     search: list[SearchedParameter] = Field(
-        default_factory=lambda: ["learning_rate", "epochs", "weight_decay", "warmup_ratio"],
+        default=["learning_rate", "epochs", "weight_decay", "warmup_ratio"],
         min_length=1,
         description="Which hyperparameters to search; the others keep the train section's values.",
     )
@@ -80,17 +89,17 @@ class SweepConfig(BaseModel):
     learning_rate_max: float = Field(1e-3, gt=0, le=1, description="Upper bound of the learning rate (log scale).")
     epochs_min: int = Field(1, ge=1, le=100, description="Fewest epochs a trial trains.")
     epochs_max: int = Field(4, ge=1, le=100, description="Most epochs a trial trains.")
-    batch_sizes: list[int] = Field(default_factory=lambda: [16, 32], min_length=1, description="Batch sizes to try.")
+    batch_sizes: list[int] = Field(default=[16, 32], min_length=1, description="Batch sizes to try.")
     weight_decay_max: float = Field(0.1, ge=0, le=1, description="Upper bound of the weight decay.")
     warmup_ratio_max: float = Field(0.2, ge=0, lt=1, description="Upper bound of the warmup share.")
-    lora_ranks: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], min_length=1, description="LoRA ranks.")
-    lora_alphas: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], min_length=1, description="LoRA alphas.")
+    lora_ranks: list[int] = Field(default=[4, 8, 16, 32], min_length=1, description="LoRA ranks.")
+    lora_alphas: list[int] = Field(default=[8, 16, 32, 64], min_length=1, description="LoRA alphas.")
     lora_dropout_max: float = Field(0.3, ge=0, lt=1, description="Upper bound of the LoRA dropout.")
     methods: list[Literal["full", "lora"]] = Field(
-        default_factory=lambda: ["full", "lora"], min_length=1, description="Methods to try when `method` is searched."
+        default=["full", "lora"], min_length=1, description="Methods to try when `method` is searched."
     )
     escalation: list[Escalation] = Field(
-        default_factory=lambda: ["more_trials", "more_epochs"],
+        default=["more_trials", "more_epochs"],
         description=(
             "What each new round changes: more_trials (x1.5), more_epochs (+1 to epochs_max), widen (learning-rate "
             "range x/÷3), full_finetune (LoRA to full), next_candidate (the next base model in the "
@@ -133,6 +142,7 @@ class SweepState(BaseModel):
     candidates: list[ModelRef] = Field(default_factory=list)
     parent_run_id: str
     rounds: list[dict[str, Any]] = Field(default_factory=list)
+    claims: dict[str, str] = Field(default_factory=dict, description="Round number -> the flow run that runs it.")
 
     @property
     def trial_count(self) -> int:
@@ -143,15 +153,16 @@ class SweepState(BaseModel):
 class RoundDecision(BaseModel):
     """What happens after a round."""
 
-    action: Literal["target_met", "next_round", "budget_spent"]
+    action: Literal["target_met", "next_round", "budget_spent", "already_claimed"]
     message: str
     best_score: float | None
     best_trial: int | None
 
 
 def optuna_storage(config: SweepConfig) -> str:
-    """The configured storage, or a SQLite file in the home folder."""
-    return config.storage or f"sqlite:///{tuneloop_home() / 'optuna.db'}"
+    """The configured storage, else TUNELOOP_OPTUNA_STORAGE (where a password may live, out of
+    the form), else a SQLite file in the home folder."""
+    return config.storage or os.environ.get("TUNELOOP_OPTUNA_STORAGE") or f"sqlite:///{tuneloop_home() / 'optuna.db'}"
 
 
 def new_sweep_id() -> str:
@@ -422,7 +433,7 @@ class SweepResult(BaseModel):
     """How a sweep (or this round of it) ended."""
 
     sweep_id: str
-    outcome: Literal["target_met", "budget_spent", "next_round_queued"]
+    outcome: Literal["target_met", "budget_spent", "next_round_queued", "already_claimed"]
     message: str
     rounds: int
     trials: int
@@ -431,7 +442,15 @@ class SweepResult(BaseModel):
     best_trial: int | None
     best_model_path: str | None
     parent_run_id: str
-    next_flow_run_id: str | None = None
+    next_round: QueuedRound | None = None
+
+
+class QueuedRound(BaseModel):
+    """How the next round was handed on (see tasks/requeue.py)."""
+
+    round: int
+    by: Literal["run_deployment", "trigger"]
+    flow_run_id: str | None = None
 
 
 def all_trials(state: SweepState) -> list[TrialResult]:
@@ -629,62 +648,16 @@ def close_round(
     return state, decision
 
 
-@task(name="queue_next_round")
-def queue_next_round(pipeline: BaseModel, state: SweepState, round_number: int, decision: RoundDecision) -> str | None:
-    """From a deployment: queue round N+1 as a new flow run of this deployment (idempotent: the key
-    `sweep_id:round` never creates a second run) and emit `tuneloop.sweep.below-threshold`.
-    Without a deployment: nothing (the caller runs the next round in this process)."""
-    from prefect.runtime import deployment, flow_run
-
-    if not deployment.id:
-        return None
-    run = request_round(f"{flow_run.flow_name}/{deployment.name}", pipeline, state.sweep_id, round_number + 1)
-    announce_below_threshold(pipeline.sweep, state.sweep_id, round_number, decision)  # type: ignore[attr-defined]
-    get_run_logger().info("Queued round %d of %s as flow run %s", round_number + 1, state.sweep_id, run)
-    return run
-
-
-def request_round(deployment_name: str, pipeline: BaseModel, sweep_id: str, round_number: int) -> str:
-    """A flow run of the sweep deployment for `round_number`, created once per (sweep, round)."""
-    from prefect.deployments import run_deployment
-
-    run = run_deployment(
-        deployment_name,
-        parameters={"config": pipeline.model_dump(mode="json"), "sweep_id": sweep_id, "round_number": round_number},
-        timeout=0,
-        idempotency_key=f"{sweep_id}:{round_number}",
-        as_subflow=False,
-    )
-    return str(run.id)
-
-
-def announce_below_threshold(config: SweepConfig, sweep_id: str, round_number: int, decision: RoundDecision) -> None:
-    """The event automations and notifications hang on."""
-    from prefect.events import emit_event
-
-    emit_event(
-        event="tuneloop.sweep.below-threshold",
-        resource={"prefect.resource.id": f"tuneloop.sweep.{sweep_id}"},
-        payload={
-            "sweep_id": sweep_id,
-            "round": round_number,
-            "next_round": round_number + 1,
-            "best_f1": decision.best_score,
-            "target": config.target_f1,
-            "metric": config.metric,
-            "max_rounds": config.max_rounds,
-        },
-    )
-
-
 @task(name="finish_sweep")
-def finish_sweep(state: SweepState, decision: RoundDecision, target: Any, queued: str | None = None) -> SweepResult:
+def finish_sweep(
+    state: SweepState, decision: RoundDecision, target: Any, queued: QueuedRound | None = None
+) -> SweepResult:
     """The sweep's result; when it is over, close the MLflow parent run with the outcome."""
     from tasks.track import finish_sweep_run
 
     trials, best = all_trials(state), best_trial(state)
     outcome = "next_round_queued" if queued else decision.action
-    if not queued:
+    if outcome in ("target_met", "budget_spent"):
         finish_sweep_run(target, state.parent_run_id, outcome, decision.message)
     return SweepResult(
         sweep_id=state.sweep_id,
@@ -697,7 +670,7 @@ def finish_sweep(state: SweepState, decision: RoundDecision, target: Any, queued
         best_trial=best.number if best else None,
         best_model_path=best.model_path if best else None,
         parent_run_id=state.parent_run_id,
-        next_flow_run_id=queued,
+        next_round=queued,
     )
 
 
@@ -707,10 +680,12 @@ def trial_batches(first_slot: int, count: int, concurrent: int) -> list[tuple[in
 
 
 def final_state(result: SweepResult) -> SweepResult | Any:
-    """The flow's final state names the outcome: `Completed` when the target was met, a completed
-    state named `TargetNotReached` (with the message) when the budget ran out first."""
-    if result.outcome != "budget_spent":
+    """The flow's final state names the outcome: `Completed` when the target was met or the next
+    round was handed on, a completed state named `TargetNotReached` (with the message) when the
+    budget ran out first, and `Skipped` for a duplicate of a round another run claimed."""
+    names = {"budget_spent": "TargetNotReached", "already_claimed": "Skipped"}
+    if result.outcome not in names:
         return result
     from prefect.states import Completed
 
-    return Completed(data=result, message=result.message, name="TargetNotReached")
+    return Completed(data=result, message=result.message, name=names[result.outcome])

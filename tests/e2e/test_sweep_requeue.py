@@ -1,7 +1,6 @@
 """A sweep round run from a real deployment queues exactly one next round (idempotently) and emits
 `tuneloop.sweep.below-threshold`, all seen through the Prefect API of a server started here."""
 
-import os
 import subprocess
 import sys
 import time
@@ -15,18 +14,17 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.e2e
 
 
-def test_round_below_target_queues_one_next_round(
-    prefect_server: str, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_round_below_target_queues_one_next_round(stack: dict, tiny_bert: Path, tmp_path: Path) -> None:
     from prefect import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.deployments import run_deployment
-    from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.sweep import sweep
-    from tasks.sweep import request_round
+    from tasks.requeue import request_round
 
+    prefect_server = stack["prefect_api_url"]
     home = tmp_path / "home"
     config = load_config(
         ROOT / "data/sample/config.yaml",
@@ -46,7 +44,7 @@ def test_round_below_target_queues_one_next_round(
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         deployment_id = sweep.to_deployment(name="e2e-sweep").apply()
         first = run_deployment("sweep/e2e-sweep", parameters={"config": config.model_dump(mode="json")}, timeout=0)
-        env = {**os.environ, "PREFECT_API_URL": prefect_server, "TUNELOOP_HOME": str(home)}
+        env = {**stack["env"], "PREFECT_API_URL": prefect_server, "TUNELOOP_HOME": str(home)}
         done = subprocess.run(
             [str(Path(sys.executable).with_name("prefect")), "flow-run", "execute", str(first.id)],
             cwd=ROOT,
@@ -81,10 +79,16 @@ def test_round_below_target_queues_one_next_round(
             deadline, events = time.monotonic() + 30, []
             while time.monotonic() < deadline and not events:
                 page = client.read_events(
-                    filter=EventFilter(event=EventNameFilter(name=["tuneloop.sweep.below-threshold"])), limit=50
+                    filter=EventFilter(
+                        event=EventNameFilter(name=["tuneloop.sweep.below-threshold"]),
+                        resource=EventResourceFilter(id=[f"tuneloop.sweep.{sweep_id}"]),
+                    ),
+                    limit=50,
                 )
                 events = page.events
                 time.sleep(1)
         assert len(events) == 1
         assert events[0].payload["sweep_id"] == sweep_id and events[0].payload["round"] == 1
         assert events[0].payload["next_round"] == 2 and events[0].payload["target"] == 1.0
+        assert events[0].resource["tuneloop.sweep.requeue"] == "run_deployment"
+        assert events[0].resource["tuneloop.sweep.deployment"] == "sweep/e2e-sweep"

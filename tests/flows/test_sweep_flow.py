@@ -62,6 +62,17 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(tiny_bert: Path
         )
         assert child.data.tags["pruned"] == "False" and child.data.tags["sweep_id"] == result.sweep_id
 
+    # A queued duplicate of a round that ran is skipped, and no round starts past the budget: no
+    # trial is added either way (what guards the deployment trigger against loops).
+    config = sweep_config(tiny_bert, "sweep.target_f1=1.0")
+    duplicate = sweep(config=config, sweep_id=result.sweep_id, round_number=2, return_state=True)
+    assert duplicate.name == "Skipped" and "already run" in duplicate.message
+    past_budget = sweep(config=config, sweep_id=result.sweep_id, round_number=3, return_state=True)
+    assert past_budget.name == "TargetNotReached" and "max_rounds" in past_budget.message
+    assert len(load_state(result.sweep_id).rounds) == 2
+    storage = f"sqlite:///{tuneloop_home / 'optuna.db'}"
+    assert len(optuna.load_study(study_name=result.sweep_id, storage=storage).trials) == 6
+
 
 def test_reachable_target_stops_after_round_one(tiny_bert: Path) -> None:
     result = sweep(config=sweep_config(tiny_bert, "sweep.target_f1=0.0", "sweep.trials_per_round=2"))

@@ -1,0 +1,166 @@
+"""The production path against real servers: deployments from prefect.yaml, schedules, a run of
+the train deployment executed by a worker and tracked in the MLflow server, server-side parameter
+validation, and the sweep trigger on `tuneloop.sweep.below-threshold`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.config import load_config
+from tests.conftest import ROOT
+from tests.e2e.conftest import runs_of, stack_command, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def client(stack: dict[str, Any]) -> Iterator[Any]:
+    """A Prefect client of the stack's server."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: stack["prefect_api_url"]}), get_client(sync_client=True) as client:
+        yield client
+
+
+def deployment(client: Any, name: str) -> Any:
+    return client.read_deployment_by_name(name)
+
+
+def test_stack_reports_every_process_running(stack: dict[str, Any]) -> None:
+    status = stack_command("status", stack["env"]).stdout
+    for name in ("prefect-server", "mlflow-server", "worker-cpu", "worker-gpu"):
+        assert f"{name}" in status
+    assert "STOPPED" not in status and status.count("running") == 4
+
+
+def test_prefect_yaml_deploys_pools_schedules_limits_and_the_trigger(stack: dict[str, Any], client: Any) -> None:
+    nightly, weekly = deployment(client, "train/nightly"), deployment(client, "sweep/weekly")
+    on_demand = deployment(client, "train/cpu")
+    assert (nightly.work_pool_name, weekly.work_pool_name, on_demand.work_pool_name) == ("gpu", "gpu", "cpu")
+    assert all(d.enforce_parameter_schema for d in (nightly, weekly, on_demand))
+    assert nightly.global_concurrency_limit.limit == 1 and on_demand.global_concurrency_limit.limit == 2
+    cron = nightly.schedules[0].schedule
+    assert (cron.cron, cron.timezone) == ("0 2 * * *", "Europe/Berlin")
+    assert nightly.schedules[0].parameters["config"]["eval"]["min_f1"] == 0.8
+    assert weekly.parameters["config"]["sweep"]["requeue"] == "trigger"
+    assert nightly.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+    assert nightly.job_variables["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == "transformers"
+    [automation] = [a for a in client.read_automations() if a.actions[0].deployment_id == weekly.id]
+    assert automation.trigger.expect == {"tuneloop.sweep.below-threshold"}
+    assert automation.trigger.match.get("tuneloop.sweep.requeue") in ("trigger", ["trigger"])
+    assert automation.name == "sweep-weekly-next-round"
+
+
+def test_schedules_produce_scheduled_runs(client: Any) -> None:
+    nightly = deployment(client, "train/nightly")
+    scheduled = wait_for(
+        lambda: [run for run in runs_of(client, nightly.id) if run.auto_scheduled and run.state.is_scheduled()],
+        60,
+        "scheduled runs of train/nightly",
+    )
+    assert all(run.parameters["config"]["tracking"]["experiment"] == "nightly-retrain" for run in scheduled)
+    assert all(run.expected_start_time.hour in (0, 1) for run in scheduled), "02:00 Berlin is 00:00/01:00 UTC"
+
+
+@pytest.mark.parametrize(
+    ("parameters", "problem"),
+    [
+        ({"config": {"train": {"epochs": 0}}}, "epochs"),
+        ({"config": {"train": {"method": "qlora"}}}, "method"),
+        ({"config": {"train": {"batch_size": "many"}}}, "batch_size"),
+        ({"config": {"sweep": {"target_f1": 1.5}}}, "target_f1"),
+        ({"config": {"traning": {}}}, "traning"),
+    ],
+)
+def test_bad_parameters_are_rejected_by_the_server_before_any_work(
+    client: Any, parameters: dict[str, Any], problem: str
+) -> None:
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    on_demand = deployment(client, "sweep/cpu")
+    before = len(runs_of(client, on_demand.id))
+    with pytest.raises(PrefectHTTPStatusError) as rejected:
+        client.create_flow_run_from_deployment(on_demand.id, parameters=parameters)
+    assert rejected.value.response.status_code == 409 and problem in rejected.value.response.text
+    assert len(runs_of(client, on_demand.id)) == before
+
+
+def test_train_deployment_run_by_the_cpu_worker_lands_in_the_mlflow_server(
+    stack: dict[str, Any], client: Any, tiny_bert: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    config = load_config(
+        ROOT / "data/sample/config.yaml",
+        [
+            f"model.candidates=[{tiny_bert}]",
+            "train.epochs=1",
+            "train.batch_size=64",
+            "train.max_length=32",
+            "tracking.experiment=e2e-stack",
+        ],
+    )
+    # Only what differs from the defaults, as a person would type into the form.
+    parameters = {"config": config.model_dump(mode="json", exclude_defaults=True)}
+    run = client.create_flow_run_from_deployment(deployment(client, "train/cpu").id, parameters=parameters)
+    finished = wait_for(
+        lambda: (found := client.read_flow_run(run.id)).state.is_final() and found, 420, "the train run to finish"
+    )
+    assert finished.state.is_completed(), finished.state.message
+
+    tracking = MlflowClient(tracking_uri=stack["mlflow_url"])
+    experiment = tracking.get_experiment_by_name("e2e-stack")
+    [tracked] = tracking.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{run.id}'"
+    )
+    assert 0 <= tracked.data.metrics["test/f1_macro"] <= 1
+    assert tracked.data.params["train.max_length"] == "32"
+    artifacts = {item.path for item in tracking.list_artifacts(tracked.info.run_id)}
+    assert "evaluation" in artifacts and tracked.info.artifact_uri.startswith("mlflow-artifacts:")
+
+
+def below_threshold(sweep_id: str, requeue: str, deployment_name: str) -> dict[str, Any]:
+    config = load_config(None, ["sweep.requeue=trigger", "tracking.experiment=e2e-trigger"])
+    parameters = {"config": config.model_dump(mode="json"), "sweep_id": sweep_id, "round_number": 2}
+    return {
+        "event": "tuneloop.sweep.below-threshold",
+        "resource": {
+            "prefect.resource.id": f"tuneloop.sweep.{sweep_id}",
+            "tuneloop.sweep.requeue": requeue,
+            "tuneloop.sweep.deployment": deployment_name,
+        },
+        "payload": {"sweep_id": sweep_id, "round": 1, "next_round": 2, "parameters": parameters},
+    }
+
+
+def test_below_threshold_event_queues_the_next_round_through_the_trigger(stack: dict[str, Any], client: Any) -> None:
+    from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    client.update_work_pool("gpu", WorkPoolUpdate(is_paused=True))  # look at the queued run, do not train it
+    weekly = deployment(client, "sweep/weekly")
+    ignored, wanted = f"sweep-e2e-{uuid.uuid4().hex[:6]}", f"sweep-e2e-{uuid.uuid4().hex[:6]}"
+    with temporary_settings({PREFECT_API_URL: stack["prefect_api_url"]}):
+        # The run itself already queued its next round: the trigger must not add a second one.
+        emit_event(**below_threshold(ignored, "run_deployment", "sweep/weekly"))
+        emit_event(**below_threshold(wanted, "trigger", "sweep/weekly"))
+        EventsWorker.drain_all()
+
+    def queued_for(sweep_id: str) -> list[Any]:
+        return [run for run in runs_of(client, weekly.id) if run.parameters.get("sweep_id") == sweep_id]
+
+    [run] = wait_for(lambda: queued_for(wanted), 90, "the trigger's sweep run")
+    assert run.parameters["round_number"] == 2
+    assert run.parameters["config"]["tracking"]["experiment"] == "e2e-trigger"
+    assert run.state.is_scheduled() and run.created_by and run.created_by.type == "AUTOMATION"
+    time.sleep(3)
+    assert queued_for(ignored) == [] and len(queued_for(wanted)) == 1

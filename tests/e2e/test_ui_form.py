@@ -1,0 +1,61 @@
+"""The Prefect UI's custom-run form of the train deployment, in headless Chromium: our typed,
+described, grouped fields are there, and submitting the form starts a run with its values."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import runs_of, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
+def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: stack["prefect_api_url"]}), get_client(sync_client=True) as client:
+        client.update_work_pool("gpu", WorkPoolUpdate(is_paused=True))  # the submitted run is looked at, not trained
+        nightly = client.read_deployment_by_name("train/nightly")
+        before = {run.id for run in runs_of(client, nightly.id)}
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{stack['prefect_ui_url']}/deployments/deployment/{nightly.id}/run")
+                # Grouped sections with their descriptions, typed fields with theirs, dropdowns for choices.
+                expect(page.get_by_text("Every setting of the run, grouped by step")).to_be_visible(timeout=60_000)
+                for text in (
+                    "The data-quality gate.",
+                    "Peak learning rate; unset: 5e-5 for full, 1e-3 for LoRA.",
+                    "Most epochs to train (early stopping may end sooner).",
+                    "Stop when a trial's validation score reaches this.",
+                ):
+                    expect(page.get_by_text(text, exact=True)).to_be_visible()
+                # Literal choices are dropdowns (train.method shows its default), not free text.
+                assert page.locator(".p-select").count() >= 5
+                expect(page.locator("button.p-select-button__control[modelvalue=full]").first).to_be_visible()
+                with page.expect_response(lambda response: "/create_flow_run" in response.url) as created:
+                    page.get_by_role("button", name="Submit").click()
+                assert created.value.status == 201
+            finally:
+                browser.close()
+
+        new = wait_for(
+            lambda: [run for run in runs_of(client, nightly.id) if run.id not in before and not run.auto_scheduled],
+            30,
+            "the run submitted from the form",
+        )
+    [run] = new
+    assert run.parameters["config"]["tracking"]["experiment"] == "nightly-retrain"
+    assert run.parameters["config"]["train"]["method"] == "full"
+    assert run.parameters["config"]["data"]["text_columns"] == ["text"], "list defaults survive the form"
