@@ -44,9 +44,15 @@ def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any
                 # Literal choices are dropdowns (train.method shows its default), not free text.
                 assert page.locator(".p-select").count() >= 5
                 expect(page.locator("button.p-select-button__control[modelvalue=full]").first).to_be_visible()
-                with page.expect_response(lambda response: "/create_flow_run" in response.url) as created:
-                    page.get_by_role("button", name="Submit").click()
-                assert created.value.status == 201
+                statuses = []
+                # On SQLite a busy server answers 503 ("database is locked") and the browser, unlike
+                # Prefect's client, does not retry: press Submit again, as a person would.
+                while len(statuses) < 4 and 201 not in statuses:
+                    with page.expect_response(lambda response: "/create_flow_run" in response.url) as created:
+                        page.get_by_role("button", name="Submit").click()
+                    statuses.append(created.value.status)
+                    page.wait_for_timeout(2000 if statuses[-1] == 503 else 0)
+                assert statuses[-1] == 201 and set(statuses) <= {201, 503}, statuses
             finally:
                 browser.close()
 
