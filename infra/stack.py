@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -72,10 +73,14 @@ def port(name: str, default: int) -> int:
 
 
 def free(port_number: int) -> bool:
-    return not any(
-        conn.laddr and conn.laddr.port == port_number and conn.status == psutil.CONN_LISTEN
-        for conn in psutil.net_connections(kind="tcp")
-    )
+    """Whether a server could listen on the loopback port (any owner's listener counts)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port_number))
+        except OSError:
+            return False
+    return True
 
 
 def database_urls(server_url: str | None, folder: Path) -> tuple[str, str]:

@@ -15,26 +15,14 @@ misconfigured trigger can loop.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from tasks.sweep import QueuedRound, RoundDecision, SweepConfig, SweepState, save_state
+from tasks.sweep import QueuedRound, RoundDecision, SweepConfig, SweepState, save_state, spent_budget
 
 BELOW_THRESHOLD = "tuneloop.sweep.below-threshold"
-
-
-def spent_budget(config: SweepConfig, state: SweepState, round_number: int) -> list[str]:
-    """The budget limits a round starting now would break."""
-    hours = (datetime.now(UTC) - state.started_at).total_seconds() / 3600
-    limits = (
-        ("max_rounds", round_number > config.max_rounds),
-        ("max_trials", state.trial_count >= config.max_trials),
-        ("max_hours", hours >= config.max_hours),
-    )
-    return [name for name, over in limits if over]
 
 
 def round_guard(config: SweepConfig, state: SweepState, round_number: int, flow_run_id: str) -> RoundDecision | None:

@@ -388,12 +388,21 @@ def trials_this_round(config: SweepConfig, round_number: int, trials_so_far: int
     return max(0, min(escalated(config, round_number).trials_per_round, config.max_trials - trials_so_far))
 
 
+def spent_budget(config: SweepConfig, state: SweepState, round_number: int) -> list[str]:
+    """The budget limits that round `round_number`, starting now, would break."""
+    hours = (datetime.now(UTC) - state.started_at).total_seconds() / 3600
+    limits = (
+        ("max_rounds", round_number > config.max_rounds),
+        ("max_trials", state.trial_count >= config.max_trials),
+        ("max_hours", hours >= config.max_hours),
+    )
+    return [name for name, over in limits if over]
+
+
 def decide(config: SweepConfig, state: SweepState, round_number: int, trials: list[TrialResult]) -> RoundDecision:
     """Target met, next round, or budget spent: never loop without bound."""
     best = best_of(trials)
     best_score = best.score if best else None
-    total = state.trial_count
-    hours = (datetime.now(UTC) - state.started_at).total_seconds() / 3600
     shown = f"{best_score:.4f}" if best_score is not None else "none"
     if best_score is not None and best_score >= config.target_f1:
         return RoundDecision(
@@ -403,15 +412,7 @@ def decide(config: SweepConfig, state: SweepState, round_number: int, trials: li
             message=f"Target reached in round {round_number}: best {config.metric} {shown} >= "
             f"{config.target_f1} (trial {best.number if best else '?'}).",
         )
-    spent = [
-        reason
-        for reason, over in (
-            ("max_rounds", round_number >= config.max_rounds),
-            ("max_trials", total >= config.max_trials),
-            ("max_hours", hours >= config.max_hours),
-        )
-        if over
-    ]
+    spent = spent_budget(config, state, round_number + 1)
     if spent:
         return RoundDecision(
             action="budget_spent",

@@ -29,10 +29,6 @@ def client(stack: dict[str, Any]) -> Iterator[Any]:
         yield client
 
 
-def deployment(client: Any, name: str) -> Any:
-    return client.read_deployment_by_name(name)
-
-
 def test_stack_reports_every_process_running(stack: dict[str, Any]) -> None:
     status = stack_command("status", stack["env"]).stdout
     for name in ("prefect-server", "mlflow-server", "worker-cpu", "worker-gpu"):
@@ -41,8 +37,8 @@ def test_stack_reports_every_process_running(stack: dict[str, Any]) -> None:
 
 
 def test_prefect_yaml_deploys_pools_schedules_limits_and_the_trigger(stack: dict[str, Any], client: Any) -> None:
-    nightly, weekly = deployment(client, "train/nightly"), deployment(client, "sweep/weekly")
-    on_demand = deployment(client, "train/cpu")
+    nightly, weekly = client.read_deployment_by_name("train/nightly"), client.read_deployment_by_name("sweep/weekly")
+    on_demand = client.read_deployment_by_name("train/cpu")
     assert (nightly.work_pool_name, weekly.work_pool_name, on_demand.work_pool_name) == ("gpu", "gpu", "cpu")
     assert all(d.enforce_parameter_schema for d in (nightly, weekly, on_demand))
     assert nightly.global_concurrency_limit.limit == 1 and on_demand.global_concurrency_limit.limit == 2
@@ -59,7 +55,7 @@ def test_prefect_yaml_deploys_pools_schedules_limits_and_the_trigger(stack: dict
 
 
 def test_schedules_produce_scheduled_runs(client: Any) -> None:
-    nightly = deployment(client, "train/nightly")
+    nightly = client.read_deployment_by_name("train/nightly")
     scheduled = wait_for(
         lambda: [run for run in runs_of(client, nightly.id) if run.auto_scheduled and run.state.is_scheduled()],
         60,
@@ -84,7 +80,7 @@ def test_bad_parameters_are_rejected_by_the_server_before_any_work(
 ) -> None:
     from prefect.exceptions import PrefectHTTPStatusError
 
-    on_demand = deployment(client, "sweep/cpu")
+    on_demand = client.read_deployment_by_name("sweep/cpu")
     before = len(runs_of(client, on_demand.id))
     with pytest.raises(PrefectHTTPStatusError) as rejected:
         client.create_flow_run_from_deployment(on_demand.id, parameters=parameters)
@@ -109,7 +105,7 @@ def test_train_deployment_run_by_the_cpu_worker_lands_in_the_mlflow_server(
     )
     # Only what differs from the defaults, as a person would type into the form.
     parameters = {"config": config.model_dump(mode="json", exclude_defaults=True)}
-    run = client.create_flow_run_from_deployment(deployment(client, "train/cpu").id, parameters=parameters)
+    run = client.create_flow_run_from_deployment(client.read_deployment_by_name("train/cpu").id, parameters=parameters)
     finished = wait_for(
         lambda: (found := client.read_flow_run(run.id)).state.is_final() and found, 420, "the train run to finish"
     )
@@ -141,19 +137,23 @@ def below_threshold(sweep_id: str, requeue: str, deployment_name: str) -> dict[s
 
 
 def test_below_threshold_event_queues_the_next_round_through_the_trigger(stack: dict[str, Any], client: Any) -> None:
+    import httpx
     from prefect.client.schemas.actions import WorkPoolUpdate
-    from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.events import Event
 
     client.update_work_pool("gpu", WorkPoolUpdate(is_paused=True))  # look at the queued run, do not train it
-    weekly = deployment(client, "sweep/weekly")
+    weekly = client.read_deployment_by_name("sweep/weekly")
     ignored, wanted = f"sweep-e2e-{uuid.uuid4().hex[:6]}", f"sweep-e2e-{uuid.uuid4().hex[:6]}"
-    with temporary_settings({PREFECT_API_URL: stack["prefect_api_url"]}):
-        # The run itself already queued its next round: the trigger must not add a second one.
-        emit_event(**below_threshold(ignored, "run_deployment", "sweep/weekly"))
-        emit_event(**below_threshold(wanted, "trigger", "sweep/weekly"))
-        EventsWorker.drain_all()
+    # Posted straight to the stack's API: emit_event goes through a process-wide events worker,
+    # which stays bound to whichever server this test process talked to first (the flow tests'
+    # harness, when they ran earlier). The first event's run already queued its next round itself:
+    # the trigger must not add a second one.
+    events = [
+        Event(**below_threshold(ignored, "run_deployment", "sweep/weekly")),
+        Event(**below_threshold(wanted, "trigger", "sweep/weekly")),
+    ]
+    posted = httpx.post(f"{stack['prefect_api_url']}/events", json=[e.model_dump(mode="json") for e in events])
+    assert posted.status_code == 204, posted.text
 
     def queued_for(sweep_id: str) -> list[Any]:
         return [run for run in runs_of(client, weekly.id) if run.parameters.get("sweep_id") == sweep_id]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 
 def stack(command: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -21,12 +21,6 @@ def stack(command: str, home: Path, **env: str) -> subprocess.CompletedProcess[s
         text=True,
         timeout=60,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_up_refuses_a_taken_port_and_starts_nothing(tmp_path: Path) -> None:
