@@ -19,11 +19,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0  # first: the CPU build on disk, not the CUDA one
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	touch $(STAMP)
 
-system-deps: ## Debian packages the e2e tests drive: chromium (UI form test), docker-compose (infra check)
+system-deps: ## Debian packages the e2e tests drive: chromium (UI form), docker-compose (infra check), postgresql
 	@need=""; command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need="$$need postgresql"; \
 	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need="$$need docker-compose"; \
 	if [ -n "$$need" ]; then \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \

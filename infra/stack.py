@@ -16,6 +16,7 @@ created on it when missing).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -92,6 +93,10 @@ def database_urls(server_url: str | None, folder: Path) -> tuple[str, str]:
     if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
         raise StackError(
             f"TUNELOOP_DB_URL={server_url!r} is not a Postgres URL: write postgresql://user:password@host:5432."
+        )
+    if importlib.util.find_spec("psycopg2") is None:
+        raise StackError(
+            "TUNELOOP_DB_URL is set but MLflow's Postgres driver is missing: run pip install -e '.[postgres]'."
         )
     create_databases(server_url, ["tuneloop_prefect", "tuneloop_mlflow"])
     base = parts._replace(scheme="postgresql", path="")

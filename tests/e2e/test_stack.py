@@ -14,7 +14,7 @@ import pytest
 
 from tasks.config import load_config
 from tests.conftest import ROOT
-from tests.e2e.conftest import runs_of, stack_command, wait_for
+from tests.e2e.conftest import prefect_client, run_train_deployment, runs_of, stack_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -22,10 +22,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def client(stack: dict[str, Any]) -> Iterator[Any]:
     """A Prefect client of the stack's server."""
-    from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: stack["prefect_api_url"]}), get_client(sync_client=True) as client:
+    with prefect_client(stack) as client:
         yield client
 
 
@@ -91,35 +88,7 @@ def test_bad_parameters_are_rejected_by_the_server_before_any_work(
 def test_train_deployment_run_by_the_cpu_worker_lands_in_the_mlflow_server(
     stack: dict[str, Any], client: Any, tiny_bert: Path
 ) -> None:
-    from mlflow.tracking import MlflowClient
-
-    config = load_config(
-        ROOT / "data/sample/config.yaml",
-        [
-            f"model.candidates=[{tiny_bert}]",
-            "train.epochs=1",
-            "train.batch_size=64",
-            "train.max_length=32",
-            "tracking.experiment=e2e-stack",
-        ],
-    )
-    # Only what differs from the defaults, as a person would type into the form.
-    parameters = {"config": config.model_dump(mode="json", exclude_defaults=True)}
-    run = client.create_flow_run_from_deployment(client.read_deployment_by_name("train/cpu").id, parameters=parameters)
-    finished = wait_for(
-        lambda: (found := client.read_flow_run(run.id)).state.is_final() and found, 420, "the train run to finish"
-    )
-    assert finished.state.is_completed(), finished.state.message
-
-    tracking = MlflowClient(tracking_uri=stack["mlflow_url"])
-    experiment = tracking.get_experiment_by_name("e2e-stack")
-    [tracked] = tracking.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{run.id}'"
-    )
-    assert 0 <= tracked.data.metrics["test/f1_macro"] <= 1
-    assert tracked.data.params["train.max_length"] == "32"
-    artifacts = {item.path for item in tracking.list_artifacts(tracked.info.run_id)}
-    assert "evaluation" in artifacts and tracked.info.artifact_uri.startswith("mlflow-artifacts:")
+    run_train_deployment(stack, client, tiny_bert, "e2e-stack")
 
 
 def below_threshold(sweep_id: str, requeue: str, deployment_name: str) -> dict[str, Any]:

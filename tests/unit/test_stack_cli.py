@@ -38,9 +38,12 @@ def test_malformed_settings_are_named(tmp_path: Path) -> None:
     port = stack("up", tmp_path, TUNELOOP_MLFLOW_PORT="fivethousand")
     ports = {"TUNELOOP_PREFECT_PORT": str(free_port()), "TUNELOOP_MLFLOW_PORT": str(free_port())}
     database = stack("up", tmp_path, TUNELOOP_DB_URL="mysql://db:3306", **ports)
+    nobody = stack("up", tmp_path, TUNELOOP_DB_URL=f"postgresql://tuneloop@127.0.0.1:{free_port()}", **ports)
     assert port.returncode == 2 and "TUNELOOP_MLFLOW_PORT='fivethousand' is not a port number" in port.stderr
     assert database.returncode == 2 and "is not a Postgres URL" in database.stderr
-    assert "Traceback" not in port.stderr + database.stderr and not (tmp_path / "stack/stack.json").exists()
+    assert nobody.returncode == 2 and "Cannot reach Postgres at TUNELOOP_DB_URL" in nobody.stderr
+    errors = port.stderr + database.stderr + nobody.stderr
+    assert "Traceback" not in errors and not (tmp_path / "stack/stack.json").exists()
 
 
 def test_status_down_and_deploy_without_a_stack(tmp_path: Path) -> None:
