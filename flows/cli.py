@@ -121,7 +121,17 @@ def resolve_config(
 
 def prepare_run(config: Path | None, overrides: list[str] | None, *shortcuts: Any) -> Any:
     """The run's config, read before any flow starts (bad values cost nothing), and a quiet console."""
+    from tasks.errors import ConfigError
+
     pipeline = resolve_config(config, overrides, *shortcuts)
+    from prefect.settings import PREFECT_API_URL
+
+    if pipeline.promotion.mode == "approval" and not PREFECT_API_URL.value():
+        raise ConfigError(
+            "promotion.mode=approval pauses the run until someone answers its form in the Prefect UI, and this "
+            "run has no Prefect server (PREFECT_API_URL is unset): start one (make up; eval $(make -s env)), or "
+            "use promotion.mode=auto or never."
+        )
     quiet_known_tracebacks()
     return pipeline
 
@@ -188,6 +198,7 @@ def run_summary(result: Any) -> dict[str, Any]:
         },
         "verdict": result.verdict,
         "candidates": [candidate.model_dump() for candidate in result.selection.candidates],
+        "promotion": result.promotion.model_dump(mode="json") if result.promotion else None,
     }
 
 
@@ -226,6 +237,8 @@ def run(
     typer.echo(f"  run folder: {summary['run_folder']}")
     typer.echo(f"  MLflow:     run {summary['run_id']} in experiment '{summary['experiment']}'")
     typer.echo(f"  open it:    {result.tracking.link}")
+    if result.promotion:
+        typer.echo(f"  registry:   {result.promotion.message}")
 
 
 @app.command()
@@ -328,6 +341,8 @@ def sweep(
     if result.best_model_path:
         typer.echo(f"  best trial {result.best_trial}: {result.best_score:.4f}, model {result.best_model_path}")
     typer.echo(f"  MLflow parent run: {result.parent_run_id}")
+    if result.promotion:
+        typer.echo(f"  registry: {result.promotion.message}")
     if result.outcome == "budget_spent":
         raise typer.Exit(5)
 
@@ -362,6 +377,101 @@ def models(
         )
         if not row["accepted"]:
             typer.echo(f"         {row['reasons']}")
+
+
+NameOption = Annotated[
+    str | None, typer.Option("--name", help="Registered model name (default: promotion.model_name of the config).")
+]
+
+
+def registry_target(config: Path | None, set_: list[str] | None, name: str | None) -> tuple[str, str]:
+    """The tracking store (which is also the registry) and the registered model's name."""
+    from tasks.track import configure_tracking
+
+    return configure_tracking(), name or resolve_config(config, set_).promotion.model_name
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Option("--version", "-v", min=1, help="The model version to make champion.")],
+    name: NameOption = None,
+    comment: Annotated[str, typer.Option(help="Why; stored as a tag on the version.")] = "",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a registered model version the champion; the old champion becomes `previous`."""
+    with user_errors():
+        uri, model = registry_target(config, set_, name)
+        from tasks.registry import promote_version, registry_errors
+
+        with registry_errors(uri):
+            replaced = promote_version(uri, model, str(version), comment)
+    if as_json:
+        emit_json({"name": model, "champion": str(version), "previous": replaced})
+        return
+    typer.echo(f"{model} v{version} is now the champion" + (f"; v{replaced} is `previous`." if replaced else "."))
+
+
+@app.command()
+def rollback(
+    name: NameOption = None, config: ConfigOption = None, set_: SetOption = None, as_json: JsonOption = False
+) -> None:
+    """Make the `previous` version the champion again (step by step through earlier champions)."""
+    with user_errors():
+        uri, model = registry_target(config, set_, name)
+        from tasks.registry import registry_errors
+        from tasks.registry import rollback as roll_back
+
+        with registry_errors(uri):
+            old, new = roll_back(uri, model)
+    if as_json:
+        emit_json({"name": model, "champion": new, "rolled_back": old})
+        return
+    typer.echo(f"{model}: champion rolled back from v{old} to v{new}.")
+
+
+@app.command()
+def compare(
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: tracking.experiment; every one with --sweep).")
+    ] = None,
+    sweep_id: Annotated[str | None, typer.Option("--sweep", help="Only the trials of this sweep id.")] = None,
+    top: Annotated[int, typer.Option(min=1, max=1000, help="How many runs to list.")] = 10,
+    metric: Annotated[str, typer.Option(help="f1_macro, f1_weighted or accuracy: the ranking score.")] = "f1_macro",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A leaderboard of training runs and sweep trials from MLflow, best validation score first."""
+    from tasks.errors import ConfigError
+
+    with user_errors():
+        if metric not in ("f1_macro", "f1_weighted", "accuracy"):
+            raise ConfigError(f"--metric {metric!r} is not one of f1_macro, f1_weighted, accuracy.")
+        if experiment is None and sweep_id is None:
+            experiment = resolve_config(config, set_).tracking.experiment
+        from tasks.compare import leaderboard, read_runs
+        from tasks.track import configure_tracking
+
+        rows = leaderboard(read_runs(configure_tracking(), experiment, sweep_id), metric, top)
+    if as_json:
+        emit_json(
+            {"metric": metric, "experiment": experiment, "sweep_id": sweep_id, "runs": [r.model_dump() for r in rows]}
+        )
+        return
+    if not rows:
+        typer.echo("No runs found." + ("" if sweep_id else f" Experiment: {experiment}."))
+        return
+    typer.echo(f"{'#':>3}  {'best val':>8}  {'test':>6}  {'kind':<8} {'round':>5} {'trial':>5}  run / parameters")
+    for row in rows:
+        best = "" if row.best_val is None else f"{row.best_val:.4f}"
+        test = "" if row.test is None else f"{row.test:.4f}"
+        params = " ".join(f"{k.removeprefix('train.')}={v}" for k, v in row.params.items())
+        typer.echo(
+            f"{row.rank:>3}  {best:>8}  {test:>6}  {row.kind:<8} {row.round or '':>5} "
+            f"{'' if row.trial is None else row.trial:>5}  {row.run_name}{' (pruned)' if row.pruned else ''}  {params}"
+        )
 
 
 @app.command("config")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from prefect import flow
@@ -9,14 +10,19 @@ from prefect.states import State
 from pydantic import Field
 
 from flows.validate import check_data
+from tasks.compare import sweep_report
 from tasks.config import PipelineConfig
+from tasks.registry import PromotionResult, champion_challenger
 from tasks.requeue import check_round, queue_next_round
 from tasks.select import select_base_model
 from tasks.split import split_dataset
 from tasks.sweep import (
+    RoundDecision,
     SweepResult,
+    SweepState,
     begin_sweep,
     close_round,
+    evaluate_best_trial,
     final_state,
     finish_sweep,
     run_sweep_trial,
@@ -24,7 +30,45 @@ from tasks.sweep import (
     trial_batches,
     trials_this_round,
 )
-from tasks.track import check_tracking
+from tasks.track import TrackingTarget, check_tracking, run_link
+
+
+def register_best(
+    config: PipelineConfig, state: SweepState, decision: RoundDecision, target: TrackingTarget
+) -> PromotionResult | None:
+    """At the sweep's end: score the best trial on the test split, register it (alias `candidate`),
+    run champion/challenger when the target was met (only register when the budget ran out first),
+    and write the comparison report."""
+    best = evaluate_best_trial(config, state, target)
+    promotion = None
+    if best is not None and config.promotion.register_model:
+        rules = config.promotion
+        if decision.action != "target_met":
+            rules = rules.model_copy(update={"mode": "never"})
+        promotion = champion_challenger(
+            target.uri,
+            rules,
+            best.run_id,
+            best.evaluation.test,
+            state.splits.test.path,
+            best.evaluation.predictions_path,
+            config.eval.batch_size,
+            Path(state.folder) / "promotion",
+            tags={
+                "dataset_sha256": state.splits.train.sha256,
+                "test_sha256": state.splits.test.sha256,
+                "sweep_id": state.sweep_id,
+                "trial_number": str(best.trial.number),
+                "base_model": state.model.base_model,
+                "mlflow_run": run_link(target, best.run_id),
+            },
+            links={
+                "candidate run (best trial)": run_link(target, best.run_id),
+                "sweep run": run_link(target, state.parent_run_id),
+            },
+        )
+    sweep_report(config, state, target, best, promotion)
+    return promotion
 
 
 @flow(name="sweep")
@@ -41,7 +85,9 @@ def sweep(
     next round is handed on: run from a deployment, as a new flow run (by this run or by the
     deployment's trigger on `tuneloop.sweep.below-threshold`); run locally, in this process. A
     round that was already claimed is skipped, and the budget (`max_rounds`, `max_trials`,
-    `max_hours`) always ends the sweep.
+    `max_hours`) always ends the sweep. At the end the best trial is scored on the test split and
+    registered (alias `candidate`); when the target was met it is compared with the `champion` on
+    the same split and promoted per `promotion.mode`. A comparison report goes to the sweep's run.
 
     Args:
         config: Every setting of the sweep, grouped by step; the search space, target and budget
@@ -69,7 +115,8 @@ def sweep(
             trials += [future.result() for future in futures]
         state, decision = close_round(config, state, round_number, trials, target)
         if decision.action != "next_round":
-            return final_state(finish_sweep(state, decision, target))
+            promotion = register_best(config, state, decision, target)
+            return final_state(finish_sweep(state, decision, target, promotion=promotion))
         queued = queue_next_round(config, state, round_number, decision)
         if queued:
             return finish_sweep(state, decision, target, queued)

@@ -10,6 +10,7 @@ from tasks.baseline import BaselineReport, baseline_verdict, fit_baseline
 from tasks.config import PipelineConfig
 from tasks.evaluate import EvalReport, check_model_quality, evaluate_model
 from tasks.finetune import TrainedModelRef, finetune_model
+from tasks.registry import PromotionResult, champion_challenger
 from tasks.select import SelectionReport, select_base_model
 from tasks.split import SplitReport, split_dataset
 from tasks.track import TrackedRun, check_tracking, log_run
@@ -28,6 +29,7 @@ class TrainResult(BaseModel):
     model: TrainedModelRef
     evaluation: EvalReport
     tracking: TrackedRun
+    promotion: PromotionResult | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -43,7 +45,9 @@ def train(
     """Fine-tune a pre-trained Hugging Face model on labelled text: validate the data (Great
     Expectations gate with quarantine), split it leak-free, fit a TF-IDF baseline, choose the base
     model (screen license, task fit and size; probe the survivors), fine-tune (full or LoRA, GPU
-    when present), evaluate on validation and test, and log it all to MLflow.
+    when present), evaluate on validation and test, log it all to MLflow, register the model as a new version
+    (alias `candidate`) and promote it to `champion` when it beats the current one on the same test
+    split (`promotion.mode`: auto, after an approval form, or never).
 
     A rerun of the same flow run resumes training from its last checkpoint.
 
@@ -66,7 +70,25 @@ def train(
     )
     tracked = log_run(target, config, data, splits, trained, evaluation, selection, baseline)
     check_model_quality(evaluation, config.eval)
-    # Registering the model (alias `candidate`) and champion/challenger promotion hang here (issue 7).
+    promotion = None
+    if config.promotion.register_model:  # only a run that passed every gate gets here
+        promotion = champion_challenger(
+            target.uri,
+            config.promotion,
+            tracked.run_id,
+            evaluation.test,
+            splits.test.path,
+            evaluation.predictions_path,
+            config.eval.batch_size,
+            folder / "promotion",
+            tags={
+                "dataset_sha256": data.data.dataset_sha256,
+                "base_model": trained.base_model,
+                "method": trained.method,
+                "mlflow_run": tracked.link,
+            },
+            links={"candidate run": tracked.link},
+        )
     return TrainResult(
         folder=str(folder),
         data=data,
@@ -76,4 +98,5 @@ def train(
         model=trained,
         evaluation=evaluation,
         tracking=tracked,
+        promotion=promotion,
     )

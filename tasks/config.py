@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.data import DataConfig
 from tasks.errors import ConfigError, first_line
 from tasks.evaluate import EvalConfig
 from tasks.finetune import TrainConfig
+from tasks.registry import PromotionConfig
 from tasks.select import ModelConfig
 from tasks.split import SplitConfig
 from tasks.sweep import SweepConfig
@@ -35,6 +36,18 @@ class PipelineConfig(BaseModel):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Scoring and the quality gate.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow experiment and run.")
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="Hyperparameter sweeps (tuneloop sweep).")
+    promotion: PromotionConfig = Field(
+        default_factory=PromotionConfig, description="Model registry: register, compare with the champion, promote."
+    )
+
+    @model_validator(mode="after")
+    def _registry_needs_the_model(self) -> PipelineConfig:
+        if self.promotion.register_model and not self.tracking.log_model:
+            raise ValueError(
+                "promotion.register_model needs tracking.log_model (a registered version points at the logged model): "
+                "set tracking.log_model=true or promotion.register_model=false"
+            )
+        return self
 
 
 def close_match(word: str, choices: list[str]) -> str:

@@ -55,3 +55,7 @@ class QualityGateError(TuneloopError):
 
 class ModelSelectionError(TuneloopError):
     """No candidate base model passed screening."""
+
+
+class RegistryError(TuneloopError):
+    """A registered model, version or alias is missing, or the registry refuses a change."""

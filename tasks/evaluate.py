@@ -92,35 +92,37 @@ def split_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> Sp
 
 def plot_confusion_matrix(y_true: list[str], y_pred: list[str], labels: list[str], path: Path, title: str) -> Path:
     """Counts of true versus predicted labels as a PNG, normalised colours, counts written in cells."""
+    return plot_confusion_matrices(y_true, {title: y_pred}, labels, path)
+
+
+def plot_confusion_matrices(
+    y_true: list[str], predictions: dict[str, list[str]], labels: list[str], path: Path
+) -> Path:
+    """One confusion matrix per model (title -> its predictions), side by side on the same labels:
+    colours are shares of each true class, cells hold the counts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix
 
-    counts = confusion_matrix(y_true, y_pred, labels=labels)
-    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.9 * len(labels) + 2)
-    figure, axes = plt.subplots(figsize=(size + 1, size))
-    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(title)
-    for row in range(len(labels)):
-        for column in range(len(labels)):
-            axes.text(
-                column,
-                row,
-                str(counts[row, column]),
-                ha="center",
-                va="center",
-                color="white" if shares[row, column] > 0.5 else "black",
-            )
-    figure.colorbar(image, ax=axes, fraction=0.046, label="share of true class")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure, panels = plt.subplots(1, len(predictions), figsize=(len(predictions) * size + 1, size), squeeze=False)
+    for axes, (title, y_pred) in zip(panels[0], predictions.items(), strict=True):
+        counts = confusion_matrix(y_true, y_pred, labels=labels)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        axes.set_yticks(range(len(labels)), labels)
+        axes.set_xlabel("predicted")
+        axes.set_ylabel("true")
+        axes.set_title(title)
+        for row in range(len(labels)):
+            for column in range(len(labels)):
+                colour = "white" if shares[row, column] > 0.5 else "black"
+                axes.text(column, row, str(counts[row, column]), ha="center", va="center", color=colour)
+    figure.colorbar(image, ax=panels[0].tolist(), fraction=0.046, label="share of true class")
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
 

@@ -25,21 +25,27 @@ class Classifier:
     device: str
 
 
-def fetch_model(location: str) -> Path:
-    """A local folder for `location`: the folder itself, or an MLflow artifact URI downloaded."""
+def fetch_model(location: str, tracking_uri: str | None = None) -> Path:
+    """A local folder for `location`: the folder itself, or an MLflow artifact URI downloaded from
+    `tracking_uri` (default: the configured store)."""
     if location.startswith(MLFLOW_SCHEMES):
         import mlflow
 
+        from tasks.errors import TuneloopError
+        from tasks.registry import download_uri
         from tasks.track import configure_tracking
 
+        store = tracking_uri or configure_tracking()
         try:
+            # The registry is the tracking store, named explicitly (MLflow's default registry is global).
+            source = download_uri(location, store) if location.startswith("models:/") else location
             return Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=location,
-                    tracking_uri=configure_tracking(),
-                    dst_path=tempfile.mkdtemp(prefix="tuneloop-model-"),
+                    artifact_uri=source, tracking_uri=store, dst_path=tempfile.mkdtemp(prefix="tuneloop-model-")
                 )
             )
+        except TuneloopError:
+            raise
         except Exception as error:  # MLflow raises several types for missing runs, models, artifacts
             reason = first_line(error)
             raise ModelNotFoundError(
@@ -55,12 +61,12 @@ def fetch_model(location: str) -> Path:
     return path
 
 
-def load_classifier(location: str | Path) -> Classifier:
+def load_classifier(location: str | Path, tracking_uri: str | None = None) -> Classifier:
     """Load a saved model for inference, on the GPU when there is one; offline, from local files only."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    folder = fetch_model(str(location))
+    folder = fetch_model(str(location), tracking_uri)
     info = json.loads((folder / MODEL_INFO_FILE).read_text(encoding="utf-8"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     network = (

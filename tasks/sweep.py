@@ -15,6 +15,8 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.evaluate import EvalReport
+from tasks.registry import PromotionResult
 from tasks.resolve import ModelRef
 from tasks.select import SelectionReport
 from tasks.split import SplitReport
@@ -444,6 +446,7 @@ class SweepResult(BaseModel):
     best_model_path: str | None
     parent_run_id: str
     next_round: QueuedRound | None = None
+    promotion: PromotionResult | None = None
 
 
 class QueuedRound(BaseModel):
@@ -651,7 +654,11 @@ def close_round(
 
 @task(name="finish_sweep")
 def finish_sweep(
-    state: SweepState, decision: RoundDecision, target: Any, queued: QueuedRound | None = None
+    state: SweepState,
+    decision: RoundDecision,
+    target: Any,
+    queued: QueuedRound | None = None,
+    promotion: PromotionResult | None = None,
 ) -> SweepResult:
     """The sweep's result; when it is over, close the MLflow parent run with the outcome."""
     from tasks.track import finish_sweep_run
@@ -672,6 +679,7 @@ def finish_sweep(
         best_model_path=best.model_path if best else None,
         parent_run_id=state.parent_run_id,
         next_round=queued,
+        promotion=promotion,
     )
 
 
@@ -690,3 +698,33 @@ def final_state(result: SweepResult) -> SweepResult | Any:
     from prefect.states import Completed
 
     return Completed(data=result, message=result.message, name=names[result.outcome])
+
+
+class BestModel(BaseModel):
+    """The sweep's best trial, scored on the test split and logged with its model."""
+
+    trial: TrialResult
+    evaluation: EvalReport
+    run_id: str
+
+
+@task(name="evaluate_best_trial")
+def evaluate_best_trial(pipeline: BaseModel, state: SweepState, target: Any) -> BestModel | None:
+    """Score the best trial's saved model on validation and test (trials only saw validation), and
+    add the scores, the evaluation files and the model to its MLflow run. None without a completed trial."""
+    from tasks.evaluate import evaluate_model
+    from tasks.track import log_final_model
+
+    best = best_trial(state)
+    if best is None or best.model_path is None or best.mlflow_run_id is None:
+        return None
+    folder = Path(best.model_path).parent / "evaluation"
+    report = evaluate_model.fn(
+        best.model_path,
+        state.splits.validation.path,
+        state.splits.test.path,
+        pipeline.eval,
+        folder,  # type: ignore[attr-defined]
+    )
+    log_final_model(target, best.mlflow_run_id, report, best.model_path)
+    return BestModel(trial=best, evaluation=report, run_id=best.mlflow_run_id)

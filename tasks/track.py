@@ -131,6 +131,16 @@ def epoch_metrics(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]
     return rows
 
 
+def best_epoch_metrics(history: list[dict[str, Any]], metric: str) -> dict[str, float]:
+    """`best/<score>` of the epoch with the highest validation `metric`: the same keys on training
+    runs and sweep trials, for the leaderboard and MLflow's compare view."""
+    scored = [record for record in history if metric in record["val"]]
+    if not scored:
+        return {}
+    best = max(scored, key=lambda record: record["val"][metric])
+    return {metric_name("best", key): float(value) for key, value in best["val"].items()}
+
+
 def final_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
     """Scores of the final model: test/* overall and per class, val/<class>/* per class. (Overall
     val/* scores are the per-epoch series; the final model is the best epoch's.)"""
@@ -174,6 +184,38 @@ def dataset_inputs(datasets: dict[str, dict[str, Any]]) -> list[Any]:
     return inputs
 
 
+def upload(client: Any, run_id: str, artifacts: dict[str, Path]) -> None:
+    """Artifact folder in the run -> local file or folder; missing ones are skipped."""
+    for artifact_path, path in artifacts.items():
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path)
+        elif path.is_file():
+            client.log_artifact(run_id, str(path), artifact_path or None)
+
+
+def log_final_model(target: TrackingTarget, run_id: str, evaluation: EvalReport, model_path: str) -> None:
+    """A sweep's best trial, evaluated at the end: its test scores, evaluation files and model, added
+    to the trial's run so that it can be registered like a training run."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(target.uri)
+    stamp = int(time.time() * 1000)
+    scores = final_metrics(evaluation.model_dump())
+    client.log_batch(run_id, metrics=[Metric(key, value, stamp, 0) for key, value in scores.items()])
+    upload(
+        client,
+        run_id,
+        {
+            "evaluation": Path(evaluation.confusion_matrix_path),
+            "evaluation/report": Path(evaluation.report_path),
+            "evaluation/predictions": Path(evaluation.predictions_path),
+            "model": Path(model_path),
+        },
+    )
+    client.set_tag(run_id, "final_model", "True")
+
+
 def log_training(
     target: TrackingTarget,
     run_name: str | None,
@@ -184,6 +226,7 @@ def log_training(
     evaluation: dict[str, Any],
     datasets: dict[str, dict[str, Any]],
     artifacts: dict[str, Path],
+    metric: str = "f1_macro",
 ) -> TrackedRun:
     """Create the run and log everything in a few batched calls."""
     import mlflow
@@ -197,6 +240,8 @@ def log_training(
         metrics = [Metric(key, value, stamp, step) for key, value, step in epoch_metrics(history)]
         metrics += [Metric(key, value, stamp, 0) for key, value in final_metrics(evaluation).items()]
         metrics.append(Metric("best_epoch", float(best_epoch), stamp, 0))
+        chosen = [record for record in history if record["epoch"] == best_epoch]
+        metrics += [Metric(key, value, stamp, 0) for key, value in best_epoch_metrics(chosen, metric).items()]
         client.log_batch(
             run_id,
             metrics=metrics,
@@ -204,11 +249,7 @@ def log_training(
             tags=[RunTag("mlflow.runName", run_name)] if run_name else [],
         )
         client.log_inputs(run_id, datasets=dataset_inputs(datasets))
-        for artifact_path, path in artifacts.items():
-            if path.is_dir():
-                client.log_artifacts(run_id, str(path), artifact_path)
-            elif path.is_file():
-                client.log_artifact(run_id, str(path), artifact_path or None)
+        upload(client, run_id, artifacts)
         client.set_terminated(run_id, "FINISHED")
     except TrackingError:
         raise
@@ -337,6 +378,7 @@ def log_run(
             "device": trained.device,
             "precision": trained.precision,
             "beats_baseline": str(beats_baseline(evaluation.val, baseline, selection.metric)),
+            "kind": "training",
         },
     )
     scores = evaluation.model_dump()
@@ -356,6 +398,7 @@ def log_run(
         scores,
         {name: getattr(splits, name).model_dump() for name in ("train", "validation", "test")},
         artifacts,
+        config.eval.metric,  # type: ignore[attr-defined]
     )
     log_candidates(target, tracked.run_id, rows, selection.metric, baseline)
     test = scores["test"]
@@ -423,11 +466,14 @@ def log_trial(
         "state": trial["state"],
         "kind": "trial",
     }
-    run = client.create_run(target.experiment_id, run_name=f"{sweep_id} trial {trial['number']}", tags=tags)
+    # Logged when the trial is over: its start is dated back so that the run's duration is the trial's.
+    started = int((time.time() - trial["seconds"]) * 1000)
+    run = client.create_run(
+        target.experiment_id, start_time=started, run_name=f"{sweep_id} trial {trial['number']}", tags=tags
+    )
     stamp = run.info.start_time
     metrics = [Metric(key, value, stamp, step) for key, value, step in epoch_metrics(trial["history"])]
-    if trial["score"] is not None:
-        metrics.append(Metric(metric_name("best", metric), trial["score"], stamp, 0))
+    metrics += [Metric(key, value, stamp, 0) for key, value in best_epoch_metrics(trial["history"], metric).items()]
     client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
     client.set_terminated(run.info.run_id, "FINISHED" if trial["state"] != "failed" else "FAILED")
     return run.info.run_id

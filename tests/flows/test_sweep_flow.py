@@ -1,11 +1,14 @@
 """The sweep flow with a tiny BERT: rounds, warm start, pruning, parent/child MLflow runs."""
 
+import json
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
+from typer.testing import CliRunner
 
+from flows.cli import app
 from flows.sweep import sweep
 from tasks.config import PipelineConfig, load_config
 from tasks.sweep import load_state
@@ -62,6 +65,32 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(tiny_bert: Path
         )
         assert child.data.tags["pruned"] == "False" and child.data.tags["sweep_id"] == result.sweep_id
 
+    # The best trial is scored on test, its model logged and registered, but not promoted: the
+    # target was not met. The comparison report is on the parent run.
+    assert result.promotion.decision == "not_attempted" and result.promotion.champion is None
+    best = next(child for child in trials if child.data.tags["trial_number"] == str(result.best_trial))
+    assert "test/f1_macro" in best.data.metrics and best.data.tags["final_model"] == "True"
+    assert result.promotion.version.run_id == best.info.run_id
+    version = client.get_model_version("tuneloop-classifier", result.promotion.version.version)
+    assert version.tags["sweep_id"] == result.sweep_id and version.tags["trial_number"] == str(result.best_trial)
+    report = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/trials.png", "report/parameters.png", "report/per_class.png"} <= report
+    assert report >= {"report/confusion_matrix.png"}, "no champion: the best trial's own confusion matrix"
+
+    # The leaderboard of this sweep, best validation score first.
+    board = CliRunner().invoke(app, ["compare", "--sweep", result.sweep_id, "--json"])
+    assert board.exit_code == 0, board.output
+    rows = json.loads(board.stdout.strip().splitlines()[-1])["runs"]
+    assert [row["rank"] for row in rows] == list(range(1, 7)) and {row["kind"] for row in rows} == {"trial"}
+    scores = [row["best_val"] for row in rows]
+    assert scores == sorted(scores, reverse=True) and rows[0]["trial"] == result.best_trial
+    assert rows[0]["best_val"] == pytest.approx(result.best_score) and rows[0]["test"] is not None
+    assert {row["round"] for row in rows} == {1, 2} and not any(row["pruned"] for row in rows)
+    assert set(rows[0]["params"]) >= {"train.learning_rate", "train.epochs", "train.method"}
+    assert all(row["duration_s"] > 0 for row in rows)
+    top = CliRunner().invoke(app, ["compare", "--sweep", result.sweep_id, "--top", "2"])
+    assert top.exit_code == 0 and len(top.output.strip().splitlines()) == 3
+
     # A queued duplicate of a round that ran is skipped, and no round starts past the budget: no
     # trial is added either way (what guards the deployment trigger against loops).
     config = sweep_config(tiny_bert, "sweep.target_f1=1.0")
@@ -78,6 +107,21 @@ def test_reachable_target_stops_after_round_one(tiny_bert: Path) -> None:
     result = sweep(config=sweep_config(tiny_bert, "sweep.target_f1=0.0", "sweep.trials_per_round=2"))
     assert result.outcome == "target_met" and result.rounds == 1 and result.trials == 2
     assert result.best_model_path and Path(result.best_model_path, "tuneloop.json").is_file()
+    # Target met, no champion yet: the best trial becomes the champion, usable by name.
+    assert result.promotion.decision == "promoted" and result.promotion.champion == "1"
+    predicted = CliRunner().invoke(
+        app, ["predict", "--model", "models:/tuneloop-classifier@champion", "--text", "refund my invoice", "--json"]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    [row] = json.loads(predicted.stdout.strip().splitlines()[-1])["predictions"]
+    assert row["label"] in ("account", "billing", "shipping", "technical")
+    again = CliRunner().invoke(app, ["promote", "--version", "1"])
+    nothing = CliRunner().invoke(app, ["rollback"])
+    missing = CliRunner().invoke(app, ["predict", "--model", "models:/tuneloop-classifier@previous", "--text", "x"])
+    assert again.exit_code == 2 and "already the champion" in again.output
+    assert nothing.exit_code == 2 and "Nothing to roll back to" in nothing.output
+    assert missing.exit_code == 2 and "has no alias @previous" in missing.output
+    assert "Traceback" not in again.output + nothing.output + missing.output
 
 
 def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tiny_bert: Path) -> None:

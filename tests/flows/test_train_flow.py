@@ -152,7 +152,9 @@ def test_quality_gate_fails_the_run_after_logging_it(tiny_bert: Path, tuneloop_h
     client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny")
     runs = client.search_runs([experiment.experiment_id])
-    assert len([run for run in runs if "kind" not in run.data.tags]) == 1, "the training is tracked once"
+    assert len([run for run in runs if run.data.tags.get("kind") == "training"]) == 1, "the training is tracked once"
+    registry = mlflow.MlflowClient(client.tracking_uri, registry_uri=client.tracking_uri)
+    assert registry.search_registered_models() == [], "a run that failed its gate registers nothing"
 
 
 def test_models_command_prints_the_screening_table(tiny_bert: Path, tmp_path: Path) -> None:

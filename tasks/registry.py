@@ -1,0 +1,489 @@
+"""The MLflow model registry: register a finished run's model as a new version (alias `candidate`),
+compare it with the `champion` on the same test split, promote it (automatically, after a Prefect
+approval form, or never), and roll back. The previous champion keeps the alias `previous`.
+
+Aliases, not stages (NOTES.md). Every decision is recorded as tags on the model version."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from prefect import get_run_logger, task
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.errors import RegistryError, first_line
+from tasks.evaluate import SplitMetrics, plot_confusion_matrices, split_metrics
+
+CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous"
+Decision = Literal[
+    "promoted", "approved", "rejected", "rejected_by_reviewer", "timeout", "not_attempted", "manual", "rolled_back"
+]
+
+
+class PromotionConfig(BaseModel):
+    """Registering the model and promoting it over the current champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    register_model: bool = Field(
+        True, description="Register the model of a finished run or sweep as a new version with the alias `candidate`."
+    )
+    model_name: str = Field(
+        "tuneloop-classifier",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="Registered model name in MLflow (letters, digits, _ . -).",
+    )
+    mode: Literal["auto", "approval", "never"] = Field(
+        "auto",
+        description="auto: promote when the candidate beats the champion; approval: also ask a person in a Prefect "
+        "form (the flow pauses); never: only register.",
+    )
+    metric: Literal["f1_macro", "f1_weighted", "accuracy"] = Field(
+        "f1_macro", description="Test score the candidate and the champion are compared on."
+    )
+    min_improvement: float = Field(
+        0.0, ge=0, le=1, description="The candidate must beat the champion by at least this much on the metric."
+    )
+    max_class_regression: float = Field(
+        0.02, ge=0, le=1, description="Block promotion when any class's test F1 drops by more than this."
+    )
+    approval_timeout_hours: float = Field(
+        24.0, gt=0, le=720, description="How long the approval form waits; no answer rejects the candidate."
+    )
+
+
+class ModelVersionRef(BaseModel):
+    """One registered model version."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    uri: str
+
+
+class Comparison(BaseModel):
+    """Candidate versus champion on the same test split."""
+
+    metric: str
+    candidate: SplitMetrics
+    champion: SplitMetrics | None
+    champion_version: str | None
+    delta: float | None
+    class_deltas: dict[str, float]
+    regressions: dict[str, float]
+    eligible: bool
+    reason: str
+
+
+class PromotionResult(BaseModel):
+    """What happened to one candidate."""
+
+    version: ModelVersionRef | None
+    comparison: Comparison | None
+    decision: Decision | Literal["not_registered"]
+    champion: str | None
+    message: str
+    comment: str = ""
+    reviewer: str = ""
+
+
+def client(tracking_uri: str) -> Any:
+    """An MLflow client whose registry is the tracking store (one store, named explicitly)."""
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def parse_model_uri(location: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of `models:/<name>@<alias>` or `models:/<name>/<version>`."""
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))/?", location)
+    if not found:
+        raise RegistryError(f"Cannot read model URI {location!r}: write models:/<name>@<alias> or models:/<name>/<n>.")
+    return found.group(1), found.group(2), found.group(3)
+
+
+def find_version(tracking_uri: str, name: str, alias: str | None = None, version: str | None = None) -> Any | None:
+    """The model version with that alias or number; None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    registry = client(tracking_uri)
+    try:
+        return registry.get_model_version_by_alias(name, alias) if alias else registry.get_model_version(name, version)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def download_uri(location: str, tracking_uri: str) -> str:
+    """Where the files of `models:/...` are: the version's artifact location."""
+    name, alias, version = parse_model_uri(location)
+    found = find_version(tracking_uri, name, alias, version)
+    if found is None:
+        which = f"alias @{alias}" if alias else f"version {version}"
+        raise RegistryError(
+            f"Registered model {name!r} has no {which} in {tracking_uri}. List versions in the MLflow UI, "
+            "or promote one first (tuneloop promote --version N)."
+        )
+    return client(tracking_uri).get_model_version_download_uri(name, found.version)
+
+
+def version_ref(version: Any, tracking_uri: str) -> ModelVersionRef:
+    return ModelVersionRef(
+        name=version.name,
+        version=str(version.version),
+        run_id=version.run_id,
+        source=version.source,
+        uri=f"models:/{version.name}/{version.version}",
+    )
+
+
+def register_version(tracking_uri: str, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> Any:
+    """A new version of `name` from the run's `artifact_path` folder; alias `candidate` moves to it."""
+    from mlflow.exceptions import MlflowException
+
+    registry = client(tracking_uri)
+    try:
+        registry.create_registered_model(name, description="Text classifiers fine-tuned by tuneloop.")
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{registry.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    version = registry.create_model_version(name, source, run_id=run_id, tags=tags)
+    registry.set_registered_model_alias(name, CANDIDATE, version.version)
+    return version
+
+
+def compare(
+    candidate: SplitMetrics, champion: SplitMetrics | None, version: str | None, config: PromotionConfig
+) -> Comparison:
+    """The champion/challenger rule: beat the champion by `min_improvement` on the metric, and lose
+    no more than `max_class_regression` F1 on any class. No champion yet: the candidate is eligible."""
+    if champion is None:
+        return Comparison(
+            metric=config.metric,
+            candidate=candidate,
+            champion=None,
+            champion_version=None,
+            delta=None,
+            class_deltas={},
+            regressions={},
+            eligible=True,
+            reason="no champion yet",
+        )
+    delta = getattr(candidate, config.metric) - getattr(champion, config.metric)
+    class_deltas = {
+        label: scores["f1"] - champion.per_class.get(label, {}).get("f1", 0.0)
+        for label, scores in candidate.per_class.items()
+    }
+    regressions = {label: value for label, value in class_deltas.items() if -value > config.max_class_regression}
+    beats = delta > 0 and delta >= config.min_improvement
+    if regressions:
+        worst = min(regressions, key=regressions.__getitem__)
+        reason = (
+            f"class {worst!r} F1 drops by {-regressions[worst]:.4f} > max_class_regression "
+            f"{config.max_class_regression}"
+        )
+    elif not beats:
+        reason = (
+            f"{config.metric} {delta:+.4f} against champion v{version} does not beat it by "
+            f"min_improvement {config.min_improvement}"
+        )
+    else:
+        reason = f"{config.metric} {delta:+.4f} against champion v{version}"
+    eligible = beats and not regressions
+    return Comparison(
+        metric=config.metric,
+        candidate=candidate,
+        champion=champion,
+        champion_version=version,
+        delta=delta,
+        class_deltas=class_deltas,
+        regressions=regressions,
+        eligible=eligible,
+        reason=reason,
+    )
+
+
+def set_champion(tracking_uri: str, name: str, version: str, decision: Decision, tags: dict[str, str]) -> str | None:
+    """Make `version` the champion; the old champion becomes `previous`. Returns the old champion's
+    number. The new champion remembers whom it replaced (tag), so rollbacks can go back step by step."""
+    registry = client(tracking_uri)
+    old = find_version(tracking_uri, name, CHAMPION)
+    if old is not None and str(old.version) == str(version):
+        raise RegistryError(f"Version {version} of {name!r} is already the champion.")
+    for key, value in {**tags, "promotion.decision": decision}.items():
+        registry.set_model_version_tag(name, version, key, value)
+    if old is not None:
+        registry.set_model_version_tag(name, version, "promotion.replaced_version", str(old.version))
+        registry.set_registered_model_alias(name, PREVIOUS, old.version)
+    registry.set_registered_model_alias(name, CHAMPION, version)
+    return str(old.version) if old is not None else None
+
+
+def record(tracking_uri: str, name: str, version: str, tags: dict[str, str]) -> None:
+    """Tags on one model version."""
+    registry = client(tracking_uri)
+    for key, value in tags.items():
+        registry.set_model_version_tag(name, version, key, value[:5000])
+
+
+@contextlib.contextmanager
+def registry_errors(tracking_uri: str) -> Iterator[None]:
+    """Anything MLflow raises (an unreachable server, a refused change) as one RegistryError line."""
+    from tasks.errors import TuneloopError
+
+    try:
+        yield
+    except TuneloopError:
+        raise
+    except Exception as error:
+        raise RegistryError(
+            f"The MLflow model registry at {tracking_uri} failed: {first_line(error)}. Start the server (make up) "
+            "or fix MLFLOW_TRACKING_URI."
+        ) from None
+
+
+def promote_version(tracking_uri: str, name: str, version: str, comment: str = "") -> str | None:
+    """`tuneloop promote --version N`: a person's decision, recorded as such."""
+    if find_version(tracking_uri, name, version=version) is None:
+        raise RegistryError(f"Registered model {name!r} has no version {version} in {tracking_uri}.")
+    return set_champion(tracking_uri, name, version, "manual", {"promotion.comment": comment} if comment else {})
+
+
+def rollback(tracking_uri: str, name: str) -> tuple[str, str]:
+    """Champion back to `previous`; `previous` moves one step further back (or is removed).
+    Returns (old champion, new champion)."""
+    registry = client(tracking_uri)
+    current, previous = find_version(tracking_uri, name, CHAMPION), find_version(tracking_uri, name, PREVIOUS)
+    if current is None or previous is None:
+        raise RegistryError(
+            f"Nothing to roll back to: {name!r} has no {'champion' if current is None else 'previous'} alias in "
+            f"{tracking_uri}. Use tuneloop promote --version N to choose a version."
+        )
+    registry.set_model_version_tag(name, current.version, "promotion.decision", "rolled_back")
+    registry.set_registered_model_alias(name, CHAMPION, previous.version)
+    before = previous.tags.get("promotion.replaced_version")
+    if before and before != str(current.version) and find_version(tracking_uri, name, version=before) is not None:
+        registry.set_registered_model_alias(name, PREVIOUS, before)
+    else:
+        registry.delete_registered_model_alias(name, PREVIOUS)
+    return str(current.version), str(previous.version)
+
+
+# Champion/challenger inside a flow run.
+
+
+def predictions(model: str, texts: list[str], batch_size: int, tracking_uri: str | None = None) -> list[str]:
+    """Labels predicted by a model folder or MLflow model URI (in `tracking_uri`'s store)."""
+    from tasks.predict import load_classifier, predict_texts
+
+    return [row["label"] for row in predict_texts(load_classifier(model, tracking_uri), texts, batch_size)]
+
+
+class ChampionScores(BaseModel):
+    """The champion's scores on this run's test split, or why there are none."""
+
+    version: str | None
+    metrics: SplitMetrics | None
+    confusion_pair: str | None
+    problem: str | None = None
+
+
+@task(name="evaluate_champion")
+def evaluate_champion(
+    tracking_uri: str,
+    config: PromotionConfig,
+    test_path: str,
+    candidate_predictions: str,
+    batch_size: int,
+    folder: Path,
+) -> ChampionScores:
+    """Score the current champion on the candidate's test split (the stored metrics were measured on
+    other data when the data changed) and draw both confusion matrices side by side."""
+    champion = find_version(tracking_uri, config.model_name, CHAMPION)
+    if champion is None:
+        return ChampionScores(version=None, metrics=None, confusion_pair=None)
+    version = str(champion.version)
+    test = pd.read_parquet(test_path)
+    y_true = test["label"].astype(str).tolist()
+    try:
+        model = f"models:/{config.model_name}/{version}"
+        predicted = predictions(model, test["text"].tolist(), batch_size, tracking_uri)
+    except Exception as error:  # a champion that cannot be loaded blocks promotion, it does not crash the run
+        problem = f"champion v{version} could not be evaluated: {first_line(error)}"
+        get_run_logger().warning(problem)
+        return ChampionScores(version=version, metrics=None, confusion_pair=None, problem=problem)
+    labels = sorted(set(y_true))
+    candidate = pd.read_csv(candidate_predictions, dtype=str)["predicted"].tolist()
+    folder.mkdir(parents=True, exist_ok=True)
+    pair = plot_confusion_matrices(
+        y_true,
+        {"candidate": candidate, f"champion v{version}": predicted},
+        sorted(set(y_true) | set(candidate) | set(predicted)),
+        folder / "confusion_candidate_champion.png",
+    )
+    return ChampionScores(version=version, metrics=split_metrics(y_true, predicted, labels), confusion_pair=str(pair))
+
+
+class ApprovalInput(BaseModel):
+    """The reviewer's answer in the Prefect UI."""
+
+    approve: bool = Field(False, description="Promote this candidate to champion.")
+    comment: str = Field("", max_length=2000, description="Why; stored as a tag on the model version.")
+    reviewer: str = Field("", max_length=200, description="Your name.")
+
+
+def comparison_markdown(comparison: Comparison, version: ModelVersionRef, links: dict[str, str]) -> str:
+    """The comparison a reviewer reads: overall and per-class deltas, links to both MLflow runs."""
+    lines = [f"# Promote `{version.name}` v{version.version} to champion?", ""]
+    if comparison.champion is None:
+        lines.append("There is no champion yet.")
+    else:
+        lines += [
+            f"Both scored on this run's test split. Rule: {comparison.reason} "
+            f"({'eligible' if comparison.eligible else 'not eligible'}).",
+            "",
+            f"| score | candidate v{version.version} | champion v{comparison.champion_version} | delta |",
+            "|---|---|---|---|",
+        ]
+        for key in ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro"):
+            mine, theirs = getattr(comparison.candidate, key), getattr(comparison.champion, key)
+            lines.append(f"| {key} | {mine:.4f} | {theirs:.4f} | {mine - theirs:+.4f} |")
+        for label, delta in comparison.class_deltas.items():
+            mine = comparison.candidate.per_class[label]["f1"]
+            lines.append(f"| F1 `{label}` | {mine:.4f} | {mine - delta:.4f} | {delta:+.4f} |")
+    lines += ["", *(f"- {name}: {link}" for name, link in links.items())]
+    return "\n".join(lines)
+
+
+def ask_approval(markdown: str, timeout_hours: float) -> tuple[Decision, str, str]:
+    """Pause the flow run with an approve/reject form; (decision, comment, reviewer). No answer in
+    time rejects."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+    from prefect.input import RunInput
+
+    class PromotionApproval(ApprovalInput, RunInput):
+        pass
+
+    timeout = max(1, round(timeout_hours * 3600))
+    try:
+        answer = pause_flow_run(
+            wait_for_input=PromotionApproval.with_initial_data(description=markdown, approve=False),
+            timeout=timeout,
+            poll_interval=min(5, max(1, timeout // 4)),
+        )
+    except FlowPauseTimeout:
+        # The rule is ours (no answer rejects), so the run goes on: back to Running, which the
+        # server would refuse after the pause expired unless forced; otherwise the run would fail.
+        from prefect import get_client
+        from prefect.context import FlowRunContext
+        from prefect.states import Running
+
+        context = FlowRunContext.get()
+        with get_client(sync_client=True) as prefect:
+            prefect.set_flow_run_state(
+                context.flow_run.id, Running(message="approval timed out: candidate not promoted"), force=True
+            )
+        return "timeout", f"no answer within {timeout_hours:g} h", ""
+    return ("approved" if answer.approve else "rejected_by_reviewer"), answer.comment, answer.reviewer
+
+
+def version_tags(metrics: SplitMetrics, extra: dict[str, str]) -> dict[str, str]:
+    """Tags of a new version: its test metrics and where it came from."""
+    tags = {f"test.{key}": f"{value:.6f}" for key, value in metrics.model_dump().items() if key != "per_class"}
+    return {**tags, **{key: value for key, value in extra.items() if value}}
+
+
+def champion_challenger(
+    tracking_uri: str,
+    config: PromotionConfig,
+    run_id: str,
+    candidate: SplitMetrics,
+    test_path: str,
+    candidate_predictions: str,
+    batch_size: int,
+    folder: Path,
+    tags: dict[str, str],
+    links: dict[str, str],
+) -> PromotionResult:
+    """Register the run's `model` as a new version (alias candidate), score the champion on the same
+    test split, and promote per `config.mode`. Runs inside a flow (the approval form pauses it)."""
+    log = get_run_logger()
+    version = register_model(tracking_uri, config.model_name, run_id, version_tags(candidate, tags))
+    champion = evaluate_champion(tracking_uri, config, test_path, candidate_predictions, batch_size, folder)
+    comparison = compare(candidate, champion.metrics, champion.version, config)
+    if champion.problem:
+        comparison = comparison.model_copy(update={"eligible": False, "reason": champion.problem})
+    notes = {"promotion.reason": comparison.reason, "promotion.compared_with": champion.version or ""}
+    if champion.confusion_pair:
+        links["confusion matrices"] = "artifact promotion/confusion_candidate_champion.png of the candidate run"
+    decision: Decision
+    comment = reviewer = ""
+    if config.mode == "never":
+        decision = "not_attempted"
+    elif not comparison.eligible:
+        decision = "rejected"
+    elif config.mode == "approval":
+        decision, comment, reviewer = ask_approval(
+            comparison_markdown(comparison, version, links), config.approval_timeout_hours
+        )
+    else:
+        decision = "promoted"
+    notes.update({"promotion.comment": comment, "promotion.reviewer": reviewer})
+    if decision in ("promoted", "approved"):
+        set_champion(tracking_uri, version.name, version.version, decision, notes)
+        message = f"{version.name} v{version.version} is the new champion ({comparison.reason})."
+    else:
+        record(tracking_uri, version.name, version.version, {**notes, "promotion.decision": decision})
+        message = (
+            f"{version.name} v{version.version} registered as candidate, not promoted: {decision} "
+            f"({comparison.reason})."
+        )
+    log.info(message)
+    publish_comparison(tracking_uri, run_id, folder, comparison_markdown(comparison, version, links), message)
+    current = find_version(tracking_uri, version.name, CHAMPION)
+    return PromotionResult(
+        version=version,
+        comparison=comparison,
+        decision=decision,
+        champion=str(current.version) if current else None,
+        message=message,
+        comment=comment,
+        reviewer=reviewer,
+    )
+
+
+def publish_comparison(tracking_uri: str, run_id: str, folder: Path, markdown: str, message: str) -> None:
+    """The comparison as `promotion/comparison.md` (with the confusion matrices) in the candidate's
+    MLflow run, and as a Prefect artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = f"{markdown}\n\n**Decision:** {message}\n"
+    (folder / "comparison.md").write_text(text, encoding="utf-8")
+    client(tracking_uri).log_artifacts(run_id, str(folder), "promotion")
+    create_markdown_artifact(key="promotion", markdown=text, description=message)
+
+
+@task(name="register_model")
+def register_model(tracking_uri: str, name: str, run_id: str, tags: dict[str, str]) -> ModelVersionRef:
+    """A new registered version from the run's `model` artifact folder, alias `candidate`."""
+    try:
+        version = register_version(tracking_uri, name, run_id, "model", tags)
+    except Exception as error:
+        raise RegistryError(
+            f"Registering the model of run {run_id} as {name!r} failed: {first_line(error)}. The run and its model "
+            "are kept in MLflow; register it later with the MLflow UI."
+        ) from None
+    get_run_logger().info("Registered %s version %s (alias candidate)", name, version.version)
+    return version_ref(version, tracking_uri)
