@@ -136,7 +136,8 @@ def download_uri(location: str, tracking_uri: str) -> str:
     return client(tracking_uri).get_model_version_download_uri(name, found.version)
 
 
-def version_ref(version: Any, tracking_uri: str) -> ModelVersionRef:
+def version_ref(version: Any) -> ModelVersionRef:
+    """Our record of an MLflow model version."""
     return ModelVersionRef(
         name=version.name,
         version=str(version.version),
@@ -425,6 +426,7 @@ def champion_challenger(
     if champion.problem:
         comparison = comparison.model_copy(update={"eligible": False, "reason": champion.problem})
     notes = {"promotion.reason": comparison.reason, "promotion.compared_with": champion.version or ""}
+    links = dict(links)
     if champion.confusion_pair:
         links["confusion matrices"] = "artifact promotion/confusion_candidate_champion.png of the candidate run"
     decision: Decision
@@ -486,4 +488,4 @@ def register_model(tracking_uri: str, name: str, run_id: str, tags: dict[str, st
             "are kept in MLflow; register it later with the MLflow UI."
         ) from None
     get_run_logger().info("Registered %s version %s (alias candidate)", name, version.version)
-    return version_ref(version, tracking_uri)
+    return version_ref(version)
