@@ -221,8 +221,7 @@ def set_champion(tracking_uri: str, name: str, version: str, decision: Decision,
     old = find_version(tracking_uri, name, CHAMPION)
     if old is not None and str(old.version) == str(version):
         raise RegistryError(f"Version {version} of {name!r} is already the champion.")
-    for key, value in {**tags, "promotion.decision": decision}.items():
-        registry.set_model_version_tag(name, version, key, value)
+    record(tracking_uri, name, version, {**tags, "promotion.decision": decision})
     if old is not None:
         registry.set_model_version_tag(name, version, "promotion.replaced_version", str(old.version))
         registry.set_registered_model_alias(name, PREVIOUS, old.version)
@@ -429,6 +428,7 @@ def champion_challenger(
     links = dict(links)
     if champion.confusion_pair:
         links["confusion matrices"] = "artifact promotion/confusion_candidate_champion.png of the candidate run"
+    markdown = comparison_markdown(comparison, version, links)
     decision: Decision
     comment = reviewer = ""
     if config.mode == "never":
@@ -436,13 +436,12 @@ def champion_challenger(
     elif not comparison.eligible:
         decision = "rejected"
     elif config.mode == "approval":
-        decision, comment, reviewer = ask_approval(
-            comparison_markdown(comparison, version, links), config.approval_timeout_hours
-        )
+        decision, comment, reviewer = ask_approval(markdown, config.approval_timeout_hours)
     else:
         decision = "promoted"
     notes.update({"promotion.comment": comment, "promotion.reviewer": reviewer})
-    if decision in ("promoted", "approved"):
+    promoted = decision in ("promoted", "approved")
+    if promoted:
         set_champion(tracking_uri, version.name, version.version, decision, notes)
         message = f"{version.name} v{version.version} is the new champion ({comparison.reason})."
     else:
@@ -452,13 +451,12 @@ def champion_challenger(
             f"({comparison.reason})."
         )
     log.info(message)
-    publish_comparison(tracking_uri, run_id, folder, comparison_markdown(comparison, version, links), message)
-    current = find_version(tracking_uri, version.name, CHAMPION)
+    publish_comparison(tracking_uri, run_id, folder, markdown, message)
     return PromotionResult(
         version=version,
         comparison=comparison,
         decision=decision,
-        champion=str(current.version) if current else None,
+        champion=version.version if promoted else champion.version,
         message=message,
         comment=comment,
         reviewer=reviewer,
