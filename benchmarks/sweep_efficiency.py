@@ -46,7 +46,9 @@ def run_arm(arm: str, seed: int, trials: int, target: float, splits, model, fold
     """Trials until one reaches the target (or the budget ends); counts trial-epochs."""
     from tasks.evaluate import EvalConfig
     from tasks.finetune import TrainConfig
-    from tasks.sweep import SweepConfig, SweepState, open_study, run_trial
+    from tasks.rounds import SweepState
+    from tasks.search import open_study, run_trial
+    from tasks.sweep import SweepConfig
 
     sampler, pruner = ARMS[arm]
     config = SweepConfig(

@@ -12,23 +12,22 @@ from pydantic import Field
 from flows.validate import check_data
 from tasks.compare import sweep_report
 from tasks.config import PipelineConfig
-from tasks.registry import PromotionResult, champion_challenger
+from tasks.promote import champion_challenger
+from tasks.registry import PromotionResult
 from tasks.requeue import check_round, queue_next_round
+from tasks.rounds import RoundDecision, SweepState, trial_batches, trials_this_round
 from tasks.select import select_base_model
 from tasks.split import split_dataset
 from tasks.sweep import (
-    RoundDecision,
     SweepResult,
-    SweepState,
     begin_sweep,
+    check_gpu_limit,
     close_round,
     evaluate_best_trial,
     final_state,
     finish_sweep,
     run_sweep_trial,
     start_sweep,
-    trial_batches,
-    trials_this_round,
 )
 from tasks.track import TrackingTarget, check_tracking, run_link
 
@@ -97,6 +96,7 @@ def sweep(
         round_number: The round this run performs (1 = the first).
     """
     target = check_tracking(config.tracking)
+    check_gpu_limit(config.sweep)
     sweep_id, folder, state = begin_sweep(sweep_id)
     if state is None:
         data = check_data(config, folder)

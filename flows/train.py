@@ -10,7 +10,8 @@ from tasks.baseline import BaselineReport, baseline_verdict, fit_baseline
 from tasks.config import PipelineConfig
 from tasks.evaluate import EvalReport, check_model_quality, evaluate_model
 from tasks.finetune import TrainedModelRef, finetune_model
-from tasks.registry import PromotionResult, champion_challenger
+from tasks.promote import champion_challenger
+from tasks.registry import PromotionResult
 from tasks.select import SelectionReport, select_base_model
 from tasks.split import SplitReport, split_dataset
 from tasks.track import TrackedRun, check_tracking, log_run

@@ -194,7 +194,7 @@ def top_trials_per_class(trials: list[Any], validation_path: str, batch_size: in
     import pandas as pd
 
     from tasks.evaluate import classification_metrics
-    from tasks.registry import predictions
+    from tasks.predict import predictions
 
     frame = pd.read_parquet(validation_path)
     truth = frame["label"].astype(str).tolist()
@@ -216,7 +216,7 @@ def sweep_report(pipeline: BaseModel, state: Any, target: Any, best: Any, promot
     import mlflow
     from prefect.artifacts import create_markdown_artifact
 
-    from tasks.sweep import all_trials, plot_trials
+    from tasks.rounds import all_trials, plot_trials
     from tasks.track import run_link
 
     config = pipeline.sweep  # type: ignore[attr-defined]

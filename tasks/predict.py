@@ -107,3 +107,8 @@ def predict_texts(classifier: Classifier, texts: list[str], batch_size: int = 64
             scores = {id2label[number]: round(value, 6) for number, value in enumerate(row)}
             results[index] = {"label": max(scores, key=scores.get), "probabilities": scores}
     return results
+
+
+def predictions(model: str, texts: list[str], batch_size: int, tracking_uri: str | None = None) -> list[str]:
+    """Labels predicted by a model folder or MLflow model URI (in `tracking_uri`'s store)."""
+    return [row["label"] for row in predict_texts(load_classifier(model, tracking_uri), texts, batch_size)]

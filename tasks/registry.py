@@ -1,6 +1,6 @@
 """The MLflow model registry: register a finished run's model as a new version (alias `candidate`),
-compare it with the `champion` on the same test split, promote it (automatically, after a Prefect
-approval form, or never), and roll back. The previous champion keeps the alias `previous`.
+the promotion rule (beat the `champion` on the same test split), promote and roll back. The previous
+champion keeps the alias `previous`. The champion/challenger step of a flow run is tasks/promote.py.
 
 Aliases, not stages (NOTES.md). Every decision is recorded as tags on the model version."""
 
@@ -9,15 +9,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.errors import RegistryError, first_line
-from tasks.evaluate import SplitMetrics, plot_confusion_matrices, split_metrics
+from tasks.evaluate import SplitMetrics
 
 CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous"
 Decision = Literal[
@@ -277,202 +275,6 @@ def rollback(tracking_uri: str, name: str) -> tuple[str, str]:
     else:
         registry.delete_registered_model_alias(name, PREVIOUS)
     return str(current.version), str(previous.version)
-
-
-# Champion/challenger inside a flow run.
-
-
-def predictions(model: str, texts: list[str], batch_size: int, tracking_uri: str | None = None) -> list[str]:
-    """Labels predicted by a model folder or MLflow model URI (in `tracking_uri`'s store)."""
-    from tasks.predict import load_classifier, predict_texts
-
-    return [row["label"] for row in predict_texts(load_classifier(model, tracking_uri), texts, batch_size)]
-
-
-class ChampionScores(BaseModel):
-    """The champion's scores on this run's test split, or why there are none."""
-
-    version: str | None
-    metrics: SplitMetrics | None
-    confusion_pair: str | None
-    problem: str | None = None
-
-
-@task(name="evaluate_champion")
-def evaluate_champion(
-    tracking_uri: str,
-    config: PromotionConfig,
-    test_path: str,
-    candidate_predictions: str,
-    batch_size: int,
-    folder: Path,
-) -> ChampionScores:
-    """Score the current champion on the candidate's test split (the stored metrics were measured on
-    other data when the data changed) and draw both confusion matrices side by side."""
-    champion = find_version(tracking_uri, config.model_name, CHAMPION)
-    if champion is None:
-        return ChampionScores(version=None, metrics=None, confusion_pair=None)
-    version = str(champion.version)
-    test = pd.read_parquet(test_path)
-    y_true = test["label"].astype(str).tolist()
-    try:
-        model = f"models:/{config.model_name}/{version}"
-        predicted = predictions(model, test["text"].tolist(), batch_size, tracking_uri)
-    except Exception as error:  # a champion that cannot be loaded blocks promotion, it does not crash the run
-        problem = f"champion v{version} could not be evaluated: {first_line(error)}"
-        get_run_logger().warning(problem)
-        return ChampionScores(version=version, metrics=None, confusion_pair=None, problem=problem)
-    labels = sorted(set(y_true))
-    candidate = pd.read_csv(candidate_predictions, dtype=str)["predicted"].tolist()
-    folder.mkdir(parents=True, exist_ok=True)
-    pair = plot_confusion_matrices(
-        y_true,
-        {"candidate": candidate, f"champion v{version}": predicted},
-        sorted(set(y_true) | set(candidate) | set(predicted)),
-        folder / "confusion_candidate_champion.png",
-    )
-    return ChampionScores(version=version, metrics=split_metrics(y_true, predicted, labels), confusion_pair=str(pair))
-
-
-class ApprovalInput(BaseModel):
-    """The reviewer's answer in the Prefect UI."""
-
-    approve: bool = Field(False, description="Promote this candidate to champion.")
-    comment: str = Field("", max_length=2000, description="Why; stored as a tag on the model version.")
-    reviewer: str = Field("", max_length=200, description="Your name.")
-
-
-def comparison_markdown(comparison: Comparison, version: ModelVersionRef, links: dict[str, str]) -> str:
-    """The comparison a reviewer reads: overall and per-class deltas, links to both MLflow runs."""
-    lines = [f"# Promote `{version.name}` v{version.version} to champion?", ""]
-    if comparison.champion is None:
-        lines.append("There is no champion yet.")
-    else:
-        lines += [
-            f"Both scored on this run's test split. Rule: {comparison.reason} "
-            f"({'eligible' if comparison.eligible else 'not eligible'}).",
-            "",
-            f"| score | candidate v{version.version} | champion v{comparison.champion_version} | delta |",
-            "|---|---|---|---|",
-        ]
-        for key in ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro"):
-            mine, theirs = getattr(comparison.candidate, key), getattr(comparison.champion, key)
-            lines.append(f"| {key} | {mine:.4f} | {theirs:.4f} | {mine - theirs:+.4f} |")
-        for label, delta in comparison.class_deltas.items():
-            mine = comparison.candidate.per_class[label]["f1"]
-            lines.append(f"| F1 `{label}` | {mine:.4f} | {mine - delta:.4f} | {delta:+.4f} |")
-    lines += ["", *(f"- {name}: {link}" for name, link in links.items())]
-    return "\n".join(lines)
-
-
-def ask_approval(markdown: str, timeout_hours: float) -> tuple[Decision, str, str]:
-    """Pause the flow run with an approve/reject form; (decision, comment, reviewer). No answer in
-    time rejects."""
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run
-    from prefect.input import RunInput
-
-    class PromotionApproval(ApprovalInput, RunInput):
-        pass
-
-    timeout = max(1, round(timeout_hours * 3600))
-    try:
-        answer = pause_flow_run(
-            wait_for_input=PromotionApproval.with_initial_data(description=markdown, approve=False),
-            timeout=timeout,
-            poll_interval=min(5, max(1, timeout // 4)),
-        )
-    except FlowPauseTimeout:
-        # The rule is ours (no answer rejects), so the run goes on: back to Running, which the
-        # server would refuse after the pause expired unless forced; otherwise the run would fail.
-        from prefect import get_client
-        from prefect.context import FlowRunContext
-        from prefect.states import Running
-
-        context = FlowRunContext.get()
-        with get_client(sync_client=True) as prefect:
-            prefect.set_flow_run_state(
-                context.flow_run.id, Running(message="approval timed out: candidate not promoted"), force=True
-            )
-        return "timeout", f"no answer within {timeout_hours:g} h", ""
-    return ("approved" if answer.approve else "rejected_by_reviewer"), answer.comment, answer.reviewer
-
-
-def version_tags(metrics: SplitMetrics, extra: dict[str, str]) -> dict[str, str]:
-    """Tags of a new version: its test metrics and where it came from."""
-    tags = {f"test.{key}": f"{value:.6f}" for key, value in metrics.model_dump().items() if key != "per_class"}
-    return {**tags, **{key: value for key, value in extra.items() if value}}
-
-
-def champion_challenger(
-    tracking_uri: str,
-    config: PromotionConfig,
-    run_id: str,
-    candidate: SplitMetrics,
-    test_path: str,
-    candidate_predictions: str,
-    batch_size: int,
-    folder: Path,
-    tags: dict[str, str],
-    links: dict[str, str],
-) -> PromotionResult:
-    """Register the run's `model` as a new version (alias candidate), score the champion on the same
-    test split, and promote per `config.mode`. Runs inside a flow (the approval form pauses it)."""
-    log = get_run_logger()
-    version = register_model(tracking_uri, config.model_name, run_id, version_tags(candidate, tags))
-    champion = evaluate_champion(tracking_uri, config, test_path, candidate_predictions, batch_size, folder)
-    comparison = compare(candidate, champion.metrics, champion.version, config)
-    if champion.problem:
-        comparison = comparison.model_copy(update={"eligible": False, "reason": champion.problem})
-    notes = {"promotion.reason": comparison.reason, "promotion.compared_with": champion.version or ""}
-    links = dict(links)
-    if champion.confusion_pair:
-        links["confusion matrices"] = "artifact promotion/confusion_candidate_champion.png of the candidate run"
-    markdown = comparison_markdown(comparison, version, links)
-    decision: Decision
-    comment = reviewer = ""
-    if config.mode == "never":
-        decision = "not_attempted"
-    elif not comparison.eligible:
-        decision = "rejected"
-    elif config.mode == "approval":
-        decision, comment, reviewer = ask_approval(markdown, config.approval_timeout_hours)
-    else:
-        decision = "promoted"
-    notes.update({"promotion.comment": comment, "promotion.reviewer": reviewer})
-    promoted = decision in ("promoted", "approved")
-    if promoted:
-        set_champion(tracking_uri, version.name, version.version, decision, notes)
-        message = f"{version.name} v{version.version} is the new champion ({comparison.reason})."
-    else:
-        record(tracking_uri, version.name, version.version, {**notes, "promotion.decision": decision})
-        message = (
-            f"{version.name} v{version.version} registered as candidate, not promoted: {decision} "
-            f"({comparison.reason})."
-        )
-    log.info(message)
-    publish_comparison(tracking_uri, run_id, folder, markdown, message)
-    return PromotionResult(
-        version=version,
-        comparison=comparison,
-        decision=decision,
-        champion=version.version if promoted else champion.version,
-        message=message,
-        comment=comment,
-        reviewer=reviewer,
-    )
-
-
-def publish_comparison(tracking_uri: str, run_id: str, folder: Path, markdown: str, message: str) -> None:
-    """The comparison as `promotion/comparison.md` (with the confusion matrices) in the candidate's
-    MLflow run, and as a Prefect artifact."""
-    from prefect.artifacts import create_markdown_artifact
-
-    folder.mkdir(parents=True, exist_ok=True)
-    text = f"{markdown}\n\n**Decision:** {message}\n"
-    (folder / "comparison.md").write_text(text, encoding="utf-8")
-    client(tracking_uri).log_artifacts(run_id, str(folder), "promotion")
-    create_markdown_artifact(key="promotion", markdown=text, description=message)
 
 
 @task(name="register_model")

@@ -20,7 +20,8 @@ from typing import Any
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from tasks.sweep import QueuedRound, RoundDecision, SweepConfig, SweepState, save_state, spent_budget
+from tasks.rounds import QueuedRound, RoundDecision, SweepState, save_state, spent_budget
+from tasks.sweep import SweepConfig
 
 BELOW_THRESHOLD = "tuneloop.sweep.below-threshold"
 

@@ -1,13 +1,13 @@
 """Hyperparameter sweeps in rounds: Optuna (seeded TPE, persistent study named by the sweep id, so
 every round warm-starts from all earlier trials) proposes trial configs; each trial is the same
 fine-tune and evaluate code as the train flow, pruned early on per-epoch validation F1; after a
-round the best score meets the target, or the next round is queued, or the budget ends it."""
+round the best score meets the target, or the next round is queued, or the budget ends it.
+
+This module holds the step's config and its Prefect tasks; the Optuna side lives in
+tasks/search.py, the rounds' state and decisions in tasks/rounds.py."""
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -15,12 +15,27 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.errors import ConfigError
 from tasks.evaluate import EvalReport
 from tasks.registry import PromotionResult
-from tasks.resolve import ModelRef
+from tasks.rounds import (
+    QueuedRound,
+    RoundDecision,
+    SweepState,
+    all_trials,
+    best_learning_rate,
+    best_trial,
+    decide,
+    load_state,
+    new_sweep_id,
+    plot_trials,
+    round_table,
+    save_state,
+    sweep_folder,
+)
+from tasks.search import TrialResult, escalated, open_study, optuna_storage, plot_importances, run_trial
 from tasks.select import SelectionReport
 from tasks.split import SplitReport
-from tasks.workspace import tuneloop_home
 
 SearchedParameter = Literal[
     "learning_rate",
@@ -33,6 +48,22 @@ SearchedParameter = Literal[
     "lora_dropout",
     "method",
 ]
+Escalation = Literal["more_trials", "more_epochs", "widen", "full_finetune", "next_candidate"]
+
+
+SearchedParameter = Literal[
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "weight_decay",
+    "warmup_ratio",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "method",
+]
+
+
 Escalation = Literal["more_trials", "more_epochs", "widen", "full_finetune", "next_candidate"]
 
 
@@ -116,322 +147,6 @@ class SweepConfig(BaseModel):
         return self
 
 
-class TrialResult(BaseModel):
-    """One trial: its parameters, per-epoch scores, final score and state."""
-
-    number: int
-    round: int
-    params: dict[str, Any]
-    state: Literal["complete", "pruned", "failed"]
-    score: float | None
-    history: list[dict[str, Any]]
-    model_path: str | None
-    seconds: float
-    mlflow_run_id: str | None = None
-    error: str | None = None
-
-
-class SweepState(BaseModel):
-    """What every round of one sweep shares, kept on disk in the sweep's folder."""
-
-    sweep_id: str
-    folder: str
-    started_at: datetime
-    study_name: str
-    storage: str
-    splits: SplitReport
-    model: ModelRef
-    candidates: list[ModelRef] = Field(default_factory=list)
-    parent_run_id: str
-    rounds: list[dict[str, Any]] = Field(default_factory=list)
-    claims: dict[str, str] = Field(default_factory=dict, description="Round number -> the flow run that runs it.")
-
-    @property
-    def trial_count(self) -> int:
-        """Trials run in the finished rounds."""
-        return sum(len(entry["trials"]) for entry in self.rounds)
-
-
-class RoundDecision(BaseModel):
-    """What happens after a round."""
-
-    action: Literal["target_met", "next_round", "budget_spent", "already_claimed"]
-    message: str
-    best_score: float | None
-    best_trial: int | None
-
-
-def optuna_storage(config: SweepConfig) -> str:
-    """The configured storage, else TUNELOOP_OPTUNA_STORAGE (where a password may live, out of
-    the form), else a SQLite file in the home folder."""
-    return config.storage or os.environ.get("TUNELOOP_OPTUNA_STORAGE") or f"sqlite:///{tuneloop_home() / 'optuna.db'}"
-
-
-def new_sweep_id() -> str:
-    """A readable, unique sweep id."""
-    return f"sweep-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-
-
-def sweep_folder(sweep_id: str) -> Path:
-    """The sweep's folder under the home folder (created)."""
-    folder = tuneloop_home() / "sweeps" / sweep_id
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def save_state(state: SweepState) -> None:
-    """Write the sweep's state file."""
-    (Path(state.folder) / "state.json").write_text(state.model_dump_json(indent=2), encoding="utf-8")
-
-
-def load_state(sweep_id: str) -> SweepState | None:
-    """The sweep's state, or None for a new sweep."""
-    path = tuneloop_home() / "sweeps" / sweep_id / "state.json"
-    return SweepState.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def escalated(config: SweepConfig, round_number: int, best_learning_rate: float | None = None) -> SweepConfig:
-    """The sweep config of round `round_number` (1 = as configured), after the escalation policy.
-    `widen` centres the learning-rate range on the best trial so far (when one searched it) and
-    widens it by 3x each way per round; without a best trial it widens the configured range."""
-    steps = round_number - 1
-    update: dict[str, Any] = {}
-    if "more_trials" in config.escalation:
-        update["trials_per_round"] = max(1, round(config.trials_per_round * 1.5**steps))
-    if "more_epochs" in config.escalation:
-        update["epochs_max"] = config.epochs_max + steps
-    if "widen" in config.escalation and steps:
-        low, high = (
-            (best_learning_rate, best_learning_rate)
-            if best_learning_rate
-            else (config.learning_rate_min, config.learning_rate_max)
-        )
-        update["learning_rate_min"] = max(1e-7, low / 3**steps)
-        update["learning_rate_max"] = min(1.0, high * 3**steps)
-    if "full_finetune" in config.escalation and steps:
-        update["methods"] = ["full"]
-    return config.model_copy(update=update)
-
-
-def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0) -> Any:
-    """The persistent Optuna study (created on first use), with the pruner and a sampler seeded by
-    `sweep.seed + slot`: each trial opens the study anew, so each needs its own slot to differ."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seed = config.seed + slot
-    sampler = (
-        optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.startup_trials, constant_liar=True)
-        if config.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
-    pruner = {
-        "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-        "successive_halving": optuna.pruners.SuccessiveHalvingPruner(),
-        "none": optuna.pruners.NopPruner(),
-    }[config.pruner]
-    return optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="maximize",
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
-
-
-def suggest(trial: Any, config: SweepConfig, train: Any) -> dict[str, Any]:
-    """The searched hyperparameters of one trial; the others come from the train section."""
-    searched = set(config.search)
-    params: dict[str, Any] = {}
-    if "method" in searched:
-        params["method"] = trial.suggest_categorical("method", config.methods)
-    if "learning_rate" in searched:
-        params["learning_rate"] = trial.suggest_float(
-            "learning_rate", config.learning_rate_min, config.learning_rate_max, log=True
-        )
-    if "epochs" in searched:
-        params["epochs"] = trial.suggest_int("epochs", config.epochs_min, config.epochs_max)
-    if "batch_size" in searched:
-        params["batch_size"] = trial.suggest_categorical("batch_size", config.batch_sizes)
-    if "weight_decay" in searched:
-        params["weight_decay"] = trial.suggest_float("weight_decay", 0.0, config.weight_decay_max)
-    if "warmup_ratio" in searched:
-        params["warmup_ratio"] = trial.suggest_float("warmup_ratio", 0.0, config.warmup_ratio_max)
-    if params.get("method", train.method) == "lora":
-        if "lora_r" in searched:
-            params["lora_r"] = trial.suggest_categorical("lora_r", config.lora_ranks)
-        if "lora_alpha" in searched:
-            params["lora_alpha"] = trial.suggest_categorical("lora_alpha", config.lora_alphas)
-        if "lora_dropout" in searched:
-            params["lora_dropout"] = trial.suggest_float("lora_dropout", 0.0, config.lora_dropout_max)
-    return params
-
-
-def pruning_callback(trial: Any, metric: str) -> Any:
-    """Report each epoch's validation score to Optuna and stop the Trainer when the pruner says so."""
-    import optuna
-    from transformers import TrainerCallback
-
-    from tasks.finetune import eval_scores
-
-    class ReportToOptuna(TrainerCallback):
-        def __init__(self) -> None:
-            self.history: list[dict[str, Any]] = []  # kept here too: a pruned trial's Trainer never returns
-
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **_: Any) -> None:
-            score = (metrics or {}).get(f"eval_{metric}")
-            if score is None:
-                return
-            self.history.append({"epoch": round(state.epoch or 0), "val": eval_scores(metrics or {})})
-            trial.report(float(score), step=round(state.epoch or 0))
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {round(state.epoch or 0)}: {metric} {score:.4f}")
-
-    return ReportToOptuna()
-
-
-def model_for_round(config: SweepConfig, state: SweepState, round_number: int) -> ModelRef:
-    """The base model a round fine-tunes: the chosen one, or with `next_candidate` escalation the
-    round's place in the selection ranking (staying on the last one)."""
-    if "next_candidate" not in config.escalation or not state.candidates:
-        return state.model
-    return state.candidates[min(round_number - 1, len(state.candidates) - 1)]
-
-
-def trial_history(callback_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-epoch records in the shape the tracking module logs."""
-    return [{"epoch": entry["epoch"], "train_loss": None, "val": entry["val"]} for entry in callback_history]
-
-
-def run_trial(
-    config: SweepConfig,
-    state: SweepState,
-    train: Any,
-    evaluation: Any,
-    round_number: int,
-    slot: int,
-    trust_remote_code: bool,
-    log: Any,
-) -> TrialResult:
-    """Ask the study for one configuration, fine-tune it with pruning, tell the study the result.
-    `slot` (unique within the sweep) seeds the sampler."""
-    import shutil
-
-    import optuna
-
-    from tasks.finetune import finetune
-
-    study = open_study(config, state.study_name, state.storage, slot)
-    trial = study.ask()
-    trial.set_user_attr("round", round_number)
-    params = suggest(trial, config, train)
-    folder = Path(state.folder) / f"trial-{trial.number:03d}"
-    reporter = pruning_callback(trial, config.metric)
-    started = time.perf_counter()
-    result = TrialResult(
-        number=trial.number,
-        round=round_number,
-        params=params,
-        state="complete",
-        score=None,
-        history=[],
-        model_path=None,
-        seconds=0.0,
-    )
-    try:
-        trained = finetune(
-            state.splits,
-            model_for_round(config, state, round_number),
-            train.model_copy(update=params),
-            evaluation.model_copy(update={"metric": config.metric}),
-            folder,
-            trust_remote_code,
-            log=log,
-            callbacks=[reporter],
-        )
-        result.history = [record.model_dump() for record in trained.history]
-        result.score = max(record.val[config.metric] for record in trained.history)
-        result.model_path = trained.path
-        study.tell(trial, result.score)
-    except optuna.TrialPruned as pruned:
-        result.state, result.history = "pruned", trial_history(reporter.history)
-        result.score = max((entry["val"][config.metric] for entry in reporter.history), default=None)
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        log.info("Trial %d %s", trial.number, pruned)
-    except Exception as error:  # a failed trial must not end the sweep; it is recorded and reported
-        result.state, result.error = "failed", f"{type(error).__name__}: {error}"[:500]
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        log.warning("Trial %d failed: %s", trial.number, result.error)
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the saved model is all a trial keeps
-    result.seconds = round(time.perf_counter() - started, 2)
-    return result
-
-
-def best_of(trials: list[TrialResult]) -> TrialResult | None:
-    """The completed trial with the highest score."""
-    scored = [trial for trial in trials if trial.state == "complete" and trial.score is not None]
-    return max(scored, key=lambda trial: trial.score or 0.0, default=None)
-
-
-def best_trial(state: SweepState) -> TrialResult | None:
-    """The best finished trial over every round so far."""
-    return best_of(all_trials(state))
-
-
-def best_learning_rate(state: SweepState) -> float | None:
-    """The learning rate of the best finished trial so far, when the sweep searched it."""
-    best = best_trial(state)
-    return best.params.get("learning_rate") if best else None
-
-
-def trials_this_round(config: SweepConfig, round_number: int, trials_so_far: int) -> int:
-    """How many trials the round runs: the escalated count, within the trial budget."""
-    return max(0, min(escalated(config, round_number).trials_per_round, config.max_trials - trials_so_far))
-
-
-def spent_budget(config: SweepConfig, state: SweepState, round_number: int) -> list[str]:
-    """The budget limits that round `round_number`, starting now, would break."""
-    hours = (datetime.now(UTC) - state.started_at).total_seconds() / 3600
-    limits = (
-        ("max_rounds", round_number > config.max_rounds),
-        ("max_trials", state.trial_count >= config.max_trials),
-        ("max_hours", hours >= config.max_hours),
-    )
-    return [name for name, over in limits if over]
-
-
-def decide(config: SweepConfig, state: SweepState, round_number: int, trials: list[TrialResult]) -> RoundDecision:
-    """Target met, next round, or budget spent: never loop without bound."""
-    best = best_of(trials)
-    best_score = best.score if best else None
-    shown = f"{best_score:.4f}" if best_score is not None else "none"
-    if best_score is not None and best_score >= config.target_f1:
-        return RoundDecision(
-            action="target_met",
-            best_score=best_score,
-            best_trial=best.number if best else None,
-            message=f"Target reached in round {round_number}: best {config.metric} {shown} >= "
-            f"{config.target_f1} (trial {best.number if best else '?'}).",
-        )
-    spent = spent_budget(config, state, round_number + 1)
-    if spent:
-        return RoundDecision(
-            action="budget_spent",
-            best_score=best_score,
-            best_trial=best.number if best else None,
-            message=f"Target not reached after {round_number} round(s) (best {config.metric} {shown} "
-            f"< target {config.target_f1}); budget spent: {', '.join(spent)}.",
-        )
-    return RoundDecision(
-        action="next_round",
-        best_score=best_score,
-        best_trial=best.number if best else None,
-        message=f"Round {round_number} best {config.metric} {shown} < target {config.target_f1}: "
-        f"queuing round {round_number + 1}.",
-    )
-
-
 class SweepResult(BaseModel):
     """How a sweep (or this round of it) ended."""
 
@@ -449,73 +164,32 @@ class SweepResult(BaseModel):
     promotion: PromotionResult | None = None
 
 
-class QueuedRound(BaseModel):
-    """How the next round was handed on (see tasks/requeue.py)."""
+def gpu_limit_problem(name: str) -> str | None:
+    """Why the Prefect global concurrency limit `name` cannot hold trials (missing or inactive), or None."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
 
-    round: int
-    by: Literal["run_deployment", "trigger"]
-    flow_run_id: str | None = None
-
-
-def all_trials(state: SweepState) -> list[TrialResult]:
-    """Every trial of every finished round."""
-    return [TrialResult.model_validate(trial) for entry in state.rounds for trial in entry["trials"]]
-
-
-def plot_trials(trials: list[TrialResult], metric: str, target: float, path: Path) -> Path:
-    """Validation score by trial, coloured by round; pruned trials as crosses; the target as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
-    rounds = sorted({trial.round for trial in trials})
-    colours = plt.get_cmap("viridis")([index / max(len(rounds) - 1, 1) for index in range(len(rounds))])
-    for colour, round_number in zip(colours, rounds, strict=True):
-        for state, marker in (("complete", "o"), ("pruned", "x")):
-            points = [(t.number, t.score) for t in trials if t.round == round_number and t.state == state and t.score]
-            if points:
-                axes.scatter(
-                    *zip(*points, strict=True),
-                    color=colour,
-                    marker=marker,
-                    label=f"round {round_number}" + (" (pruned)" if state == "pruned" else ""),
-                )
-    axes.axhline(target, color="red", linestyle="--", linewidth=1, label=f"target {target}")
-    axes.set_xlabel("trial")
-    axes.set_ylabel(f"validation {metric}")
-    axes.set_title("Sweep history")
-    axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    fix = f"create it (`prefect gcl create {name} --limit 1`: one trial per GPU) or unset sweep.gpu_concurrency_limit"
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return f"sweep.gpu_concurrency_limit={name!r}: the Prefect server has no such concurrency limit; {fix}."
+    if not limit.active:
+        return f"sweep.gpu_concurrency_limit={name!r} is inactive, so it limits nothing; activate it or {fix}."
+    return None
 
 
-def plot_importances(study: Any, path: Path) -> Path | None:
-    """Optuna's parameter importances as a bar chart (needs a few finished trials)."""
-    import matplotlib
+@task(name="check_gpu_limit")
+def check_gpu_limit(config: SweepConfig) -> None:
+    """On a GPU, before any trial: trials occupy the configured limit strictly, so a missing one
+    would fail every trial after the data work is done. Without a GPU the limit is not used."""
+    import torch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna
-
-    try:
-        importances = optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError):
-        return None
-    if not importances:
-        return None
-    figure, axes = plt.subplots(figsize=(6, 0.5 * len(importances) + 1.5))
-    names = list(importances)[::-1]
-    axes.barh(names, [importances[name] for name in names], color="tab:blue")
-    axes.set_xlabel("importance (fANOVA)")
-    axes.set_title("Hyperparameter importance")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    if config.gpu_concurrency_limit and torch.cuda.is_available():
+        problem = gpu_limit_problem(config.gpu_concurrency_limit)
+        if problem:
+            raise ConfigError(problem)
 
 
 @task(name="begin_sweep")
@@ -531,7 +205,8 @@ def start_sweep(
 ) -> SweepState:
     """Create the Optuna study and the MLflow parent run once, before any trial (NOTES: never let
     parallel trials create the databases)."""
-    from tasks.track import flatten, run_tags, start_sweep_run
+    from tasks.sweep_tracking import start_sweep_run
+    from tasks.track import flatten, run_tags
 
     config: SweepConfig = pipeline.sweep  # type: ignore[attr-defined]
     storage = optuna_storage(config)
@@ -563,7 +238,8 @@ def run_sweep_trial(pipeline: BaseModel, state: SweepState, round_number: int, s
     `slot` numbers the trial within the sweep; it seeds the sampler."""
     import torch
 
-    from tasks.track import flatten, log_trial
+    from tasks.sweep_tracking import log_trial
+    from tasks.track import flatten
 
     config = escalated(pipeline.sweep, round_number, best_learning_rate(state))  # type: ignore[attr-defined]
     args = (
@@ -595,22 +271,6 @@ def run_sweep_trial(pipeline: BaseModel, state: SweepState, round_number: int, s
     return result
 
 
-def round_table(trials: list[TrialResult]) -> list[dict[str, Any]]:
-    """One row per trial for the round's Prefect table artifact."""
-    return [
-        {
-            "trial": trial.number,
-            "round": trial.round,
-            "state": trial.state,
-            "score": None if trial.score is None else round(trial.score, 4),
-            "epochs run": len(trial.history),
-            "seconds": trial.seconds,
-            **{key: value for key, value in trial.params.items()},
-        }
-        for trial in trials
-    ]
-
-
 @task(name="close_round")
 def close_round(
     pipeline: BaseModel, state: SweepState, round_number: int, trials: list[TrialResult], target: Any
@@ -619,7 +279,8 @@ def close_round(
     a Prefect table of the round's trials."""
     from prefect.artifacts import create_table_artifact
 
-    from tasks.track import log_round, run_link
+    from tasks.sweep_tracking import log_round
+    from tasks.track import run_link
 
     config: SweepConfig = pipeline.sweep  # type: ignore[attr-defined]
     state.rounds.append({"round": round_number, "trials": [trial.model_dump() for trial in trials]})
@@ -661,7 +322,7 @@ def finish_sweep(
     promotion: PromotionResult | None = None,
 ) -> SweepResult:
     """The sweep's result; when it is over, close the MLflow parent run with the outcome."""
-    from tasks.track import finish_sweep_run
+    from tasks.sweep_tracking import finish_sweep_run
 
     trials, best = all_trials(state), best_trial(state)
     outcome = "next_round_queued" if queued else decision.action
@@ -681,11 +342,6 @@ def finish_sweep(
         next_round=queued,
         promotion=promotion,
     )
-
-
-def trial_batches(first_slot: int, count: int, concurrent: int) -> list[tuple[int, int]]:
-    """(first slot, size) of the batches a round's `count` trials run in, at most `concurrent` at once."""
-    return [(first_slot + start, min(concurrent, count - start)) for start in range(0, count, concurrent)]
 
 
 def final_state(result: SweepResult) -> SweepResult | Any:

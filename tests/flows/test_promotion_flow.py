@@ -19,15 +19,9 @@ from prefect import flow
 
 from flows.train import TrainResult, train
 from tasks.evaluate import SplitMetrics, split_metrics
-from tasks.registry import (
-    PromotionConfig,
-    PromotionResult,
-    champion_challenger,
-    find_version,
-    predictions,
-    register_version,
-    set_champion,
-)
+from tasks.predict import predictions
+from tasks.promote import champion_challenger
+from tasks.registry import PromotionConfig, PromotionResult, find_version, register_version, set_champion
 from tests.flows.test_train_flow import tiny_config
 
 

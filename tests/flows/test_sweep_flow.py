@@ -1,6 +1,7 @@
 """The sweep flow with a tiny BERT: rounds, warm start, pruning, parent/child MLflow runs."""
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import mlflow
@@ -11,7 +12,9 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.sweep import sweep
 from tasks.config import PipelineConfig, load_config
-from tasks.sweep import load_state
+from tasks.errors import ConfigError
+from tasks.rounds import all_trials, load_state
+from tasks.sweep import SweepResult, gpu_limit_problem
 from tests.conftest import ROOT
 
 
@@ -203,3 +206,41 @@ def test_default_escalation_grows_the_next_round(tiny_bert: Path) -> None:
     state = load_state(result.sweep_id)
     assert [len(entry["trials"]) for entry in state.rounds] == [2, 3]
     assert max(trial["params"]["epochs"] for trial in state.rounds[1]["trials"]) <= 3
+
+
+def test_gpu_limit_check_names_a_missing_or_inactive_limit() -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    assert "prefect gcl create no-such-limit --limit 1" in gpu_limit_problem("no-such-limit")
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="gpu-ready", limit=1))
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="gpu-off", limit=1, active=False))
+    assert gpu_limit_problem("gpu-ready") is None
+    assert "is inactive" in gpu_limit_problem("gpu-off")
+
+
+def trial_spans(result: SweepResult) -> list[tuple[float, float]]:
+    """(start, end) of each trial's training, in start order."""
+    trials = all_trials(load_state(result.sweep_id))
+    return sorted((trial.started_at, trial.started_at + trial.seconds) for trial in trials)
+
+
+@pytest.mark.gpu
+def test_gpu_trials_hold_the_gpu_limit_one_at_a_time(tiny_bert: Path) -> None:
+    import torch
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    one_round = ("sweep.target_f1=1.0", "sweep.max_rounds=1", "sweep.max_concurrent_trials=3")
+    with pytest.raises(ConfigError, match="no such concurrency limit"):
+        sweep(config=sweep_config(tiny_bert, *one_round, "sweep.gpu_concurrency_limit=gpu-missing"))
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="one-gpu", limit=1))
+    held = sweep(config=sweep_config(tiny_bert, *one_round, "sweep.gpu_concurrency_limit=one-gpu"))
+    spans = trial_spans(held)
+    assert len(spans) == 3 and all(later[0] >= earlier[1] for earlier, later in pairwise(spans))
+    free = trial_spans(sweep(config=sweep_config(tiny_bert, *one_round)))
+    assert any(later[0] < earlier[1] for earlier, later in pairwise(free)), "without it they overlap"

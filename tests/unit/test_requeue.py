@@ -4,8 +4,9 @@ from tasks.config import PipelineConfig
 from tasks.data import DatasetRef
 from tasks.requeue import below_threshold_event, round_guard
 from tasks.resolve import ModelRef
+from tasks.rounds import RoundDecision, SweepState
 from tasks.split import SplitReport
-from tasks.sweep import RoundDecision, SweepConfig, SweepState
+from tasks.sweep import SweepConfig
 
 
 def sweep_state(rounds: int = 1, trials_per_round: int = 2, hours_ago: float = 0.0, **claims: str) -> SweepState:

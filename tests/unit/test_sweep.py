@@ -1,4 +1,6 @@
-from tasks.sweep import SweepConfig, escalated, trial_batches
+from tasks.rounds import trial_batches
+from tasks.search import escalated
+from tasks.sweep import SweepConfig
 
 
 def test_escalation_policy_per_round() -> None:
