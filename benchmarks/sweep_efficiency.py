@@ -76,23 +76,20 @@ def run_arm(arm: str, seed: int, trials: int, target: float, splits, model, fold
     )
     open_study(config, name, state.storage)
     train, log = TrainConfig(max_length=64, early_stopping_patience=0), logging.getLogger("sweep-bench")
-    used, best, started = 0, 0.0, time.perf_counter()
+    used, pruned, best, reached, started = 0, 0, 0.0, False, time.perf_counter()
     for slot in range(trials):
         result = run_trial(config, state, train, EvalConfig(), 1, slot, False, log)
         used += len(result.history)
+        pruned += result.state == "pruned"
         best = max(best, result.score or 0.0)
-        if result.state == "complete" and (result.score or 0.0) >= target:
-            return {
-                "reached": True,
-                "trial_epochs": used,
-                "trials": slot + 1,
-                "best": best,
-                "seconds": time.perf_counter() - started,
-            }
+        reached = result.state == "complete" and (result.score or 0.0) >= target
+        if reached:
+            break
     return {
-        "reached": False,
+        "reached": reached,
         "trial_epochs": used,
-        "trials": trials,
+        "trials": slot + 1,
+        "pruned": pruned,
         "best": best,
         "seconds": time.perf_counter() - started,
     }
@@ -121,11 +118,14 @@ def main() -> int:
         f"data: {source.name}, {splits.train.rows} train / {splits.validation.rows} validation rows; "
         f"target val f1_macro {args.target}; budget {args.trials} trials"
     )
-    print(f"{'arm':<22} {'seed':>4} {'reached':>7} {'trial-epochs':>12} {'trials':>6} {'best F1':>7} {'seconds':>8}")
+    print(
+        f"{'arm':<22} {'seed':>4} {'reached':>7} {'trial-epochs':>12} {'trials':>6} {'pruned':>6} {'best F1':>7} "
+        f"{'seconds':>8}"
+    )
     for arm, seed, o in rows:
         print(
             f"{arm:<22} {seed:>4} {'yes' if o['reached'] else 'no':>7} {o['trial_epochs']:>12} {o['trials']:>6} "
-            f"{o['best']:>7.4f} {o['seconds']:>8.0f}"
+            f"{o['pruned']:>6} {o['best']:>7.4f} {o['seconds']:>8.0f}"
         )
     for arm in ARMS:
         mine = [o for a, _, o in rows if a == arm]

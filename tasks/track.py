@@ -351,6 +351,29 @@ def run_artifacts(
     }
 
 
+def training_markdown(trained: TrainedModelRef, scores: dict[str, Any], verdict: str, tracked: TrackedRun) -> str:
+    """The Prefect artifact of a training: scores on validation and test, the baseline verdict, the run link."""
+    test = scores["test"]
+    return "\n".join(
+        [
+            f"# Fine-tuning result: test f1_macro {test['f1_macro']:.4f}",
+            "",
+            f"Base model `{trained.base_model}` ({trained.method}) on {trained.device} ({trained.precision}), "
+            f"best epoch {trained.best_epoch} of {len(trained.history)}.",
+            "",
+            verdict,
+            "",
+            "| metric | validation | test |",
+            "|---|---|---|",
+            *(f"| {key} | {scores['val'][key]:.4f} | {test[key]:.4f} |" for key in test if key != "per_class"),
+            "",
+            f"MLflow run `{tracked.run_id}` in experiment `{tracked.experiment}`: {tracked.link}",
+            "",
+            "Confusion matrix: artifact `evaluation/confusion_matrix.png` of that run.",
+        ]
+    )
+
+
 @task(name="log_run", retries=2, retry_delay_seconds=5)
 def log_run(
     target: TrackingTarget,
@@ -401,28 +424,7 @@ def log_run(
         config.eval.metric,  # type: ignore[attr-defined]
     )
     log_candidates(target, tracked.run_id, rows, selection.metric, baseline)
-    test = scores["test"]
-    create_markdown_artifact(
-        key="training-run",
-        description="Fine-tuning result",
-        markdown="\n".join(
-            [
-                f"# Fine-tuning result: test f1_macro {test['f1_macro']:.4f}",
-                "",
-                f"Base model `{trained.base_model}` ({trained.method}) on {trained.device} ({trained.precision}), "
-                f"best epoch {trained.best_epoch} of {len(trained.history)}.",
-                "",
-                verdict,
-                "",
-                "| metric | validation | test |",
-                "|---|---|---|",
-                *(f"| {key} | {scores['val'][key]:.4f} | {test[key]:.4f} |" for key in test if key != "per_class"),
-                "",
-                f"MLflow run `{tracked.run_id}` in experiment `{tracked.experiment}`: {tracked.link}",
-                "",
-                "Confusion matrix: artifact `evaluation/confusion_matrix.png` of that run.",
-            ]
-        ),
-    )
+    markdown = training_markdown(trained, scores, verdict, tracked)
+    create_markdown_artifact(key="training-run", description="Fine-tuning result", markdown=markdown)
     get_run_logger().info("Logged MLflow run %s: %s", tracked.run_id, tracked.link)
     return tracked

@@ -19,6 +19,7 @@ from tasks.split import SplitConfig, split_table, write_splits
 from tasks.track import flatten
 from tests.conftest import ROOT
 from tests.fixtures.tables import clean_table
+from tests.flows.test_validate_flow import read_artifact_markdown
 
 
 def tiny_config(tiny_bert: Path, *overrides: str) -> PipelineConfig:
@@ -39,7 +40,8 @@ def tiny_config(tiny_bert: Path, *overrides: str) -> PipelineConfig:
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_train_flow_logs_a_complete_comparable_mlflow_run(tiny_bert: Path, tuneloop_home: Path, method: str) -> None:
     config = tiny_config(tiny_bert, f"train.method={method}", "train.early_stopping_patience=0")
-    result = train(config=config)
+    state = train(config=config, return_state=True)
+    result = state.result()
     assert result.model.method == method and result.model.device == "cpu" and result.model.precision == "fp32"
     assert [record.epoch for record in result.model.history] == [1, 2]
     if method == "lora":
@@ -72,6 +74,8 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(tiny_bert: Path, tunel
     assert {dataset.dataset.digest for dataset in run.inputs.dataset_inputs} == {
         ref.sha256[:16] for ref in (result.splits.train, result.splits.validation, result.splits.test)
     }
+    summary = read_artifact_markdown(state.state_details.flow_run_id, "training-run")
+    assert f"test f1_macro {run.data.metrics['test/f1_macro']:.4f}" in summary and result.tracking.run_id in summary
 
 
 def test_saved_model_reloads_offline_with_its_labels_and_predicts(tiny_bert: Path, tuneloop_home: Path) -> None:
