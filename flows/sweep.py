@@ -96,7 +96,7 @@ def sweep(
         round_number: The round this run performs (1 = the first).
     """
     target = check_tracking(config.tracking)
-    check_gpu_limit(config.sweep)
+    check_gpu_limit(config)
     sweep_id, folder, state = begin_sweep(sweep_id)
     if state is None:
         data = check_data(config, folder)

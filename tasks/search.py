@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -62,6 +63,39 @@ def escalated(config: SweepConfig, round_number: int, best_learning_rate: float 
     if "full_finetune" in config.escalation and steps:
         update["methods"] = ["full"]
     return config.model_copy(update=update)
+
+
+def gpu_limit_problem(name: str) -> str | None:
+    """Why the Prefect global concurrency limit `name` cannot hold trials (missing or inactive), or None."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    fix = f"create it (`prefect gcl create {name} --limit 1`: one trial per GPU) or unset sweep.gpu_concurrency_limit"
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return f"sweep.gpu_concurrency_limit={name!r}: the Prefect server has no such concurrency limit; {fix}."
+    if not limit.active:
+        return f"sweep.gpu_concurrency_limit={name!r} is inactive, so it limits nothing; activate it or {fix}."
+    return None
+
+
+def trains_on_gpu(train: Any) -> bool:
+    """Whether trials with this train section run on a CUDA GPU (train.device, or auto on a GPU machine)."""
+    from tasks.finetune import choose_device
+
+    return choose_device(train)[0] == "cuda"
+
+
+def gpu_slot(config: SweepConfig, on_gpu: bool) -> AbstractContextManager:
+    """What a trial holds while it trains: on a GPU, one slot of the configured Prefect global
+    concurrency limit (strict: a missing limit is an error, not a free pass); otherwise nothing."""
+    if config.gpu_concurrency_limit and on_gpu:
+        from prefect.concurrency.sync import concurrency
+
+        return concurrency(config.gpu_concurrency_limit, occupy=1, strict=True)
+    return nullcontext()
 
 
 def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0) -> Any:

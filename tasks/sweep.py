@@ -33,7 +33,17 @@ from tasks.rounds import (
     save_state,
     sweep_folder,
 )
-from tasks.search import TrialResult, escalated, open_study, optuna_storage, plot_importances, run_trial
+from tasks.search import (
+    TrialResult,
+    escalated,
+    gpu_limit_problem,
+    gpu_slot,
+    open_study,
+    optuna_storage,
+    plot_importances,
+    run_trial,
+    trains_on_gpu,
+)
 from tasks.select import SelectionReport
 from tasks.split import SplitReport
 
@@ -164,30 +174,13 @@ class SweepResult(BaseModel):
     promotion: PromotionResult | None = None
 
 
-def gpu_limit_problem(name: str) -> str | None:
-    """Why the Prefect global concurrency limit `name` cannot hold trials (missing or inactive), or None."""
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    fix = f"create it (`prefect gcl create {name} --limit 1`: one trial per GPU) or unset sweep.gpu_concurrency_limit"
-    with get_client(sync_client=True) as client:
-        try:
-            limit = client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            return f"sweep.gpu_concurrency_limit={name!r}: the Prefect server has no such concurrency limit; {fix}."
-    if not limit.active:
-        return f"sweep.gpu_concurrency_limit={name!r} is inactive, so it limits nothing; activate it or {fix}."
-    return None
-
-
 @task(name="check_gpu_limit")
-def check_gpu_limit(config: SweepConfig) -> None:
+def check_gpu_limit(pipeline: BaseModel) -> None:
     """On a GPU, before any trial: trials occupy the configured limit strictly, so a missing one
     would fail every trial after the data work is done. Without a GPU the limit is not used."""
-    import torch
-
-    if config.gpu_concurrency_limit and torch.cuda.is_available():
-        problem = gpu_limit_problem(config.gpu_concurrency_limit)
+    name = pipeline.sweep.gpu_concurrency_limit  # type: ignore[attr-defined]
+    if name and trains_on_gpu(pipeline.train):  # type: ignore[attr-defined]
+        problem = gpu_limit_problem(name)
         if problem:
             raise ConfigError(problem)
 
@@ -236,8 +229,6 @@ def start_sweep(
 def run_sweep_trial(pipeline: BaseModel, state: SweepState, round_number: int, slot: int, target: Any) -> TrialResult:
     """One trial: fine-tune a proposed configuration (on a GPU, holding the GPU concurrency limit).
     `slot` numbers the trial within the sweep; it seeds the sampler."""
-    import torch
-
     from tasks.sweep_tracking import log_trial
     from tasks.track import flatten
 
@@ -252,12 +243,7 @@ def run_sweep_trial(pipeline: BaseModel, state: SweepState, round_number: int, s
         pipeline.model.trust_remote_code,
         get_run_logger(),
     )  # type: ignore[attr-defined]
-    if config.gpu_concurrency_limit and torch.cuda.is_available():
-        from prefect.concurrency.sync import concurrency
-
-        with concurrency(config.gpu_concurrency_limit, occupy=1, strict=True):
-            result = run_trial(*args)
-    else:
+    with gpu_slot(config, on_gpu=trains_on_gpu(pipeline.train)):  # type: ignore[attr-defined]
         result = run_trial(*args)
     trial_config = pipeline.model_copy(update={"train": pipeline.train.model_copy(update=result.params)})  # type: ignore[attr-defined]
     result.mlflow_run_id = log_trial(

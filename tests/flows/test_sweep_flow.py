@@ -1,6 +1,8 @@
 """The sweep flow with a tiny BERT: rounds, warm start, pruning, parent/child MLflow runs."""
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from flows.sweep import sweep
 from tasks.config import PipelineConfig, load_config
 from tasks.errors import ConfigError
 from tasks.rounds import all_trials, load_state
-from tasks.sweep import SweepResult, gpu_limit_problem
+from tasks.search import gpu_limit_problem, gpu_slot
+from tasks.sweep import SweepConfig, SweepResult
 from tests.conftest import ROOT
 
 
@@ -244,3 +247,27 @@ def test_gpu_trials_hold_the_gpu_limit_one_at_a_time(tiny_bert: Path) -> None:
     assert len(spans) == 3 and all(later[0] >= earlier[1] for earlier, later in pairwise(spans))
     free = trial_spans(sweep(config=sweep_config(tiny_bert, *one_round)))
     assert any(later[0] < earlier[1] for earlier, later in pairwise(free)), "without it they overlap"
+
+
+def test_gpu_slot_lets_one_trial_at_a_time_train() -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="one-slot", limit=1))
+    config = SweepConfig(gpu_concurrency_limit="one-slot")
+
+    def train_for_a_second(on_gpu: bool) -> tuple[float, float]:
+        with gpu_slot(config, on_gpu=on_gpu):
+            started = time.time()
+            time.sleep(1)
+            return started, time.time()
+
+    with ThreadPoolExecutor(3) as pool:
+        held = sorted(pool.map(train_for_a_second, [True] * 3))
+        free = sorted(pool.map(train_for_a_second, [False] * 3))
+    assert all(later[0] >= earlier[1] for earlier, later in pairwise(held)), held
+    assert any(later[0] < earlier[1] for earlier, later in pairwise(free)), "without a GPU the limit is not held"
+    missing = SweepConfig(gpu_concurrency_limit="missing-slot")
+    with pytest.raises(Exception, match="missing-slot"), gpu_slot(missing, on_gpu=True):
+        pass
