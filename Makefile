@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export GX_ANALYTICS_ENABLED ?= False
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps install run sweep validate up down status env deploy test test-slow test-fast lint format bench mlflow-ui clean
+.PHONY: help system-deps install run sweep validate up down status env deploy test test-slow test-gpu test-fast lint format bench mlflow-ui clean
 
 help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,11 +57,14 @@ env: $(STAMP) ## Print export lines for the running stack (use: eval "$$(make -s
 deploy: $(STAMP) ## Register deployments/prefect.yaml with the running Prefect server
 	$(BIN)/python infra/stack.py deploy
 
-test: $(STAMP) ## Run the test suite (all but the slow real-data fine-tunes; about 5 minutes)
+test: $(STAMP) ## Run the test suite (all but the slow real-data fine-tunes; about 10 minutes)
 	$(BIN)/pytest -m "not slow"
 
 test-slow: $(STAMP) ## Run only the slow tests (real fine-tunes on ../shared/data; about 15 minutes)
 	$(BIN)/pytest -m slow -s
+
+test-gpu: $(STAMP) ## Only the GPU tests (bf16/fp16, the sweep's GPU concurrency limit); on a CUDA machine
+	$(BIN)/pytest -m gpu
 
 test-fast: $(STAMP) ## Unit and data-contract tests only (seconds)
 	$(BIN)/pytest tests/unit tests/data
