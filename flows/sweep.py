@@ -54,7 +54,7 @@ def register_best(
             config.eval.batch_size,
             Path(state.folder) / "promotion",
             tags={
-                "dataset_sha256": state.splits.train.sha256,
+                "dataset_sha256": state.dataset_sha256 or state.splits.train.sha256,
                 "test_sha256": state.splits.test.sha256,
                 "sweep_id": state.sweep_id,
                 "trial_number": str(best.trial.number),
@@ -102,7 +102,7 @@ def sweep(
         data = check_data(config, folder)
         splits = split_dataset(data.data.clean, config.split, folder / "splits", data.test.clean if data.test else None)
         selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
-        state = start_sweep(config, sweep_id, folder, splits, selection, target)
+        state = start_sweep(config, sweep_id, folder, data.data.dataset_sha256, splits, selection, target)
     while True:
         refusal = check_round(config, state, round_number)
         if refusal:

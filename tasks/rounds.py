@@ -28,6 +28,7 @@ class SweepState(BaseModel):
     study_name: str
     storage: str
     splits: SplitReport
+    dataset_sha256: str = Field("", description="The validated dataset's hash, as on a training run.")
     model: ModelRef
     candidates: list[ModelRef] = Field(default_factory=list)
     parent_run_id: str

@@ -194,7 +194,13 @@ def begin_sweep(sweep_id: str | None) -> tuple[str, Path, SweepState | None]:
 
 @task(name="start_sweep")
 def start_sweep(
-    pipeline: BaseModel, sweep_id: str, folder: Path, splits: SplitReport, selection: SelectionReport, target: Any
+    pipeline: BaseModel,
+    sweep_id: str,
+    folder: Path,
+    dataset_sha256: str,
+    splits: SplitReport,
+    selection: SelectionReport,
+    target: Any,
 ) -> SweepState:
     """Create the Optuna study and the MLflow parent run once, before any trial (NOTES: never let
     parallel trials create the databases)."""
@@ -208,7 +214,7 @@ def start_sweep(
         target,
         sweep_id,
         flatten(pipeline.model_dump(mode="json")),
-        run_tags(splits.train.sha256, {"base_model": selection.chosen.base_model}),
+        run_tags(dataset_sha256, {"base_model": selection.chosen.base_model}),
     )
     state = SweepState(
         sweep_id=sweep_id,
@@ -217,6 +223,7 @@ def start_sweep(
         study_name=sweep_id,
         storage=storage,
         splits=splits,
+        dataset_sha256=dataset_sha256,
         model=selection.chosen,
         candidates=selection.runners_up(),
         parent_run_id=parent,

@@ -79,6 +79,9 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(tiny_bert: Path
     assert result.promotion.version.run_id == best.info.run_id
     version = client.get_model_version("tuneloop-classifier", result.promotion.version.version)
     assert version.tags["sweep_id"] == result.sweep_id and version.tags["trial_number"] == str(result.best_trial)
+    # Tagged with the validated dataset's hash, as training runs are (comparable across both).
+    assert len(state.dataset_sha256) == 64 and state.dataset_sha256 != state.splits.train.sha256
+    assert parent.data.tags["dataset_sha256"] == version.tags["dataset_sha256"] == state.dataset_sha256
     report = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.md", "report/trials.png", "report/parameters.png", "report/per_class.png"} <= report
     assert report >= {"report/confusion_matrix.png"}, "no champion: the best trial's own confusion matrix"
