@@ -88,7 +88,18 @@ def test_bad_parameters_are_rejected_by_the_server_before_any_work(
 def test_train_deployment_run_by_the_cpu_worker_lands_in_the_mlflow_server(
     stack: dict[str, Any], client: Any, tiny_bert: Path
 ) -> None:
-    run_train_deployment(stack, client, tiny_bert, "e2e-stack")
+    from mlflow.tracking import MlflowClient
+
+    first = run_train_deployment(stack, client, tiny_bert, "e2e-stack")
+    second = run_train_deployment(stack, client, tiny_bert, "e2e-stack")
+    # The second run scored the first run's champion on its own test split: the champion came from
+    # the server's artifact store (mlflow-artifacts:), resolved through the server's registry.
+    registry = MlflowClient(tracking_uri=stack["mlflow_url"])
+    [champion] = registry.search_model_versions(f"run_id = '{first.info.run_id}'")
+    [candidate] = registry.search_model_versions(f"run_id = '{second.info.run_id}'")
+    assert registry.get_model_version_by_alias(champion.name, "champion").version == champion.version
+    assert candidate.tags["promotion.compared_with"] == champion.version
+    assert "could not be evaluated" not in candidate.tags["promotion.reason"], candidate.tags["promotion.reason"]
 
 
 def below_threshold(sweep_id: str, requeue: str, deployment_name: str) -> dict[str, Any]:
