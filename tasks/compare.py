@@ -208,21 +208,14 @@ def top_trials_per_class(trials: list[Any], validation_path: str, batch_size: in
     return scores
 
 
-@task(name="sweep_report")
-def sweep_report(pipeline: BaseModel, state: Any, target: Any, best: Any, promotion: Any) -> Path:
-    """The sweep's comparison report: Markdown with PNG plots (score by trial and round, score against
-    each searched parameter, per-class F1 of the top trials and of candidate and champion on test,
-    the two confusion matrices), logged to the parent run under `report/` and linked from Prefect."""
-    import mlflow
-    from prefect.artifacts import create_markdown_artifact
-
-    from tasks.rounds import all_trials, plot_trials
-    from tasks.track import run_link
+def report_pictures(
+    pipeline: BaseModel, state: Any, trials: list[Any], best: Any, promotion: Any, folder: Path
+) -> dict[str, Path | None]:
+    """The report's pictures by title: score by trial and by parameter, per-class F1 (top trials on
+    validation, candidate and champion on test), and the confusion matrices."""
+    from tasks.rounds import plot_trials
 
     config = pipeline.sweep  # type: ignore[attr-defined]
-    folder = Path(state.folder) / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    trials = all_trials(state)
     per_class = top_trials_per_class(trials, state.splits.validation.path, pipeline.eval.batch_size)  # type: ignore[attr-defined]
     comparison = promotion.comparison if promotion else None
     if best is not None:
@@ -240,6 +233,25 @@ def sweep_report(pipeline: BaseModel, state: Any, target: Any, best: Any, promot
         pictures["Confusion matrices: candidate and champion"] = pair
     elif best is not None:
         pictures["Confusion matrix of the best trial"] = Path(best.evaluation.confusion_matrix_path)
+    return pictures
+
+
+@task(name="sweep_report")
+def sweep_report(pipeline: BaseModel, state: Any, target: Any, best: Any, promotion: Any) -> Path:
+    """The sweep's comparison report: Markdown with PNG plots (score by trial and round, score against
+    each searched parameter, per-class F1 of the top trials and of candidate and champion on test,
+    the two confusion matrices), logged to the parent run under `report/` and linked from Prefect."""
+    import mlflow
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.rounds import all_trials
+    from tasks.track import run_link
+
+    config = pipeline.sweep  # type: ignore[attr-defined]
+    folder = Path(state.folder) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = all_trials(state)
+    pictures = report_pictures(pipeline, state, trials, best, promotion, folder)
     rows = leaderboard(read_runs(target.uri, target.experiment, state.sweep_id), config.metric, top=10)
     lines = [
         f"# Sweep {state.sweep_id}",
