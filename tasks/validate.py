@@ -245,6 +245,36 @@ def quarantine_reasons(results: list, frame: pd.DataFrame) -> pd.Series:
     return pd.Series({row: "; ".join(found) for row, found in reasons.items()}, dtype="string")
 
 
+def blocking_and_warnings(
+    checks: list[CheckResult], quarantined: int, rows: int, max_fraction: float
+) -> tuple[list[str], list[str]]:
+    """What blocks training (failed blocking table checks; too many quarantined rows) and what is
+    only reported (warnings; quarantined rows when nothing blocks)."""
+    fraction = quarantined / max(rows, 1)
+    problems = [
+        f"{check.check}: {check.detail}"
+        for check in checks
+        if not check.success and check.scope == "table" and check.severity == "blocking"
+    ]
+    if fraction > max_fraction:
+        failed = "; ".join(
+            check.detail + (f" (e.g. {check.examples[0]})" if check.examples else "")
+            for check in checks
+            if not check.success and check.scope == "row"
+        )
+        problems.insert(
+            0,
+            f"{quarantined} of {rows} rows ({fraction:.1%}) failed row checks, more than "
+            f"validation.max_quarantine_fraction={max_fraction:.0%}: {failed}",
+        )
+    warnings = [
+        f"{check.check}: {'quarantined ' if check.scope == 'row' else ''}{check.detail}"
+        for check in checks
+        if not check.success and (check.severity == "warning" or (check.scope == "row" and not problems))
+    ]
+    return problems, warnings
+
+
 def validate_table(
     table: pd.DataFrame, source: str, dataset_sha256: str, validation: ValidationConfig, data: DataConfig, folder: Path
 ) -> ValidationReport:
@@ -265,27 +295,7 @@ def validate_table(
     checks = [describe(result, rows) for result in row_results]
     checks += [describe(result, clean) for result in table_results]
     fraction = len(reasons) / max(len(rows), 1)
-    problems = [
-        f"{check.check}: {check.detail}"
-        for check in checks
-        if not check.success and check.scope == "table" and check.severity == "blocking"
-    ]
-    if fraction > validation.max_quarantine_fraction:
-        failed = "; ".join(
-            check.detail + (f" (e.g. {check.examples[0]})" if check.examples else "")
-            for check in checks
-            if not check.success and check.scope == "row"
-        )
-        problems.insert(
-            0,
-            f"{len(reasons)} of {len(rows)} rows ({fraction:.1%}) failed row checks, more than "
-            f"validation.max_quarantine_fraction={validation.max_quarantine_fraction:.0%}: {failed}",
-        )
-    warnings = [
-        f"{check.check}: {'quarantined ' if check.scope == 'row' else ''}{check.detail}"
-        for check in checks
-        if not check.success and (check.severity == "warning" or (check.scope == "row" and not problems))
-    ]
+    problems, warnings = blocking_and_warnings(checks, len(reasons), len(rows), validation.max_quarantine_fraction)
     clean_ref = None if problems else write_table(clean[["id", "text", "label"]], folder / "clean.parquet")
     report = ValidationReport(
         source=source,
