@@ -146,6 +146,17 @@ def version_tags(metrics: SplitMetrics, extra: dict[str, str]) -> dict[str, str]
     return {**tags, **{key: value for key, value in extra.items() if value}}
 
 
+def promotion_decision(config: PromotionConfig, comparison: Comparison, markdown: str) -> tuple[Decision, str, str]:
+    """(decision, comment, reviewer) per `config.mode`: never, the rule alone, or the rule and a person."""
+    if config.mode == "never":
+        return "not_attempted", "", ""
+    if not comparison.eligible:
+        return "rejected", "", ""
+    if config.mode == "approval":
+        return ask_approval(markdown, config.approval_timeout_hours)
+    return "promoted", "", ""
+
+
 def champion_challenger(
     tracking_uri: str,
     config: PromotionConfig,
@@ -171,16 +182,7 @@ def champion_challenger(
     if champion.confusion_pair:
         links["confusion matrices"] = "artifact promotion/confusion_candidate_champion.png of the candidate run"
     markdown = comparison_markdown(comparison, version, links)
-    decision: Decision
-    comment = reviewer = ""
-    if config.mode == "never":
-        decision = "not_attempted"
-    elif not comparison.eligible:
-        decision = "rejected"
-    elif config.mode == "approval":
-        decision, comment, reviewer = ask_approval(markdown, config.approval_timeout_hours)
-    else:
-        decision = "promoted"
+    decision, comment, reviewer = promotion_decision(config, comparison, markdown)
     notes.update({"promotion.comment": comment, "promotion.reviewer": reviewer})
     promoted = decision in ("promoted", "approved")
     if promoted:
