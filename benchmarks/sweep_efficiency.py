@@ -4,8 +4,11 @@ versus random search without pruning, on the same budget, over several seeds.
 Issue 5's setting is the SMS Spam Collection (../shared/data) with the packaged MiniLM. On a CPU a
 full trial-epoch over SMS takes minutes, so the defaults train on a stratified sample of the
 training split (--train-rows) and truncate texts to 64 tokens; pass larger values on a GPU.
-Both arms search learning rate (log, 1e-6..1e-3), epochs (1..3), weight decay and warmup.
-Run: `python benchmarks/sweep_efficiency.py [--seeds 3] [--trials 8] [--target 0.95]`.
+Both arms search learning rate (log, 1e-6..1e-3 unless --lr-min/--lr-max), epochs (1..3), weight
+decay and warmup. With the same seed both arms draw the same start-up trials (TPE's first
+`sweep.startup_trials` are random): the comparison is paired, and differs once TPE models the space
+or the pruner stops a trial.
+Run: `python benchmarks/sweep_efficiency.py [--seeds 3] [--trials 8] [--target 0.95] [--lr-min 1e-7]`.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def prepare(folder: Path, train_rows: int, seed: int):
     return source, report, resolve_model("sentence-transformers/all-MiniLM-L6-v2")
 
 
-def run_arm(arm: str, seed: int, trials: int, target: float, splits, model, folder: Path) -> dict:
+def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder: Path) -> dict:
     """Trials until one reaches the target (or the budget ends); counts trial-epochs."""
     from tasks.evaluate import EvalConfig
     from tasks.finetune import TrainConfig
@@ -51,6 +54,7 @@ def run_arm(arm: str, seed: int, trials: int, target: float, splits, model, fold
     from tasks.sweep import SweepConfig
 
     sampler, pruner = ARMS[arm]
+    trials, target = args.trials, args.target
     config = SweepConfig(
         target_f1=target,
         sampler=sampler,
@@ -58,8 +62,8 @@ def run_arm(arm: str, seed: int, trials: int, target: float, splits, model, fold
         seed=seed,
         trials_per_round=trials,
         max_trials=trials,
-        learning_rate_min=1e-6,
-        learning_rate_max=1e-3,
+        learning_rate_min=args.lr_min,
+        learning_rate_max=args.lr_max,
         epochs_min=1,
         epochs_max=3,
     )
@@ -101,6 +105,8 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=8, help="Trial budget per arm and seed.")
     parser.add_argument("--target", type=float, default=0.95, help="Validation macro F1 to reach.")
     parser.add_argument("--train-rows", type=int, default=600, help="Training rows sampled from the split.")
+    parser.add_argument("--lr-min", type=float, default=1e-6, help="Lower bound of the searched learning rate.")
+    parser.add_argument("--lr-max", type=float, default=1e-3, help="Upper bound of the searched learning rate.")
     args = parser.parse_args()
     from transformers.utils import logging as transformers_logging
 
@@ -111,12 +117,13 @@ def main() -> int:
         source, splits, model = prepare(folder / "splits", args.train_rows, seed=42)
         for seed in range(args.seeds):
             for arm in ARMS:
-                outcome = run_arm(arm, seed, args.trials, args.target, splits, model, folder)
+                outcome = run_arm(arm, seed, args, splits, model, folder)
                 rows.append((arm, seed, outcome))
                 print(f"  {arm:<22} seed {seed}: {outcome}", file=sys.stderr, flush=True)
     print(
         f"data: {source.name}, {splits.train.rows} train / {splits.validation.rows} validation rows; "
-        f"target val f1_macro {args.target}; budget {args.trials} trials"
+        f"target val f1_macro {args.target}; budget {args.trials} trials; "
+        f"learning rate {args.lr_min:g}..{args.lr_max:g}"
     )
     print(
         f"{'arm':<22} {'seed':>4} {'reached':>7} {'trial-epochs':>12} {'trials':>6} {'pruned':>6} {'best F1':>7} "
