@@ -3,8 +3,9 @@ every round warm-starts from all earlier trials) proposes trial configs; each tr
 fine-tune and evaluate code as the train flow, pruned early on per-epoch validation F1; after a
 round the best score meets the target, or the next round is queued, or the budget ends it.
 
-This module holds the step's config and its Prefect tasks; the Optuna side lives in
-tasks/search.py, the rounds' state and decisions in tasks/rounds.py."""
+This module holds the step's config and its Prefect tasks; the Optuna side (and what one trial
+does) lives in tasks/search.py, the rounds' state and decisions in tasks/rounds.py, and the
+sweep's MLflow runs in tasks/sweep_tracking.py."""
 
 from __future__ import annotations
 
