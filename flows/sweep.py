@@ -21,7 +21,7 @@ from tasks.split import split_dataset
 from tasks.sweep import (
     SweepResult,
     begin_sweep,
-    check_gpu_limit,
+    check_trial_device,
     close_round,
     evaluate_best_trial,
     final_state,
@@ -96,7 +96,7 @@ def sweep(
         round_number: The round this run performs (1 = the first).
     """
     target = check_tracking(config.tracking)
-    check_gpu_limit(config)
+    check_trial_device(config)
     sweep_id, folder, state = begin_sweep(sweep_id)
     if state is None:
         data = check_data(config, folder)

@@ -175,12 +175,12 @@ class SweepResult(BaseModel):
     promotion: PromotionResult | None = None
 
 
-@task(name="check_gpu_limit")
-def check_gpu_limit(pipeline: BaseModel) -> None:
-    """On a GPU, before any trial: trials occupy the configured limit strictly, so a missing one
-    would fail every trial after the data work is done. Without a GPU the limit is not used."""
+@task(name="check_trial_device")
+def check_trial_device(pipeline: BaseModel) -> None:
+    """Before any data work: the trials' device and precision exist on this machine (else every trial
+    would fail), and on a GPU the configured concurrency limit exists (trials occupy it strictly)."""
     name = pipeline.sweep.gpu_concurrency_limit  # type: ignore[attr-defined]
-    if name and trains_on_gpu(pipeline.train):  # type: ignore[attr-defined]
+    if trains_on_gpu(pipeline.train) and name:  # type: ignore[attr-defined]
         problem = gpu_limit_problem(name)
         if problem:
             raise ConfigError(problem)

@@ -274,3 +274,17 @@ def test_gpu_slot_lets_one_trial_at_a_time_train() -> None:
     missing = SweepConfig(gpu_concurrency_limit="missing-slot")
     with pytest.raises(Exception, match="missing-slot"), gpu_slot(missing, on_gpu=True):
         pass
+
+
+def test_a_precision_this_machine_lacks_stops_the_sweep_before_any_work(tiny_bert: Path, tuneloop_home: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    data = ROOT / "data/sample/support_tickets.csv"
+    answer = CliRunner().invoke(
+        app, ["sweep", "--data", str(data), "--set", f"model.candidates=[{tiny_bert}]", "--set", "train.precision=bf16"]
+    )
+    assert answer.exit_code == 2 and "train.precision=bf16 needs a CUDA GPU" in answer.output
+    assert "Traceback" not in answer.output
+    assert not (tuneloop_home / "sweeps").exists(), "no sweep folder, no split, no trial"
