@@ -8,7 +8,8 @@ Both arms search learning rate (log, 1e-6..1e-3 unless --lr-min/--lr-max), epoch
 decay and warmup. With the same seed both arms draw the same start-up trials (TPE's first
 `sweep.startup_trials` are random): the comparison is paired, and differs once TPE models the space
 or the pruner stops a trial.
-Run: `python benchmarks/sweep_efficiency.py [--seeds 3] [--trials 8] [--target 0.95] [--lr-min 1e-7]`.
+Run: `python benchmarks/sweep_efficiency.py [--seeds 3] [--trials 8] [--target 0.95] [--lr-min 1e-7]
+[--startup-trials 2]`.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
         learning_rate_max=args.lr_max,
         epochs_min=1,
         epochs_max=3,
+        startup_trials=args.startup_trials,
     )
     name = f"{sampler}-{pruner}-{seed}"
     state = SweepState(
@@ -107,6 +109,7 @@ def main() -> int:
     parser.add_argument("--train-rows", type=int, default=600, help="Training rows sampled from the split.")
     parser.add_argument("--lr-min", type=float, default=1e-6, help="Lower bound of the searched learning rate.")
     parser.add_argument("--lr-max", type=float, default=1e-3, help="Upper bound of the searched learning rate.")
+    parser.add_argument("--startup-trials", type=int, default=4, help="Random trials before TPE models the space.")
     args = parser.parse_args()
     from transformers.utils import logging as transformers_logging
 
@@ -123,7 +126,7 @@ def main() -> int:
     print(
         f"data: {source.name}, {splits.train.rows} train / {splits.validation.rows} validation rows; "
         f"target val f1_macro {args.target}; budget {args.trials} trials; "
-        f"learning rate {args.lr_min:g}..{args.lr_max:g}"
+        f"learning rate {args.lr_min:g}..{args.lr_max:g}; TPE start-up trials {args.startup_trials}"
     )
     print(
         f"{'arm':<22} {'seed':>4} {'reached':>7} {'trial-epochs':>12} {'trials':>6} {'pruned':>6} {'best F1':>7} "

@@ -258,6 +258,29 @@ def epoch_callback(seconds: dict[int, float], log: logging.Logger | Any, epochs:
     return EpochLog()
 
 
+def make_trainer(
+    network: Any, tokenizer: Any, encoded: dict[str, Any], classes: int, arguments: Any, callbacks: list
+) -> Any:
+    """A Trainer over the encoded train/validation splits that scores every epoch with our metrics."""
+    from transformers import DataCollatorWithPadding, Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer = Trainer(
+        model=network,
+        args=arguments,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=callbacks,
+        compute_metrics=lambda prediction: classification_metrics(
+            prediction.label_ids, prediction.predictions.argmax(-1), list(range(classes))
+        )["overall"],
+    )
+    trainer.remove_callback(PrinterCallback)  # our epoch lines replace its raw dicts
+    return trainer
+
+
 def save_model(network: Any, tokenizer: Any, folder: Path, info: dict[str, Any]) -> None:
     """Merged weights (LoRA folded in), head, tokenizer and label map: everything to reload offline."""
     if hasattr(network, "merge_and_unload"):
@@ -290,8 +313,7 @@ def finetune(
     Checkpoints go to `folder/checkpoints`; if some exist, training resumes from the last one."""
     import pandas as pd
     import torch
-    from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
-    from transformers.trainer_callback import PrinterCallback
+    from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     log = log or logging.getLogger(__name__)
@@ -308,37 +330,17 @@ def finetune(
     extra = [epoch_callback(seconds, log, config.epochs), *(callbacks or [])]
     if config.early_stopping_patience:
         extra.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    trainer = Trainer(
-        model=network,
-        args=training_arguments(config, evaluation.metric, checkpoints, device, precision),
-        train_dataset=encoded["train"],
-        eval_dataset=encoded["validation"],
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        callbacks=extra,
-        compute_metrics=lambda prediction: classification_metrics(
-            prediction.label_ids, prediction.predictions.argmax(-1), list(range(len(labels)))
-        )["overall"],
-    )
-    trainer.remove_callback(PrinterCallback)  # our epoch lines replace its raw dicts
-    log.info(
-        "Fine-tuning %s (%s) on %s, %s, %d train / %d validation rows%s",
-        model.base_model,
-        config.method,
-        device,
-        precision,
-        splits.train.rows,
-        splits.validation.rows,
-        f", resuming from {Path(resume).name}" if resume else "",
-    )
+    arguments = training_arguments(config, evaluation.metric, checkpoints, device, precision)
+    trainer = make_trainer(network, tokenizer, encoded, len(labels), arguments, extra)
+    rows = f"{splits.train.rows} train / {splits.validation.rows} validation rows"
+    resuming = f", resuming from {Path(resume).name}" if resume else ""
+    log.info("Fine-tuning %s (%s) on %s, %s, %s%s", model.base_model, config.method, device, precision, rows, resuming)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started
     history = epoch_history(trainer.state.log_history, seconds)
     # The Trainer keeps the first epoch with the highest score; so does max().
     best_epoch = max(history, key=lambda record: record.val.get(evaluation.metric, 0.0)).epoch
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in trainer.model.parameters())
     model_dir = folder / "model"
     info = {
         "base_model": model.base_model,
@@ -348,7 +350,8 @@ def finetune(
         "best_epoch": best_epoch,
     }
     save_model(trainer.model, tokenizer, model_dir, info)
-    del trainer, network
+    parameters = [(p.numel(), p.requires_grad) for p in trainer.model.parameters()]
+    del trainer, network  # frees the GPU for the next trial in this process
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return TrainedModelRef(
@@ -362,8 +365,8 @@ def finetune(
         best_epoch=best_epoch,
         resumed_from=resume,
         train_seconds=round(train_seconds, 2),
-        trainable_parameters=trainable,
-        total_parameters=total,
+        trainable_parameters=sum(count for count, trained in parameters if trained),
+        total_parameters=sum(count for count, _ in parameters),
     )
 
 

@@ -44,6 +44,20 @@ def test_cpu_machine_trains_in_fp32_and_refuses_gpu_settings() -> None:
         choose_device(TrainConfig(precision="bf16"))
 
 
+def test_on_a_gpu_the_choice_is_bf16_else_fp16(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The decision logic only (the GPU run itself is test_gpu_trains_in_bf16_or_fp16, marker gpu)."""
+    import torch
+
+    arguments = training_arguments(TrainConfig(), "f1_macro", tmp_path, "cuda", "fp16")
+    assert arguments.fp16 and not arguments.bf16 and not arguments.use_cpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert choose_device(TrainConfig()) == ("cuda", "bf16")
+    assert choose_device(TrainConfig(precision="fp32")) == ("cuda", "fp32")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert choose_device(TrainConfig()) == ("cuda", "fp16")
+
+
 @pytest.mark.gpu
 def test_gpu_trains_in_bf16_or_fp16() -> None:
     import torch
