@@ -14,7 +14,8 @@ from tasks.promote import champion_challenger
 from tasks.registry import PromotionResult
 from tasks.select import SelectionReport, select_base_model
 from tasks.split import SplitReport, split_dataset
-from tasks.track import TrackedRun, check_tracking, log_run
+from tasks.track import TrackedRun, check_tracking
+from tasks.training_tracking import log_run
 from tasks.validate import DataReport
 from tasks.workspace import create_run_folder
 

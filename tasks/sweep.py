@@ -363,7 +363,7 @@ def evaluate_best_trial(pipeline: BaseModel, state: SweepState, target: Any) -> 
     """Score the best trial's saved model on validation and test (trials only saw validation), and
     add the scores, the evaluation files and the model to its MLflow run. None without a completed trial."""
     from tasks.evaluate import evaluate_model
-    from tasks.track import log_final_model
+    from tasks.sweep_tracking import log_final_model
 
     best = best_trial(state)
     if best is None or best.model_path is None or best.mlflow_run_id is None:

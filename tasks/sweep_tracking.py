@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.track import TrackingTarget, best_epoch_metrics, epoch_metrics, metric_name
+from tasks.evaluate import EvalReport
+from tasks.track import TrackingTarget, best_epoch_metrics, epoch_metrics, final_metrics, metric_name, upload
 
 
 def start_sweep_run(target: TrackingTarget, sweep_id: str, params: dict[str, str], tags: dict[str, str]) -> str:
@@ -93,3 +94,26 @@ def finish_sweep_run(target: TrackingTarget, parent_run_id: str, outcome: str, m
     client.set_tag(parent_run_id, "outcome", outcome)
     client.set_tag(parent_run_id, "mlflow.note.content", message)
     client.set_terminated(parent_run_id, "FINISHED")
+
+
+def log_final_model(target: TrackingTarget, run_id: str, evaluation: EvalReport, model_path: str) -> None:
+    """A sweep's best trial, evaluated at the end: its test scores, evaluation files and model, added
+    to the trial's run so that it can be registered like a training run."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient(target.uri)
+    stamp = int(time.time() * 1000)
+    scores = final_metrics(evaluation.model_dump())
+    client.log_batch(run_id, metrics=[Metric(key, value, stamp, 0) for key, value in scores.items()])
+    upload(
+        client,
+        run_id,
+        {
+            "evaluation": Path(evaluation.confusion_matrix_path),
+            "evaluation/report": Path(evaluation.report_path),
+            "evaluation/predictions": Path(evaluation.predictions_path),
+            "model": Path(model_path),
+        },
+    )
+    client.set_tag(run_id, "final_model", "True")
