@@ -9,7 +9,7 @@ decay and warmup. With the same seed both arms draw the same start-up trials (TP
 `sweep.startup_trials` are random): the comparison is paired, and differs once TPE models the space
 or the pruner stops a trial.
 Run: `python benchmarks/sweep_efficiency.py [--seeds 3] [--trials 8] [--target 0.95] [--lr-min 1e-7]
-[--startup-trials 2]`.
+[--startup-trials 2] [--pruning-min-epochs 2]`.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
         epochs_min=1,
         epochs_max=3,
         startup_trials=args.startup_trials,
+        pruning_min_epochs=args.pruning_min_epochs,
     )
     name = f"{sampler}-{pruner}-{seed}"
     state = SweepState(
@@ -85,6 +86,8 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
     used, pruned, best, reached, started = 0, 0, 0.0, False, time.perf_counter()
     for slot in range(trials):
         result = run_trial(config, state, train, EvalConfig(), 1, slot, False, log)
+        scores = " ".join(f"{record['val'].get('f1_macro', 0.0):.3f}" for record in result.history)
+        print(f"    trial {slot} {result.state:<8} {result.params} val f1 by epoch: {scores}", file=sys.stderr)
         used += len(result.history)
         pruned += result.state == "pruned"
         best = max(best, result.score or 0.0)
@@ -110,6 +113,7 @@ def main() -> int:
     parser.add_argument("--lr-min", type=float, default=1e-6, help="Lower bound of the searched learning rate.")
     parser.add_argument("--lr-max", type=float, default=1e-3, help="Upper bound of the searched learning rate.")
     parser.add_argument("--startup-trials", type=int, default=4, help="Random trials before TPE models the space.")
+    parser.add_argument("--pruning-min-epochs", type=int, default=1, help="Earliest epoch the pruner may stop.")
     args = parser.parse_args()
     from transformers.utils import logging as transformers_logging
 
@@ -126,7 +130,8 @@ def main() -> int:
     print(
         f"data: {source.name}, {splits.train.rows} train / {splits.validation.rows} validation rows; "
         f"target val f1_macro {args.target}; budget {args.trials} trials; "
-        f"learning rate {args.lr_min:g}..{args.lr_max:g}; TPE start-up trials {args.startup_trials}"
+        f"learning rate {args.lr_min:g}..{args.lr_max:g}; TPE start-up trials {args.startup_trials}; "
+        f"pruning from epoch {args.pruning_min_epochs}"
     )
     print(
         f"{'arm':<22} {'seed':>4} {'reached':>7} {'trial-epochs':>12} {'trials':>6} {'pruned':>6} {'best F1':>7} "

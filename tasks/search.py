@@ -100,19 +100,21 @@ def gpu_slot(config: SweepConfig, on_gpu: bool) -> AbstractContextManager:
 
 def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0) -> Any:
     """The persistent Optuna study (created on first use), with the pruner and a sampler seeded by
-    `sweep.seed + slot`: each trial opens the study anew, so each needs its own slot to differ."""
+    `sweep.seed` and the trial's slot: each trial opens the study anew, so each needs its own seed.
+    The two are mixed (not added), so sweeps with neighbouring seeds do not draw the same trials."""
+    import numpy as np
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seed = config.seed + slot
+    seed = int(np.random.SeedSequence([config.seed, slot]).generate_state(1)[0])
     sampler = (
         optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.startup_trials, constant_liar=True)
         if config.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=seed)
     )
     pruner = {
-        "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-        "successive_halving": optuna.pruners.SuccessiveHalvingPruner(),
+        "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=config.pruning_min_epochs),
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner(min_resource=config.pruning_min_epochs),
         "none": optuna.pruners.NopPruner(),
     }[config.pruner]
     return optuna.create_study(

@@ -116,6 +116,13 @@ class SweepConfig(BaseModel):
     pruner: Literal["median", "successive_halving", "none"] = Field(
         "median", description="Stops hopeless trials on their per-epoch validation score."
     )
+    pruning_min_epochs: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="The earliest epoch at which the pruner may stop a trial; raise it when good "
+        "configurations start slowly (little data, low learning rates, warmup).",
+    )
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of the sampler.")
     startup_trials: int = Field(
         4,

@@ -1,5 +1,9 @@
+from pathlib import Path
+
+import pytest
+
 from tasks.rounds import trial_batches
-from tasks.search import escalated
+from tasks.search import escalated, open_study
 from tasks.sweep import SweepConfig
 
 
@@ -19,3 +23,29 @@ def test_escalation_policy_per_round() -> None:
 def test_trials_run_in_batches_with_unique_slots() -> None:
     assert trial_batches(6, 5, 2) == [(6, 2), (8, 2), (10, 1)]
     assert trial_batches(0, 3, 1) == [(0, 1), (1, 1), (2, 1)]
+
+
+@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+def test_no_trial_is_pruned_before_pruning_min_epochs(tmp_path: Path, pruner: str) -> None:
+    """Two good finished trials, then a poor one: stopped at epoch 1 by default, not before epoch 2
+    with sweep.pruning_min_epochs=2."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = open_study(SweepConfig(pruner=pruner), "s", storage)
+    for _ in range(2):
+        good = study.ask()
+        for epoch in (1, 2, 3):
+            good.report(0.9, step=epoch)
+            assert not good.should_prune()  # successive halving records its rungs here
+        study.tell(good, 0.9)
+
+    def prunes_at(config: SweepConfig) -> int | None:
+        poor = open_study(config, "s", storage).ask()
+        for epoch in (1, 2, 3):
+            poor.report(0.1, step=epoch)
+            if poor.should_prune():
+                return epoch
+        return None
+
+    assert prunes_at(SweepConfig(pruner=pruner)) == 1
+    assert prunes_at(SweepConfig(pruner=pruner, pruning_min_epochs=2)) == 2
+    assert prunes_at(SweepConfig(pruner="none")) is None
