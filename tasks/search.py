@@ -156,7 +156,9 @@ def suggest(trial: Any, config: SweepConfig, train: Any) -> dict[str, Any]:
 
 
 def pruning_callback(trial: Any, metric: str) -> Any:
-    """Report each epoch's validation score to Optuna and stop the Trainer when the pruner says so."""
+    """Report each epoch's validation score to Optuna and stop the Trainer when the pruner says so.
+    A trial at its last epoch is never pruned: stopping saves nothing, and the study learns more
+    from a finished trial (and keeps its model) than from a pruned one."""
     import optuna
     from transformers import TrainerCallback
 
@@ -170,10 +172,12 @@ def pruning_callback(trial: Any, metric: str) -> Any:
             score = (metrics or {}).get(f"eval_{metric}")
             if score is None:
                 return
-            self.history.append({"epoch": round(state.epoch or 0), "val": eval_scores(metrics or {})})
-            trial.report(float(score), step=round(state.epoch or 0))
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {round(state.epoch or 0)}: {metric} {score:.4f}")
+            epoch = round(state.epoch or 0)
+            self.history.append({"epoch": epoch, "val": eval_scores(metrics or {})})
+            trial.report(float(score), step=epoch)
+            # should_prune() first, always: successive halving records the trial's rung in it
+            if trial.should_prune() and epoch < round(args.num_train_epochs):
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}: {metric} {score:.4f}")
 
     return ReportToOptuna()
 

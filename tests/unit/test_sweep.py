@@ -1,9 +1,10 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tasks.rounds import trial_batches
-from tasks.search import escalated, open_study
+from tasks.search import escalated, open_study, pruning_callback
 from tasks.sweep import SweepConfig
 
 
@@ -49,3 +50,26 @@ def test_no_trial_is_pruned_before_pruning_min_epochs(tmp_path: Path, pruner: st
     assert prunes_at(SweepConfig(pruner=pruner)) == 1
     assert prunes_at(SweepConfig(pruner=pruner, pruning_min_epochs=2)) == 2
     assert prunes_at(SweepConfig(pruner="none")) is None
+
+
+def test_a_trial_at_its_last_epoch_is_never_pruned(tmp_path: Path) -> None:
+    """The Trainer callback prunes a poor trial before its last epoch, but lets a poor one-epoch
+    trial finish: stopping it would save nothing."""
+    import optuna
+    from transformers import TrainerState
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = open_study(SweepConfig(), "s", storage)
+    for _ in range(2):
+        good = study.ask()
+        good.report(0.9, step=1)
+        study.tell(good, 0.9)
+
+    def evaluate_epoch_1(epochs: int) -> None:
+        callback = pruning_callback(open_study(SweepConfig(), "s", storage).ask(), "f1_macro")
+        state = TrainerState(epoch=1.0)
+        callback.on_evaluate(SimpleNamespace(num_train_epochs=epochs), state, None, metrics={"eval_f1_macro": 0.1})
+
+    with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
+        evaluate_epoch_1(epochs=3)
+    evaluate_epoch_1(epochs=1)  # no exception: the trial finishes
