@@ -349,8 +349,8 @@ def finetune(
         "max_length": config.max_length,
         "best_epoch": best_epoch,
     }
+    parameters = [(p.numel(), p.requires_grad) for p in trainer.model.parameters()]  # before LoRA is merged
     save_model(trainer.model, tokenizer, model_dir, info)
-    parameters = [(p.numel(), p.requires_grad) for p in trainer.model.parameters()]
     del trainer, network  # frees the GPU for the next trial in this process
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
