@@ -349,7 +349,9 @@ def finetune(
         "max_length": config.max_length,
         "best_epoch": best_epoch,
     }
-    parameters = [(p.numel(), p.requires_grad) for p in trainer.model.parameters()]  # before LoRA is merged
+    # counted before save_model merges LoRA into the base weights
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
     save_model(trainer.model, tokenizer, model_dir, info)
     del trainer, network  # frees the GPU for the next trial in this process
     if torch.cuda.is_available():
@@ -365,8 +367,8 @@ def finetune(
         best_epoch=best_epoch,
         resumed_from=resume,
         train_seconds=round(train_seconds, 2),
-        trainable_parameters=sum(count for count, trained in parameters if trained),
-        total_parameters=sum(count for count, _ in parameters),
+        trainable_parameters=trainable,
+        total_parameters=total,
     )
 
 

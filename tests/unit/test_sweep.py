@@ -26,10 +26,8 @@ def test_trials_run_in_batches_with_unique_slots() -> None:
     assert trial_batches(0, 3, 1) == [(0, 1), (1, 1), (2, 1)]
 
 
-@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
-def test_no_trial_is_pruned_before_pruning_min_epochs(tmp_path: Path, pruner: str) -> None:
-    """Two good finished trials, then a poor one: stopped at epoch 1 by default, not before epoch 2
-    with sweep.pruning_min_epochs=2."""
+def study_with_two_good_trials(tmp_path: Path, pruner: str = "median") -> str:
+    """A study "s" holding two finished trials that scored 0.9 in each of 3 epochs; its storage URL."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = open_study(SweepConfig(pruner=pruner), "s", storage)
     for _ in range(2):
@@ -38,6 +36,14 @@ def test_no_trial_is_pruned_before_pruning_min_epochs(tmp_path: Path, pruner: st
             good.report(0.9, step=epoch)
             assert not good.should_prune()  # successive halving records its rungs here
         study.tell(good, 0.9)
+    return storage
+
+
+@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+def test_no_trial_is_pruned_before_pruning_min_epochs(tmp_path: Path, pruner: str) -> None:
+    """Two good finished trials, then a poor one: stopped at epoch 1 by default, not before epoch 2
+    with sweep.pruning_min_epochs=2."""
+    storage = study_with_two_good_trials(tmp_path, pruner)
 
     def prunes_at(config: SweepConfig) -> int | None:
         poor = open_study(config, "s", storage).ask()
@@ -58,12 +64,7 @@ def test_a_trial_at_its_last_epoch_is_never_pruned(tmp_path: Path) -> None:
     import optuna
     from transformers import TrainerState
 
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = open_study(SweepConfig(), "s", storage)
-    for _ in range(2):
-        good = study.ask()
-        good.report(0.9, step=1)
-        study.tell(good, 0.9)
+    storage = study_with_two_good_trials(tmp_path)
 
     def evaluate_epoch_1(epochs: int) -> None:
         callback = pruning_callback(open_study(SweepConfig(), "s", storage).ask(), "f1_macro")
