@@ -65,6 +65,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
         max_trials=trials,
         learning_rate_min=args.lr_min,
         learning_rate_max=args.lr_max,
+        search=["learning_rate", "epochs", "weight_decay", "warmup_epochs"],  # trial length is searched here
         epochs_min=1,
         epochs_max=3,
         startup_trials=args.startup_trials,

@@ -187,6 +187,9 @@ def run_summary(result: Any) -> dict[str, Any]:
         "device": result.model.device,
         "precision": result.model.precision,
         "best_epoch": result.model.best_epoch,
+        "epochs": len(result.model.history),
+        "train_seconds": result.model.train_seconds,
+        "plan": result.model.plan.model_dump(),
         "metrics": metrics,
         "run_folder": result.folder,
         "model_path": result.model.path,
@@ -224,7 +227,10 @@ def run(
         return
     test, val = summary["metrics"]["test"], summary["metrics"]["val"]
     how = f"{summary['method']}, {summary['device']}, {summary['precision']}"
-    typer.echo(f"Fine-tuned {summary['base_model']} ({how}), best epoch {summary['best_epoch']}.")
+    typer.echo(
+        f"Fine-tuned {summary['base_model']} ({how}), best epoch {summary['best_epoch']} of {summary['epochs']} "
+        f"({summary['train_seconds']:.0f} s)."
+    )
     typer.echo(f"  validation: accuracy {val['accuracy']:.4f}, f1_macro {val['f1_macro']:.4f}")
     typer.echo(
         f"  test:       accuracy {test['accuracy']:.4f}, f1_macro {test['f1_macro']:.4f}, "
@@ -338,6 +344,8 @@ def sweep(
         return
     typer.echo(result.message)
     typer.echo(f"  sweep {result.sweep_id}: {result.rounds} round(s), {result.trials} trials ({result.pruned} pruned)")
+    if result.searched:
+        typer.echo(f"  searched: {'; '.join(result.searched)}")
     if result.best_model_path:
         typer.echo(f"  best trial {result.best_trial}: {result.best_score:.4f}, model {result.best_model_path}")
     typer.echo(f"  MLflow parent run: {result.parent_run_id}")
@@ -360,10 +368,11 @@ def models(
     with user_errors():
         overrides = [f"model.candidates={json.dumps(candidates)}"] if candidates else []
         pipeline = resolve_config(config, overrides + list(set_ or []))
-        from tasks.select import screen_all, selection_table
+        from tasks.select import ESTIMATED_LENGTH, screen_all, selection_table
 
         train = pipeline.train
-        reports = screen_all(pipeline.model, train.method, train.batch_size, train.max_length, train.lora_r)
+        length = train.max_length or ESTIMATED_LENGTH
+        reports = screen_all(pipeline.model, train.method, train.batch_size, length, train.lora_r)
     rows = selection_table(reports, chosen="")
     if as_json:
         emit_json({"candidates": [report.model_dump() for report in reports]})

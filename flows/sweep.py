@@ -26,6 +26,7 @@ from tasks.sweep import (
     evaluate_best_trial,
     final_state,
     finish_sweep,
+    plan_search_space,
     run_sweep_trial,
     start_sweep,
 )
@@ -97,6 +98,7 @@ def sweep(
     """
     target = check_tracking(config.tracking)
     check_trial_device(config)
+    config = plan_search_space(config)
     sweep_id, folder, state = begin_sweep(sweep_id)
     if state is None:
         data = check_data(config, folder)

@@ -47,9 +47,10 @@ def train(
     """Fine-tune a pre-trained Hugging Face model on labelled text: validate the data (Great
     Expectations gate with quarantine), split it leak-free, fit a TF-IDF baseline, choose the base
     model (screen license, task fit and size; probe the survivors), fine-tune (full or LoRA, GPU
-    when present), evaluate on validation and test, log it all to MLflow, register the model as a new version
-    (alias `candidate`) and promote it to `champion` when it beats the current one on the same test
-    split (`promotion.mode`: auto, after an approval form, or never).
+    when present, until validation stops improving), evaluate on validation and test, log it all
+    to MLflow, register the model as a new version (alias `candidate`) and promote it to
+    `champion` when it beats the current one on the same test split (`promotion.mode`: auto,
+    after an approval form, or never). The defaults run on the bundled sample.
 
     A rerun of the same flow run resumes training from its last checkpoint.
 

@@ -17,7 +17,7 @@ KEY_PARAMS = (
     "train.epochs",
     "train.batch_size",
     "train.weight_decay",
-    "train.warmup_ratio",
+    "train.warmup_epochs",
     "train.lora_r",
 )
 LISTED_KINDS = (None, "training", "trial")

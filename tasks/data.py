@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.errors import DataLoadError, first_line
 from tasks.workspace import file_sha256
@@ -27,17 +27,29 @@ SUFFIX_FORMATS = {
     ".pq": "parquet",
 }
 FORMAT_HELP = "CSV, TSV, JSON Lines, Parquet, a datasets.save_to_disk folder, or a Hub dataset id"
+# The bundled sample, which the defaults describe completely; any other data.path starts from the
+# generic columns instead, so `--data mine.csv` does not inherit the sample's columns and labels.
+SAMPLE_PATH = "data/sample/support_tickets.csv"
+SAMPLE_COLUMNS: dict[str, Any] = {
+    "text_columns": ["subject", "body"],
+    "label_column": "category",
+    "id_column": "ticket_id",
+    "labels": ["account", "billing", "shipping", "technical"],
+}
+GENERIC_COLUMNS: dict[str, Any] = {"text_columns": ["text"], "label_column": "label", "id_column": None, "labels": None}
 
 
 class DataConfig(BaseModel):
-    """Where the labelled text is and which columns hold the text and the label."""
+    """Where the labelled text is and which columns hold the text and the label. The defaults are
+    the bundled sample's; with another path, unset columns default to `text` and `label`."""
 
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(
-        "data/sample/support_tickets.csv",
+        SAMPLE_PATH,
         min_length=1,
-        description="A local file or folder, or a Hugging Face Hub dataset id (org/name).",
+        description="A local file or folder, or a Hugging Face Hub dataset id (org/name). Default: the "
+        "bundled sample (support tickets), relative to the project folder.",
     )
     test_path: str | None = Field(
         None,
@@ -46,18 +58,27 @@ class DataConfig(BaseModel):
     )
     format: DataFormat = Field("auto", description="File format; `auto` decides from the file suffix.")
     text_columns: list[Annotated[str, Field(min_length=1)]] = Field(
-        default=["text"],
+        default=SAMPLE_COLUMNS["text_columns"],
         min_length=1,
         max_length=10,
-        description="Column(s) holding the text; several are joined with `text_separator`.",
+        description="Column(s) holding the text; several are joined with `text_separator`. "
+        "Unset: the sample's subject and body, or `text` with another path.",
     )
     text_separator: str = Field("\n", max_length=10, description="Joins several text columns.")
-    label_column: str = Field("label", min_length=1, description="Column holding the class label.")
-    id_column: str | None = Field(None, description="Column with a unique row id; row numbers when unset.")
+    label_column: str = Field(
+        SAMPLE_COLUMNS["label_column"],
+        min_length=1,
+        description="Column holding the class label. Unset: the sample's category, or `label` with another path.",
+    )
+    id_column: str | None = Field(
+        SAMPLE_COLUMNS["id_column"],
+        description="Column with a unique row id. Unset: the sample's ticket_id, or row numbers with another path.",
+    )
     labels: list[str] | None = Field(
-        None,
+        SAMPLE_COLUMNS["labels"],
         min_length=2,
-        description="The allowed labels; rows with any other label are quarantined. Unset: any label is allowed.",
+        description="The allowed labels; rows with any other label are quarantined. Unset: the sample's four "
+        "categories, or any label with another path.",
     )
     delimiter: str | None = Field(
         None, min_length=1, max_length=1, description="CSV/TSV field delimiter; unset: `,` for .csv, tab for .tsv."
@@ -66,6 +87,13 @@ class DataConfig(BaseModel):
     hub_split: str = Field("train", description="Split to load from a Hub dataset or a DatasetDict folder.")
     hub_config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
     hub_revision: str | None = Field(None, description="Git revision of a Hub dataset, for reproducibility.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _other_data_other_columns(cls, values: Any) -> Any:
+        if isinstance(values, dict) and Path(str(values.get("path", SAMPLE_PATH))) != Path(SAMPLE_PATH):
+            return {**GENERIC_COLUMNS, **values}
+        return values
 
 
 class DatasetRef(BaseModel):
@@ -92,7 +120,15 @@ def detect_format(source: str, config: DataConfig) -> str:
         )
     if source.count("/") == 1 and not source.startswith((".", "/", "~")) and not path.suffix:
         return "hub"
-    raise DataLoadError(f"Data file not found: {source}. Pass --data with the path of a {FORMAT_HELP}.")
+    raise DataLoadError(missing_data(source))
+
+
+def missing_data(source: str) -> str:
+    """Where to point when the data is not there (the form's field and the command's option)."""
+    return (
+        f"Data file not found: {source}. Set data.path (--data on the command line) to a {FORMAT_HELP}; "
+        "relative paths start from the working folder (a deployment's: the project folder)."
+    )
 
 
 def read_source(source: str, config: DataConfig) -> pd.DataFrame:
@@ -102,7 +138,7 @@ def read_source(source: str, config: DataConfig) -> pd.DataFrame:
         return read_hub(source, config)
     path = Path(source)
     if not path.exists():
-        raise DataLoadError(f"Data file not found: {source}. Pass --data with the path of a {FORMAT_HELP}.")
+        raise DataLoadError(missing_data(source))
     if path.is_file() and path.stat().st_size == 0:
         raise DataLoadError(f"Data file is empty: {source}. It needs a header row and labelled rows.")
     try:
@@ -142,7 +178,7 @@ def read_saved_dataset(path: Path, config: DataConfig) -> pd.DataFrame:
     except FileNotFoundError:
         raise DataLoadError(
             f"{path} is a folder but not one written by datasets.save_to_disk. "
-            "Point --data at a file, or save the dataset with save_to_disk."
+            "Point data.path (--data) at a file, or save the dataset with save_to_disk."
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
         if config.hub_split not in loaded:
@@ -165,8 +201,8 @@ def read_hub(dataset_id: str, config: DataConfig) -> pd.DataFrame:
         reason = first_line(error)
         raise DataLoadError(
             f"Cannot load Hub dataset '{dataset_id}' (split {config.hub_split}): {reason}. Without "
-            "network access, download it elsewhere and pass its save_to_disk folder or a file with "
-            "--data, or set HF_DATASETS_OFFLINE=1 to use the local cache."
+            "network access, download it elsewhere and point data.path (--data) at its save_to_disk folder or "
+            "a file, or set HF_DATASETS_OFFLINE=1 to use the local cache."
         ) from None
     return dataset_to_frame(loaded, config)
 
@@ -208,14 +244,15 @@ def check_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> None:
         names = ", ".join(f"'{name}' ({key})" for key, name in missing)
         available = ", ".join(repr(str(column)) for column in frame.columns[:20])
         raise DataLoadError(
-            f"Column {names} not found in {source}. Available columns: {available}. "
-            f"Pass --text-column / --label-column.{delimiter_hint(frame)}"
+            f"Column{'s' if len(missing) > 1 else ''} {names} not found in {source}. Available columns: {available}. "
+            "Set data.text_columns / data.label_column to the columns with the text and the label "
+            f"(--text-column / --label-column on the command line).{delimiter_hint(frame)}"
         )
     for name in config.text_columns:
         if pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(frame[name]):
             raise DataLoadError(
                 f"Text column '{name}' in {source} holds {frame[name].dtype} values, "
-                "not text. Choose the column with the text via --text-column."
+                "not text. Set data.text_columns (--text-column) to the column with the text."
             )
 
 

@@ -48,6 +48,7 @@ class RoundDecision(BaseModel):
     message: str
     best_score: float | None
     best_trial: int | None
+    searched: list[str] = Field(default_factory=list, description="The round's search space, in words.")
 
 
 class QueuedRound(BaseModel):

@@ -34,6 +34,7 @@ class TrialResult(BaseModel):
     started_at: float | None = Field(None, description="When the trial started training (Unix seconds).")
     mlflow_run_id: str | None = None
     error: str | None = None
+    plan: dict[str, Any] | None = Field(None, description="The training plan of a trial that finished.")
 
 
 def optuna_storage(config: SweepConfig) -> str:
@@ -143,8 +144,8 @@ def suggest(trial: Any, config: SweepConfig, train: Any) -> dict[str, Any]:
         params["batch_size"] = trial.suggest_categorical("batch_size", config.batch_sizes)
     if "weight_decay" in searched:
         params["weight_decay"] = trial.suggest_float("weight_decay", 0.0, config.weight_decay_max)
-    if "warmup_ratio" in searched:
-        params["warmup_ratio"] = trial.suggest_float("warmup_ratio", 0.0, config.warmup_ratio_max)
+    if "warmup_epochs" in searched:
+        params["warmup_epochs"] = trial.suggest_float("warmup_epochs", 0.0, config.warmup_epochs_max)
     if params.get("method", train.method) == "lora":
         if "lora_r" in searched:
             params["lora_r"] = trial.suggest_categorical("lora_r", config.lora_ranks)
@@ -153,6 +154,29 @@ def suggest(trial: Any, config: SweepConfig, train: Any) -> dict[str, Any]:
         if "lora_dropout" in searched:
             params["lora_dropout"] = trial.suggest_float("lora_dropout", 0.0, config.lora_dropout_max)
     return params
+
+
+def held_fixed(train: Any, search: list[str]) -> dict[str, Any]:
+    """The searched hyperparameters that the train section sets to other than their defaults. A
+    deployment's form sends every field, so "set" has to mean "differs from the default"."""
+    defaults = type(train)()
+    return {name: getattr(train, name) for name in search if getattr(train, name) != getattr(defaults, name)}
+
+
+def space_lines(config: SweepConfig, searched: list[str] | None = None) -> list[str]:
+    """The searched space in words, one parameter each: `learning_rate 1e-05..0.001 (log)`."""
+    ranges = {
+        "learning_rate": f"{config.learning_rate_min:.1e}..{config.learning_rate_max:.1e} (log)",
+        "epochs": f"{config.epochs_min}..{config.epochs_max}",
+        "batch_size": f"one of {config.batch_sizes}",
+        "weight_decay": f"0..{config.weight_decay_max:g}",
+        "warmup_epochs": f"0..{config.warmup_epochs_max:g}",
+        "lora_r": f"one of {config.lora_ranks} (LoRA trials)",
+        "lora_alpha": f"one of {config.lora_alphas} (LoRA trials)",
+        "lora_dropout": f"0..{config.lora_dropout_max:g} (LoRA trials)",
+        "method": f"one of {config.methods}",
+    }
+    return [f"{name} {ranges[name]}" for name in (searched if searched is not None else config.search)]
 
 
 def pruning_callback(trial: Any, metric: str) -> Any:
@@ -245,6 +269,7 @@ def run_trial(
         result.history = [record.model_dump() for record in trained.history]
         result.score = max(record.val[config.metric] for record in trained.history)
         result.model_path = trained.path
+        result.plan = trained.plan.model_dump()
         study.tell(trial, result.score)
     except optuna.TrialPruned as pruned:
         result.state, result.history = "pruned", trial_history(reporter.history)

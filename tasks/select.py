@@ -23,6 +23,9 @@ from tasks.split import SplitReport
 
 PERMISSIVE_LICENSES = ["apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc0-1.0", "unlicense"]
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model")
+# Sequence length for the memory estimate when train.max_length is left to be chosen from the data
+# (which happens at fine-tuning, with the chosen model's tokenizer); short texts stay well below it.
+ESTIMATED_LENGTH = 128
 
 
 class ModelConfig(BaseModel):
@@ -296,9 +299,8 @@ def probe_survivors(
     for number, report in enumerate(survivors):
         started = time.perf_counter()
         if config.probe == "linear":
-            score = linear_probe(
-                str(report.path), train, validation, evaluation.metric, train_config.max_length, train_config.seed
-            )
+            length = train_config.max_length or 512  # padding is per batch: short texts stay short
+            score = linear_probe(str(report.path), train, validation, evaluation.metric, length, train_config.seed)
         else:
             score = short_finetune_probe(report, train, splits, train_config, evaluation, folder / f"probe-{number}")
         report.probe_score, report.probe_seconds = round(score, 6), round(time.perf_counter() - started, 2)
@@ -337,9 +339,8 @@ def select_base_model(
 ) -> SelectionReport:
     """Screen the candidates, probe the survivors, choose one; record why in a table artifact."""
     log = get_run_logger()
-    reports = screen_all(
-        config, train_config.method, train_config.batch_size, train_config.max_length, train_config.lora_r
-    )
+    length = train_config.max_length or ESTIMATED_LENGTH
+    reports = screen_all(config, train_config.method, train_config.batch_size, length, train_config.lora_r)
     for report in reports:
         log.info("Screened %s: %s", report.candidate, "accepted" if report.accepted else "; ".join(report.reasons))
     probe_survivors(reports, config, splits, train_config, evaluation, folder, log)

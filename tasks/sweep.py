@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.errors import ConfigError
 from tasks.evaluate import EvalReport
+from tasks.finetune import TrainingPlan, effective_train
 from tasks.registry import PromotionResult
 from tasks.rounds import (
     QueuedRound,
@@ -39,10 +40,12 @@ from tasks.search import (
     escalated,
     gpu_limit_problem,
     gpu_slot,
+    held_fixed,
     open_study,
     optuna_storage,
     plot_importances,
     run_trial,
+    space_lines,
     trains_on_gpu,
 )
 from tasks.select import SelectionReport
@@ -53,28 +56,12 @@ SearchedParameter = Literal[
     "epochs",
     "batch_size",
     "weight_decay",
-    "warmup_ratio",
+    "warmup_epochs",
     "lora_r",
     "lora_alpha",
     "lora_dropout",
     "method",
 ]
-Escalation = Literal["more_trials", "more_epochs", "widen", "full_finetune", "next_candidate"]
-
-
-SearchedParameter = Literal[
-    "learning_rate",
-    "epochs",
-    "batch_size",
-    "weight_decay",
-    "warmup_ratio",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "method",
-]
-
-
 Escalation = Literal["more_trials", "more_epochs", "widen", "full_finetune", "next_candidate"]
 
 
@@ -132,7 +119,7 @@ class SweepConfig(BaseModel):
         "space (Optuna's default of 10 would make small sweeps purely random).",
     )
     search: list[SearchedParameter] = Field(
-        default=["learning_rate", "epochs", "weight_decay", "warmup_ratio"],
+        default=["learning_rate", "weight_decay", "warmup_epochs"],
         min_length=1,
         description="Which hyperparameters to search; the others keep the train section's values.",
     )
@@ -142,7 +129,7 @@ class SweepConfig(BaseModel):
     epochs_max: int = Field(4, ge=1, le=100, description="Most epochs a trial trains.")
     batch_sizes: list[int] = Field(default=[16, 32], min_length=1, description="Batch sizes to try.")
     weight_decay_max: float = Field(0.1, ge=0, le=1, description="Upper bound of the weight decay.")
-    warmup_ratio_max: float = Field(0.2, ge=0, lt=1, description="Upper bound of the warmup share.")
+    warmup_epochs_max: float = Field(1.0, ge=0, le=100, description="Upper bound of the warmup, in epochs.")
     lora_ranks: list[int] = Field(default=[4, 8, 16, 32], min_length=1, description="LoRA ranks.")
     lora_alphas: list[int] = Field(default=[8, 16, 32, 64], min_length=1, description="LoRA alphas.")
     lora_dropout_max: float = Field(0.3, ge=0, lt=1, description="Upper bound of the LoRA dropout.")
@@ -150,11 +137,11 @@ class SweepConfig(BaseModel):
         default=["full", "lora"], min_length=1, description="Methods to try when `method` is searched."
     )
     escalation: list[Escalation] = Field(
-        default=["more_trials", "more_epochs"],
+        default=["more_trials", "widen"],
         description=(
-            "What each new round changes: more_trials (x1.5), more_epochs (+1 to epochs_max), widen (learning-rate "
-            "range x/÷3), full_finetune (LoRA to full), next_candidate (the next base model in the "
-            "selection's ranking)."
+            "What each new round changes: more_trials (x1.5), more_epochs (+1 to epochs_max, when epochs is "
+            "searched), widen (learning-rate range x/÷3 around the best trial), full_finetune (LoRA to full), "
+            "next_candidate (the next base model in the selection's ranking)."
         ),
     )
 
@@ -163,6 +150,43 @@ class SweepConfig(BaseModel):
         if self.learning_rate_min > self.learning_rate_max or self.epochs_min > self.epochs_max:
             raise ValueError("sweep ranges need min <= max (learning_rate_min/max, epochs_min/max)")
         return self
+
+
+DEFAULT_SEARCH = SweepConfig.model_fields["search"].default
+
+
+def search_space(config: SweepConfig, train: BaseModel) -> tuple[list[str], dict[str, Any]]:
+    """What the sweep searches and what it keeps: a searched hyperparameter that the train section
+    sets (to other than its default) is the user's choice and is not searched. Listing it in an
+    explicit sweep.search as well is a contradiction, refused with what to change."""
+    fixed = held_fixed(train, config.search)
+    named = ", ".join(f"train.{name}={value}" for name, value in fixed.items())
+    if fixed and config.search != DEFAULT_SEARCH:
+        raise ConfigError(
+            f"sweep.search={config.search} searches {', '.join(fixed)}, which the config also sets ({named}). "
+            f"Remove {', '.join(fixed)} from sweep.search to keep your value, or unset it in the train section "
+            "to search it."
+        )
+    searched = [name for name in config.search if name not in fixed]
+    if not searched:
+        raise ConfigError(
+            f"Nothing left to search: the config sets every parameter of sweep.search ({named}). "
+            "Add parameters to sweep.search, or unset some of them in the train section."
+        )
+    return searched, fixed
+
+
+@task(name="plan_search_space")
+def plan_search_space(pipeline: BaseModel) -> BaseModel:
+    """The sweep's config with only the hyperparameters it will search in sweep.search; the ones
+    the train section sets are kept as set (logged)."""
+    config: SweepConfig = pipeline.sweep  # type: ignore[attr-defined]
+    searched, fixed = search_space(config, pipeline.train)  # type: ignore[attr-defined]
+    log = get_run_logger()
+    log.info("Searching %s", "; ".join(space_lines(config, searched)))
+    if fixed:
+        log.info("Held fixed (set in the train section): %s", ", ".join(f"{k}={v}" for k, v in fixed.items()))
+    return pipeline.model_copy(update={"sweep": config.model_copy(update={"search": searched})})
 
 
 class SweepResult(BaseModel):
@@ -180,6 +204,7 @@ class SweepResult(BaseModel):
     parent_run_id: str
     next_round: QueuedRound | None = None
     promotion: PromotionResult | None = None
+    searched: list[str] = Field(default_factory=list, description="The searched space of the last round, in words.")
 
 
 @task(name="check_trial_device")
@@ -260,7 +285,10 @@ def run_sweep_trial(pipeline: BaseModel, state: SweepState, round_number: int, s
     )  # type: ignore[attr-defined]
     with gpu_slot(config, on_gpu=trains_on_gpu(pipeline.train)):  # type: ignore[attr-defined]
         result = run_trial(*args)
-    trial_config = pipeline.model_copy(update={"train": pipeline.train.model_copy(update=result.params)})  # type: ignore[attr-defined]
+    train = pipeline.train.model_copy(update=result.params)  # type: ignore[attr-defined]
+    if result.plan:  # a finished trial: log what it ran with (epochs, learning rate, length)
+        train = effective_train(train, TrainingPlan.model_validate(result.plan))
+    trial_config = pipeline.model_copy(update={"train": train})
     result.mlflow_run_id = log_trial(
         target,
         state.parent_run_id,
@@ -287,6 +315,7 @@ def close_round(
     state.rounds.append({"round": round_number, "trials": [trial.model_dump() for trial in trials]})
     save_state(state)
     decision = decide(config, state, round_number, trials)
+    decision.searched = space_lines(escalated(config, round_number, best_learning_rate(state)))
     history, folder = all_trials(state), Path(state.folder)
     pictures = {"history": plot_trials(history, config.metric, config.target_f1, folder / "sweep_history.png")}
     importance = plot_importances(open_study(config, state.study_name, state.storage), folder / "importances.png")
@@ -306,8 +335,8 @@ def close_round(
         key=f"sweep-round-{round_number}",
         table=round_table(trials),
         description=(
-            f"{state.sweep_id} round {round_number}: {decision.message} MLflow parent run: "
-            f"{run_link(target, state.parent_run_id)}"
+            f"{state.sweep_id} round {round_number}: {decision.message} Searched: {'; '.join(decision.searched)}. "
+            f"MLflow parent run: {run_link(target, state.parent_run_id)}"
         ),
     )
     get_run_logger().info(decision.message)
@@ -342,6 +371,7 @@ def finish_sweep(
         parent_run_id=state.parent_run_id,
         next_round=queued,
         promotion=promotion,
+        searched=decision.searched,
     )
 
 

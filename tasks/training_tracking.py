@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from tasks.baseline import BaselineReport, baseline_verdict, beats_baseline
 from tasks.errors import TrackingError, first_line
 from tasks.evaluate import EvalReport
-from tasks.finetune import TrainedModelRef
+from tasks.finetune import TrainedModelRef, effective_train
 from tasks.select import SelectionReport, selection_table
 from tasks.split import SplitReport
 from tasks.track import (
@@ -206,10 +206,11 @@ def log_run(
     rows = selection_table(selection.candidates, selection.chosen.base_model)
     table.write_text(json.dumps(rows, indent=2))
     artifacts["selection"] = table
+    ran = config.model_copy(update={"train": effective_train(config.train, trained.plan)})  # type: ignore[attr-defined]
     tracked = log_training(
         target,
         tracking.run_name or flow_run.name,
-        flatten(config.model_dump(mode="json")),
+        flatten(ran.model_dump(mode="json")),
         tags,
         [record.model_dump() for record in trained.history],
         trained.best_epoch,

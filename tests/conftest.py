@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SMS_SPAM = SHARED_DATA / "sms_spam" / "SMSSpamCollection.tsv"
+CLINC150 = SHARED_DATA / "clinc150"
 
 os.environ.update(
     {
@@ -47,6 +48,15 @@ def sms_spam() -> Path:
     if not SMS_SPAM.is_file():
         pytest.skip(f"real data not found at {SMS_SPAM} (see ../shared/data/README)")
     return SMS_SPAM
+
+
+@pytest.fixture
+def clinc150() -> Path:
+    """The shared CLINC150 folder (train/validation/test CSVs, domains.json); tests that use it are
+    marked `realdata` and skip without it."""
+    if not (CLINC150 / "train.csv").is_file():
+        pytest.skip(f"real data not found at {CLINC150} (see ../shared/data/clinc150/README.md)")
+    return CLINC150
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ SMALL = ValidationConfig(min_rows=30, min_examples_per_class=10, max_text_length
 def run(
     table: pd.DataFrame, folder: Path, validation: ValidationConfig = SMALL, data: DataConfig | None = None
 ) -> ValidationReport:
-    return validate_table(table, "fixture", table_sha256(table), validation, data or DataConfig(), folder)
+    return validate_table(table, "fixture", table_sha256(table), validation, data or DataConfig(labels=None), folder)
 
 
 def failed(report: ValidationReport) -> set[str]:

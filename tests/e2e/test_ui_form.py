@@ -36,8 +36,9 @@ def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any
                 expect(page.get_by_text("Every setting of the run, grouped by step")).to_be_visible(timeout=60_000)
                 for text in (
                     "The data-quality gate.",
-                    "Peak learning rate; unset: 5e-5 for full, 1e-3 for LoRA.",
-                    "Most epochs to train (early stopping may end sooner).",
+                    "Peak learning rate; unset: 1e-4 for full, 1e-3 for LoRA.",
+                    "Most epochs to train; early stopping usually ends sooner. Unset: from the data size, "
+                    "enough for about 5000 optimizer steps, at least 3 and at most 30.",
                     "Stop when a trial's validation score reaches this.",
                 ):
                     expect(page.get_by_text(text, exact=True)).to_be_visible()
@@ -64,4 +65,4 @@ def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any
     [run] = new
     assert run.parameters["config"]["tracking"]["experiment"] == "nightly-retrain"
     assert run.parameters["config"]["train"]["method"] == "full"
-    assert run.parameters["config"]["data"]["text_columns"] == ["text"], "list defaults survive the form"
+    assert run.parameters["config"]["data"]["text_columns"] == ["subject", "body"], "list defaults survive the form"

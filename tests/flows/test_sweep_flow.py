@@ -33,6 +33,7 @@ def sweep_config(tiny_bert: Path, *overrides: str) -> PipelineConfig:
             "tracking.experiment=sweeps",
             "sweep.trials_per_round=3",
             "sweep.max_rounds=2",
+            "sweep.search=[learning_rate, epochs, weight_decay, warmup_epochs]",
             "sweep.epochs_min=1",
             "sweep.epochs_max=2",
             "sweep.escalation=[]",
@@ -52,7 +53,7 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(tiny_bert: Path
     numbers = {trial.number: trial.user_attrs["round"] for trial in study.trials}
     assert sorted(numbers) == list(range(6)) and [numbers[n] for n in range(6)] == [1, 1, 1, 2, 2, 2]
     for trial in study.trials:
-        assert {"learning_rate", "epochs", "weight_decay", "warmup_ratio"} == set(trial.params)
+        assert {"learning_rate", "epochs", "weight_decay", "warmup_epochs"} == set(trial.params)
     assert len({trial.params["learning_rate"] for trial in study.trials}) == 6, "every trial proposes its own"
 
     client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
@@ -133,18 +134,72 @@ def test_reachable_target_stops_after_round_one(tiny_bert: Path) -> None:
     assert "Traceback" not in again.output + nothing.output + missing.output
 
 
-def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tiny_bert: Path) -> None:
+def test_a_parameter_the_user_set_is_not_searched(tiny_bert: Path, tuneloop_home: Path) -> None:
     config = sweep_config(
         tiny_bert,
+        "sweep.search=[learning_rate, weight_decay, warmup_epochs]",  # the default search
+        "train.learning_rate=0.0003",
+        "train.epochs=1",
+        "sweep.target_f1=1.0",
+        "sweep.max_rounds=1",
+        "sweep.trials_per_round=2",
+    )
+    result = sweep(config=config)
+    assert [line.split()[0] for line in result.searched] == ["weight_decay", "warmup_epochs"]
+    study = optuna.load_study(study_name=result.sweep_id, storage=f"sqlite:///{tuneloop_home / 'optuna.db'}")
+    assert [set(trial.params) for trial in study.trials] == [{"weight_decay", "warmup_epochs"}] * 2
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    trials = client.search_runs(
+        [client.get_run(result.parent_run_id).info.experiment_id], "tags.kind = 'trial'", max_results=10
+    )
+    assert {run.data.params["train.learning_rate"] for run in trials} == {"0.0003"}
+    assert all(len(trial.history) == 1 for trial in all_trials(load_state(result.sweep_id)))
+
+
+def test_searching_a_parameter_the_config_also_sets_is_refused(tiny_bert: Path, tuneloop_home: Path) -> None:
+    data = ROOT / "data/sample/support_tickets.csv"
+    answer = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            *("--config", str(ROOT / "data/sample/config.yaml"), "--data", str(data)),
+            *("--set", f"model.candidates=[{tiny_bert}]", "--set", "train.epochs=1"),
+            *("--set", "sweep.search=[learning_rate, epochs]"),
+        ],
+    )
+    assert answer.exit_code == 2, answer.output
+    assert "searches epochs, which the config also sets (train.epochs=1)" in answer.output
+    assert "Traceback" not in answer.output
+    assert not (tuneloop_home / "sweeps").exists(), "refused before any work"
+
+
+def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tmp_path: Path) -> None:
+    """Pruning needs trials that learn at different speeds: the tiny random BERT learns nothing in a
+    few steps of the sample (every trial predicts one class), so this test fine-tunes the packaged
+    MiniLM on 40 tickets per class (seconds an epoch)."""
+    import pandas as pd
+
+    from tasks.resolve import resolve_model
+
+    tickets = pd.read_csv(ROOT / "data/sample/support_tickets.csv", dtype=str)
+    known = tickets[tickets["category"].isin(["account", "billing", "shipping", "technical"])]
+    small = known.groupby("category").head(40)
+    small.to_csv(tmp_path / "tickets.csv", index=False)
+    config = sweep_config(
+        Path(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path),
+        f"data.path={tmp_path / 'tickets.csv'}",
+        "split.train_fraction=0.6",
+        "split.validation_fraction=0.2",
+        "split.test_fraction=0.2",
+        "train.batch_size=16",
         "sweep.target_f1=1.0",
         "sweep.max_rounds=1",
         "sweep.trials_per_round=5",
         "sweep.pruner=median",
-        "sweep.epochs_min=4",
-        "sweep.epochs_max=4",
+        "train.epochs=4",
         "sweep.search=[learning_rate]",
         "sweep.learning_rate_min=1e-7",
-        "sweep.learning_rate_max=0.5",
+        "sweep.learning_rate_max=1e-3",
         "sweep.sampler=random",
         "sweep.seed=3",
     )
@@ -155,6 +210,8 @@ def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tiny_bert: Path)
     assert pruned, [(t["params"], t["score"], t["state"]) for t in trials]
     assert all(len(trial["history"]) < 4 for trial in pruned)
     assert result.pruned == len(pruned)
+    finished = [trial["score"] for trial in trials if trial["state"] == "complete"]
+    assert max(trial["score"] for trial in pruned) < max(finished), "the pruned ones were the worse ones"
 
 
 def test_budget_in_trials_caps_the_rounds(tiny_bert: Path) -> None:

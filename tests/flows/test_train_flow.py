@@ -54,6 +54,9 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(tiny_bert: Path, tunel
     run = client.get_run(result.tracking.run_id)
     assert run.data.params.keys() == flatten(config.model_dump(mode="json")).keys()
     assert run.data.params["train.method"] == method
+    # What ran, not "None": the values left to the method and the data are filled in from the plan.
+    assert run.data.params["train.learning_rate"] == {"full": "0.0001", "lora": "0.001"}[method]
+    assert run.data.params["train.max_length"] == "64" and run.data.params["train.epochs"] == "2"
     for key in ("val/f1_macro", "val/accuracy", "train/loss"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     for key in METRIC_KEYS:

@@ -115,9 +115,9 @@ def test_load_cache_notices_a_changed_file(tmp_path: Path) -> None:
 
     @flow
     def load_after_change() -> list[int]:
-        before = load_dataset(str(path), DataConfig(), tmp_path / "out.parquet")
+        before = load_dataset(str(path), DataConfig(path=str(path)), tmp_path / "out.parquet")
         write_csv(clean_table(11), path)
-        after = load_dataset(str(path), DataConfig(), tmp_path / "out.parquet")
+        after = load_dataset(str(path), DataConfig(path=str(path)), tmp_path / "out.parquet")
         return [before.rows, after.rows]
 
     assert load_after_change() == [60, 33]

@@ -3,9 +3,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from tasks.errors import ConfigError
+from tasks.finetune import TrainConfig
 from tasks.rounds import trial_batches
-from tasks.search import escalated, open_study, pruning_callback
-from tasks.sweep import SweepConfig
+from tasks.search import escalated, open_study, pruning_callback, space_lines
+from tasks.sweep import SweepConfig, search_space
 
 
 def test_escalation_policy_per_round() -> None:
@@ -19,6 +21,28 @@ def test_escalation_policy_per_round() -> None:
     third = escalated(config, 3)
     assert abs(third.learning_rate_min - config.learning_rate_min / 9) < 1e-12
     assert escalated(SweepConfig(escalation=[]), 5) == SweepConfig(escalation=[])
+
+
+def test_what_the_train_section_sets_is_held_fixed_not_searched() -> None:
+    default = SweepConfig()
+    assert search_space(default, TrainConfig()) == (["learning_rate", "weight_decay", "warmup_epochs"], {})
+    searched, fixed = search_space(default, TrainConfig(learning_rate=3e-4, weight_decay=0.05))
+    assert searched == ["warmup_epochs"] and fixed == {"learning_rate": 3e-4, "weight_decay": 0.05}
+    assert search_space(default, TrainConfig(epochs=1))[0] == default.search, "epochs is not searched by default"
+    explicit = SweepConfig(search=["learning_rate", "epochs"])
+    with pytest.raises(ConfigError, match=r"searches epochs, which the config also sets \(train\.epochs=1\)"):
+        search_space(explicit, TrainConfig(epochs=1))
+    with pytest.raises(ConfigError, match="Nothing left to search"):
+        search_space(default, TrainConfig(learning_rate=1e-4, weight_decay=0.1, warmup_epochs=1.0))
+
+
+def test_the_search_space_in_words() -> None:
+    config = SweepConfig(search=["learning_rate", "batch_size", "lora_r"], learning_rate_max=3e-4)
+    assert space_lines(config) == [
+        "learning_rate 1.0e-05..3.0e-04 (log)",
+        "batch_size one of [16, 32]",
+        "lora_r one of [4, 8, 16, 32] (LoRA trials)",
+    ]
 
 
 def test_trials_run_in_batches_with_unique_slots() -> None:

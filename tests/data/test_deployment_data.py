@@ -1,0 +1,63 @@
+"""What ships must run as shipped: a bare `tuneloop run`, a Quick run of every deployment and every
+schedule's parameters load and validate their data (the real loader and Great Expectations gate)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.config import PipelineConfig
+from tasks.data import load_table, table_sha256
+from tasks.validate import validate_table
+from tests.conftest import ROOT
+
+
+def effective_parameters() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(what, entrypoint, parameters) of every way a deployment starts a run: a Quick run uses the
+    deployment's parameters, a schedule's run those with the schedule's merged over them. The merge
+    is Prefect's, shallow: `{**deployment.parameters, **schedule.parameters}`."""
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text(encoding="utf-8"))
+    for deployment in spec["deployments"]:
+        entrypoint, name = deployment["entrypoint"], deployment["name"]
+        base = deployment.get("parameters") or {}
+        yield f"{entrypoint} {name}: quick run", entrypoint, base
+        for number, schedule in enumerate(deployment.get("schedules") or [], start=1):
+            yield f"{entrypoint} {name}: schedule {number}", entrypoint, {**base, **(schedule.get("parameters") or {})}
+
+
+RUNS = list(effective_parameters())
+
+
+def test_every_deployment_and_schedule_is_covered() -> None:
+    names = [what for what, _, _ in RUNS]
+    assert len(names) == 6, names  # 4 deployments, 2 schedules
+    assert sum("schedule" in name for name in names) == 2
+
+
+def check_loads_and_validates(config: PipelineConfig, folder: Path) -> None:
+    for source in filter(None, (config.data.path, config.data.test_path)):
+        table = load_table(source, config.data)
+        report = validate_table(table, source, table_sha256(table), config.validation, config.data, folder)
+        assert report.passed, report.problems
+        assert report.clean_rows >= config.validation.min_rows
+
+
+@pytest.mark.parametrize(("what", "entrypoint", "parameters"), RUNS, ids=[what for what, _, _ in RUNS])
+def test_deployment_parameters_load_and_validate_their_data(
+    what: str, entrypoint: str, parameters: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.flows import load_flow_from_entrypoint
+
+    monkeypatch.chdir(ROOT)  # a worker runs every flow in the project folder (TUNELOOP_ROOT)
+    flow = load_flow_from_entrypoint(entrypoint)
+    validated = flow.validate_parameters(parameters)  # what the flow run does with them
+    check_loads_and_validates(validated.get("config", PipelineConfig()), tmp_path)
+
+
+def test_a_bare_run_loads_and_validates_the_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    check_loads_and_validates(PipelineConfig(), tmp_path)
