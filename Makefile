@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export GX_ANALYTICS_ENABLED ?= False
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps install run sweep validate up down status env deploy test test-slow test-gpu test-fast lint format bench mlflow-ui clean
+.PHONY: help system-deps install run sweep validate up down status env deploy test test-slow test-gpu test-fast lint format bench quality mlflow-ui clean
 
 help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,7 +60,7 @@ deploy: $(STAMP) ## Register deployments/prefect.yaml with the running Prefect s
 test: $(STAMP) ## Run the test suite (all but the slow real-data fine-tunes; about 10 minutes)
 	$(BIN)/pytest -m "not slow"
 
-test-slow: $(STAMP) ## Run only the slow tests (real fine-tunes on ../shared/data; about 15 minutes)
+test-slow: $(STAMP) ## Run only the slow tests (real fine-tunes on ../shared/data; about 20 minutes)
 	$(BIN)/pytest -m slow -s
 
 test-gpu: $(STAMP) ## Only the GPU tests (bf16/fp16, the sweep's GPU concurrency limit); on a CUDA machine
@@ -81,6 +81,9 @@ bench: $(STAMP) ## Run the benchmarks and print their tables (minutes)
 	$(BIN)/python benchmarks/validate_throughput.py
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/sweep_efficiency.py
+
+quality: $(STAMP) ## Quality benchmark: TF-IDF vs a plain PyTorch loop vs `tuneloop run` on real data (about 45 minutes)
+	$(BIN)/python benchmarks/quality.py --datasets sample,sms,clinc-banking
 
 mlflow-ui: $(STAMP) ## Open MLflow's UI on the local runs (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$${TUNELOOP_HOME:-.tuneloop}/mlflow.db --host 127.0.0.1 --port 5000

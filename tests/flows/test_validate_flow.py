@@ -42,13 +42,13 @@ def test_validate_flow_on_the_sample_quarantines_the_dirty_rows(tuneloop_home: P
     report = state.result()
     data = report.data
     assert data.passed and report.test is None
-    assert data.rows == 607 and data.quarantined_rows == 7 and data.clean_rows == 600
+    assert data.rows == 1107 and data.quarantined_rows == 7 and data.clean_rows == 1100
     folder = Path(data.folder)
     assert folder.is_relative_to(tuneloop_home / "runs")
     reasons = pd.read_csv(data.quarantine_path).set_index("id")["reason"]
-    assert reasons["T0604"] == "label is not one of data.labels"
-    assert reasons["T0605"].startswith("text length outside")
-    assert {"T0601", "T0602", "T0603", "T0606", "T0607"} <= set(reasons.index)
+    assert reasons["T1104"] == "label is not one of data.labels"
+    assert reasons["T1105"].startswith("text length outside")
+    assert {"T1101", "T1102", "T1103", "T1106", "T1107"} <= set(reasons.index)
     assert (folder / "data_docs" / "index.html").is_file()
     markdown = read_artifact_markdown(state.state_details.flow_run_id, "data-validation")
     assert "Data validation passed" in markdown and "label_conflict" in markdown
@@ -68,7 +68,7 @@ def test_train_flow_writes_leak_free_splits_of_the_clean_rows(tiny_bert: Path) -
     result = train(config=sample_config(**{"model.candidates": f"[{tiny_bert}]", "train.epochs": "1"}))
     splits = result.splits
     assert splits.overlap == {"train/validation": 0, "train/test": 0, "validation/test": 0}
-    assert splits.train.rows + splits.validation.rows + splits.test.rows == 600
+    assert splits.train.rows + splits.validation.rows + splits.test.rows == 1100
     for name in ("train", "validation", "test"):
         frame = pd.read_parquet(getattr(splits, name).path)
         assert set(frame["label"]) == {"account", "billing", "shipping", "technical"}
