@@ -69,9 +69,10 @@ test-gpu: $(STAMP) ## Only the GPU tests (bf16/fp16, the sweep's GPU concurrency
 test-fast: $(STAMP) ## Unit and data-contract tests only (seconds)
 	$(BIN)/pytest tests/unit tests/data
 
-lint: $(STAMP) ## Check the code with ruff
+lint: $(STAMP) ## Check the code with ruff and the type checker (mypy)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix .

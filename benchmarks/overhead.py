@@ -37,7 +37,7 @@ def plain(data: str, text_column: str, label_column: str, epochs: int, batch_siz
         TrainingArguments,
     )
 
-    from tasks.resolve import resolve_model
+    from tasks.model.resolve import resolve_model
 
     frame = pd.read_csv(
         data,

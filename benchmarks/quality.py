@@ -88,8 +88,8 @@ def splits_of(summary: dict[str, Any]) -> dict[str, pd.DataFrame]:
 def compare(name: str, seed: int, options: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
     """The three arms on one dataset and split seed, as table rows."""
     from benchmarks.plain_loop import plain_finetune
-    from tasks.baseline import fit_tfidf_baseline
-    from tasks.resolve import resolve_model
+    from tasks.model.baseline import fit_tfidf_baseline
+    from tasks.model.resolve import resolve_model
 
     with tempfile.TemporaryDirectory(prefix="tuneloop-quality-") as home:
         ours = run_tuneloop(options, seed, Path(home), args.set or [])

@@ -29,9 +29,11 @@ ARMS = {"tpe + median pruning": ("tpe", "median"), "random, no pruning": ("rando
 
 def prepare(folder: Path, train_rows: int, seed: int):
     """SMS splits (leak-free), the training split sampled to `train_rows`, and the packaged MiniLM."""
-    from tasks.data import DataConfig, load_table, write_table
-    from tasks.resolve import resolve_model
-    from tasks.split import SplitConfig, split_table, write_splits
+    from tasks.config.data import DataConfig
+    from tasks.config.split import SplitConfig
+    from tasks.data.load import load_table, write_table
+    from tasks.data.split import split_table, write_splits
+    from tasks.model.resolve import resolve_model
 
     source = SMS if SMS.is_file() else ROOT / "data/sample/support_tickets.csv"
     columns = (["SMS"], "Label") if source == SMS else (["subject", "body"], "category")
@@ -48,11 +50,12 @@ def prepare(folder: Path, train_rows: int, seed: int):
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder: Path) -> dict:
     """Trials until one reaches the target (or the budget ends); counts trial-epochs."""
-    from tasks.evaluate import EvalConfig
-    from tasks.finetune import TrainConfig
-    from tasks.rounds import SweepState
-    from tasks.search import open_study, run_trial
-    from tasks.sweep import SweepConfig
+    from tasks.config.eval import EvalConfig
+    from tasks.config.sweep import SweepConfig
+    from tasks.config.train import TrainConfig
+    from tasks.sweep.search import open_study
+    from tasks.sweep.state import SweepState
+    from tasks.sweep.trial import run_trial
 
     sampler, pruner = ARMS[arm]
     trials, target = args.trials, args.target

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.data import DataConfig, table_sha256
-from tasks.validate import ValidationConfig, validate_table
+from tasks.config.data import DataConfig
+from tasks.config.validation import ValidationConfig
+from tasks.data.load import table_sha256
+from tasks.data.validate import validate_table
 
 WORDS = np.array(
     [

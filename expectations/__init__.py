@@ -22,7 +22,7 @@ def load_suite(name: str) -> dict:
         path.name.removesuffix(".json") for path in resources.files(__name__).iterdir() if path.name.endswith(".json")
     )
     if name not in available:
-        from tasks.errors import ConfigError
+        from tasks.core.errors import ConfigError
 
         raise ConfigError(f"No expectation suite '{name}' (validation.suite). Available: {', '.join(available)}.")
     return json.loads(resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8"))

@@ -9,17 +9,17 @@ from prefect import flow
 from prefect.states import State
 from pydantic import Field
 
+from flows.promote import champion_challenger
 from flows.validate import check_data
-from tasks.compare import sweep_report
-from tasks.config import PipelineConfig
-from tasks.promote import champion_challenger
-from tasks.registry import PromotionResult
-from tasks.requeue import check_round, queue_next_round
-from tasks.rounds import RoundDecision, SweepState, trial_batches, trials_this_round
-from tasks.select import select_base_model
-from tasks.split import split_dataset
-from tasks.sweep import (
-    SweepResult,
+from tasks.config.pipeline import SweepPipelineConfig
+from tasks.data.split import split_dataset
+from tasks.model.select import select_base_model
+from tasks.registry.versions import PromotionResult
+from tasks.sweep.report import sweep_report
+from tasks.sweep.requeue import check_round, queue_next_round
+from tasks.sweep.rounds import trial_batches, trials_this_round
+from tasks.sweep.state import RoundDecision, SweepResult, SweepState
+from tasks.sweep.steps import (
     begin_sweep,
     check_trial_device,
     close_round,
@@ -30,11 +30,11 @@ from tasks.sweep import (
     run_sweep_trial,
     start_sweep,
 )
-from tasks.track import TrackingTarget, check_tracking, run_link
+from tasks.tracking.store import TrackingTarget, check_tracking, run_link
 
 
 def register_best(
-    config: PipelineConfig, state: SweepState, decision: RoundDecision, target: TrackingTarget
+    config: SweepPipelineConfig, state: SweepState, decision: RoundDecision, target: TrackingTarget
 ) -> PromotionResult | None:
     """At the sweep's end: score the best trial on the test split, register it (alias `candidate`),
     run champion/challenger when the target was met (only register when the budget ran out first),
@@ -73,7 +73,7 @@ def register_best(
 
 @flow(name="sweep")
 def sweep(
-    config: PipelineConfig = PipelineConfig(),  # noqa: B008
+    config: SweepPipelineConfig = SweepPipelineConfig(),  # noqa: B008
     sweep_id: Annotated[str | None, Field(max_length=100)] = None,
     round_number: Annotated[int, Field(ge=1, le=100)] = 1,
 ) -> SweepResult | State:
@@ -102,7 +102,8 @@ def sweep(
     sweep_id, folder, state = begin_sweep(sweep_id)
     if state is None:
         data = check_data(config, folder)
-        splits = split_dataset(data.data.clean, config.split, folder / "splits", data.test.clean if data.test else None)
+        clean, test = data.clean_tables()
+        splits = split_dataset(clean, config.split, folder / "splits", test)
         selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
         state = start_sweep(config, sweep_id, folder, data.data.dataset_sha256, splits, selection, target)
     while True:

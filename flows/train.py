@@ -5,19 +5,19 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, computed_field
 
+from flows.promote import champion_challenger
 from flows.validate import check_data
-from tasks.baseline import BaselineReport, baseline_verdict, fit_baseline
-from tasks.config import PipelineConfig
-from tasks.evaluate import EvalReport, check_model_quality, evaluate_model
-from tasks.finetune import TrainedModelRef, finetune_model
-from tasks.promote import champion_challenger
-from tasks.registry import PromotionResult
-from tasks.select import SelectionReport, select_base_model
-from tasks.split import SplitReport, split_dataset
-from tasks.track import TrackedRun, check_tracking
-from tasks.training_tracking import log_run
-from tasks.validate import DataReport
-from tasks.workspace import create_run_folder
+from tasks.config.pipeline import PipelineConfig
+from tasks.core.workspace import create_run_folder
+from tasks.data.split import SplitReport, split_dataset
+from tasks.data.validate import DataReport
+from tasks.model.baseline import BaselineReport, baseline_verdict, fit_baseline
+from tasks.model.evaluate import EvalReport, check_model_quality, evaluate_model
+from tasks.model.finetune import TrainedModelRef, finetune_model
+from tasks.model.select import SelectionReport, select_base_model
+from tasks.registry.versions import PromotionResult
+from tasks.tracking.store import TrackedRun, check_tracking
+from tasks.tracking.training import log_run
 
 
 class TrainResult(BaseModel):
@@ -62,7 +62,8 @@ def train(
     folder = create_run_folder("train")
     target = check_tracking(config.tracking)
     data = check_data(config, folder)
-    splits = split_dataset(data.data.clean, config.split, folder / "splits", data.test.clean if data.test else None)
+    clean, test = data.clean_tables()
+    splits = split_dataset(clean, config.split, folder / "splits", test)
     baseline = fit_baseline(splits, config.split.seed)
     selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
     trained = finetune_model(

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from prefect import flow
 
-from tasks.config import PipelineConfig
-from tasks.data import load_dataset
-from tasks.validate import DataReport, validate_dataset
-from tasks.workspace import create_run_folder
+from tasks.config.pipeline import PipelineConfig
+from tasks.core.workspace import create_run_folder
+from tasks.data.load import load_dataset
+from tasks.data.validate import DataReport, validate_dataset
 
 
 def check_data(config: PipelineConfig, folder: Path) -> DataReport:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-SMS_SPAM = SHARED_DATA / "sms_spam" / "SMSSpamCollection.tsv"
-CLINC150 = SHARED_DATA / "clinc150"
+from tests.helpers import CLINC150, ROOT, SMS_SPAM
 
 os.environ.update(
     {
@@ -25,13 +21,6 @@ os.environ.update(
         "TOKENIZERS_PARALLELISM": "false",
     }
 )
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -64,8 +53,8 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT whose vocabulary covers the test tables and the sample data."""
     import pandas as pd
 
-    from tests.fixtures.models import build_tiny_bert
-    from tests.fixtures.tables import clean_table
+    from tests.helpers.models import build_tiny_bert
+    from tests.helpers.tables import clean_table
 
     sample = pd.read_csv(ROOT / "data" / "sample" / "support_tickets.csv", dtype=str).fillna("")
     texts = clean_table(40)["text"].tolist() + (sample["subject"] + " " + sample["body"]).tolist()

@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 
 from expectations import load_suite
-from tasks.data import DataConfig, table_sha256
-from tasks.errors import ConfigError, DataValidationError
-from tasks.validate import ValidationConfig, ValidationReport, raise_if_failed, validate_table
-from tests.fixtures.tables import LABELS, clean_table
+from tasks.config.data import DataConfig
+from tasks.config.validation import ValidationConfig
+from tasks.core.errors import ConfigError, DataValidationError
+from tasks.data.load import table_sha256
+from tasks.data.validate import ValidationReport, raise_if_failed, validate_table
+from tests.helpers.tables import LABELS, clean_table
 
 SMALL = ValidationConfig(min_rows=30, min_examples_per_class=10, max_text_length=500)
 

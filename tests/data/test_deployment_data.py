@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.config import PipelineConfig
-from tasks.data import load_table, table_sha256
-from tasks.validate import validate_table
-from tests.conftest import ROOT
+from tasks.config.pipeline import PipelineConfig
+from tasks.data.load import load_table, table_sha256
+from tasks.data.validate import validate_table
+from tests.helpers import ROOT
 
 
 def effective_parameters() -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -61,3 +61,39 @@ def test_deployment_parameters_load_and_validate_their_data(
 def test_a_bare_run_loads_and_validates_the_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     check_loads_and_validates(PipelineConfig(), tmp_path)
+
+
+def form_sections(entrypoint: str) -> set[str]:
+    """The sections of the `config` form a deployment of this flow shows (its parameter schema)."""
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(load_flow_from_entrypoint(str(ROOT / entrypoint))).model_dump_for_openapi()
+    config = schema["definitions"][schema["properties"]["config"]["$ref"].rsplit("/", 1)[-1]]
+    return set(config["properties"])
+
+
+def test_the_train_form_has_no_sweep_section_and_the_sweep_form_has_one() -> None:
+    train, sweep = form_sections("flows/train.py:train"), form_sections("flows/sweep.py:sweep")
+    assert "sweep" not in train and {"data", "train", "promotion"} <= train
+    assert sweep == train | {"sweep"}
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "config", "wrong"),
+    [
+        ("flows/train.py:train", {"sweep": {"target_f1": 0.9}}, "sweep"),
+        ("flows/train.py:train", {"train": {"batch_size": 0}}, "batch_size"),
+        ("flows/train.py:train", {"data": {"format": "xlsx"}}, "format"),
+        ("flows/sweep.py:sweep", {"sweep": {"target_f1": 2}}, "target_f1"),
+        ("flows/sweep.py:sweep", {"sweep": {"search": ["dropout"]}}, "search"),
+        ("flows/validate.py:validate_data", {"validation": {"max_quarantine_fraction": -1}}, "max_quarantine"),
+    ],
+)
+def test_the_forms_refuse_bad_values(entrypoint: str, config: dict[str, Any], wrong: str) -> None:
+    from prefect.exceptions import ParameterTypeError
+    from prefect.flows import load_flow_from_entrypoint
+
+    flow = load_flow_from_entrypoint(str(ROOT / entrypoint))
+    with pytest.raises(ParameterTypeError, match=wrong):
+        flow.validate_parameters({"config": config})

@@ -4,9 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data import DataConfig, load_table, table_sha256
-from tasks.split import SplitConfig, overlap_counts, split_table
-from tasks.validate import ValidationConfig, validate_table
+from tasks.config.data import DataConfig
+from tasks.config.split import SplitConfig
+from tasks.config.validation import ValidationConfig
+from tasks.data.load import load_table, table_sha256
+from tasks.data.split import overlap_counts, split_table
+from tasks.data.validate import validate_table
 
 pytestmark = pytest.mark.realdata
 

@@ -5,126 +5,19 @@ On SQLite by default; on a throwaway PostgreSQL server for the Postgres test."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port
-
-
-def runs_of(client: Any, deployment_id: Any) -> list[Any]:
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
-
-
-def wait_for(check: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-
-
-@contextlib.contextmanager
-def prefect_client(stack: dict[str, Any]) -> Iterator[Any]:
-    """A synchronous Prefect client of the stack's server."""
-    from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: stack["prefect_api_url"]}), get_client(sync_client=True) as client:
-        yield client
-
-
-def run_train_deployment(stack: dict[str, Any], client: Any, model: Path, experiment: str) -> Any:
-    """Start `train/cpu` with custom parameters through the API, wait for the cpu worker to finish
-    it, and return its run in the stack's MLflow server (checked: metrics, params, artifacts)."""
-    from mlflow.tracking import MlflowClient
-
-    from tasks.config import load_config
-
-    config = load_config(
-        ROOT / "data/sample/config.yaml",
-        [
-            f"model.candidates=[{model}]",
-            "train.epochs=1",
-            "train.batch_size=64",
-            "train.max_length=32",
-            f"tracking.experiment={experiment}",
-        ],
-    )
-    # Only what differs from the defaults, as a person would type into the form.
-    parameters = {"config": config.model_dump(mode="json", exclude_defaults=True)}
-    run = client.create_flow_run_from_deployment(client.read_deployment_by_name("train/cpu").id, parameters=parameters)
-    finished = wait_for(
-        lambda: (found := client.read_flow_run(run.id)).state.is_final() and found, 420, "the train run to finish"
-    )
-    assert finished.state.is_completed(), finished.state.message
-
-    tracking = MlflowClient(tracking_uri=stack["mlflow_url"])
-    found = tracking.get_experiment_by_name(experiment)
-    [tracked] = tracking.search_runs([found.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{run.id}'")
-    assert 0 <= tracked.data.metrics["test/f1_macro"] <= 1
-    assert tracked.data.params["train.max_length"] == "32"
-    artifacts = {item.path for item in tracking.list_artifacts(tracked.info.run_id)}
-    assert "evaluation" in artifacts and tracked.info.artifact_uri.startswith("mlflow-artifacts:")
-    return tracked
-
-
-def stack_command(command: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "infra/stack.py"), command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, f"stack.py {command} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
-@contextlib.contextmanager
-def running_stack(home: Path, **settings: str) -> Iterator[dict[str, Any]]:
-    """`stack.py up` + `deploy` in `home` on free ports (plus `settings` such as TUNELOOP_DB_URL);
-    `down` at the end, which must leave none of its processes running."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PREFECT_", "MLFLOW_TRACKING", "TUNELOOP_DB_URL")) and key != "HF_HUB_OFFLINE"
-    }
-    env.update(
-        TUNELOOP_HOME=str(home),
-        TUNELOOP_PREFECT_PORT=str(free_port()),
-        TUNELOOP_MLFLOW_PORT=str(free_port()),
-        HF_HUB_OFFLINE="1",
-        PREFECT_HOME=str(home / "prefect-client"),
-        **settings,
-    )
-    stack_command("up", env)
-    record = json.loads((home / "stack/stack.json").read_text())
-    try:
-        deployed = stack_command("deploy", env)
-        yield {**record, "home": home, "env": env, "deploy_output": deployed.stdout}
-    finally:
-        stack_command("down", env)
-        left = [process for process in record["processes"] if psutil.pid_exists(process["pid"])]
-        assert not left, f"make down left processes running: {left}"
-        assert not (home / "stack/stack.json").exists()
+from tests.helpers import free_port
+from tests.helpers.stack import postgres_bin, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -132,14 +25,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The default stack (SQLite) with the deployments registered: its URLs, home folder and environment."""
     with running_stack(tmp_path_factory.mktemp("stack-home")) as running:
         yield running
-
-
-def postgres_bin() -> Path | None:
-    """The folder of Debian's PostgreSQL server programs (initdb, pg_ctl), or None."""
-    if found := shutil.which("pg_ctl"):
-        return Path(found).resolve().parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
-    return versions[-1].parent if versions else None
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from tasks.config import load_config
-from tests.conftest import ROOT
-from tests.e2e.conftest import prefect_client, run_train_deployment, runs_of, stack_command, wait_for
+from tasks.config.load import load_config
+from tasks.config.pipeline import SweepPipelineConfig
+from tests.helpers import ROOT
+from tests.helpers.stack import prefect_client, run_train_deployment, runs_of, stack_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +104,7 @@ def test_train_deployment_run_by_the_cpu_worker_lands_in_the_mlflow_server(
 
 
 def below_threshold(sweep_id: str, requeue: str, deployment_name: str) -> dict[str, Any]:
-    config = load_config(None, ["sweep.requeue=trigger", "tracking.experiment=e2e-trigger"])
+    config = load_config(None, ["sweep.requeue=trigger", "tracking.experiment=e2e-trigger"], SweepPipelineConfig)
     parameters = {"config": config.model_dump(mode="json"), "sweep_id": sweep_id, "round_number": 2}
     return {
         "event": "tuneloop.sweep.below-threshold",

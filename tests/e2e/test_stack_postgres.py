@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import prefect_client, run_train_deployment, running_stack
+from tests.helpers.stack import prefect_client, run_train_deployment, running_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import load_config
-from tests.conftest import ROOT
+from tasks.config.load import load_config
+from tasks.config.pipeline import SweepPipelineConfig
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +23,7 @@ def test_round_below_target_queues_one_next_round(stack: dict, tiny_bert: Path, 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.sweep import sweep
-    from tasks.requeue import request_round
+    from tasks.sweep.requeue import request_round
 
     prefect_server = stack["prefect_api_url"]
     home = tmp_path / "home"
@@ -40,6 +41,7 @@ def test_round_below_target_queues_one_next_round(stack: dict, tiny_bert: Path, 
             "sweep.pruner=none",
             "tracking.experiment=e2e",
         ],
+        SweepPipelineConfig,
     )
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         deployment_id = sweep.to_deployment(name="e2e-sweep").apply()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import runs_of, wait_for
+from tests.helpers.stack import runs_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,9 +39,11 @@ def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any
                     "Peak learning rate; unset: 1e-4 for full, 1e-3 for LoRA.",
                     "Most epochs to train; early stopping usually ends sooner. Unset: from the data size, "
                     "enough for about 5000 optimizer steps, at least 3 and at most 30.",
-                    "Stop when a trial's validation score reaches this.",
+                    "Texts per batch when predicting.",
                 ):
                     expect(page.get_by_text(text, exact=True)).to_be_visible()
+                # A training run's form has no sweep section (the sweep deployments' form has it).
+                expect(page.get_by_text("Stop when a trial's validation score reaches this.")).to_have_count(0)
                 # Literal choices are dropdowns (train.method shows its default), not free text.
                 assert page.locator(".p-select").count() >= 5
                 expect(page.locator("button.p-select-button__control[modelvalue=full]").first).to_be_visible()

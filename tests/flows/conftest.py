@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+
+from tasks.config.pipeline import PipelineConfig, SweepPipelineConfig
+from tests.helpers import configs
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,3 +25,15 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     storage: Path = tmp_path_factory.mktemp("prefect-results")
     with prefect_test_harness(server_startup_timeout=120), temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
         yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_bert: Path) -> Callable[..., PipelineConfig]:
+    """`tiny_config("train.epochs=1", ...)`: the sample's training config for the tiny BERT, overridden."""
+    return partial(configs.tiny_config, tiny_bert)
+
+
+@pytest.fixture(scope="session")
+def sweep_config(tiny_bert: Path) -> Callable[..., SweepPipelineConfig]:
+    """`sweep_config("sweep.target_f1=1.0", ...)`: a small sweep of the tiny BERT on the sample, overridden."""
+    return partial(configs.sweep_config, tiny_bert)

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import ROOT
-from tests.fixtures.tables import clean_table, write_csv
+from tests.helpers import ROOT
+from tests.helpers.tables import clean_table, write_csv
 
 runner = CliRunner()
 
@@ -130,3 +130,29 @@ def test_real_console_command_prints_no_traceback(tmp_path: Path, prefect_server
     assert done.returncode == 2
     assert "Traceback" not in done.stderr + done.stdout
     assert done.stderr.strip().splitlines()[-1].startswith("error: Data file not found")
+
+
+def test_the_command_line_imports_prefect_only_after_setting_its_environment() -> None:
+    """Prefect reads its settings once, at import: the environment must be set before that."""
+    code = "import sys, flows.cli; print('prefect' in sys.modules, 'mlflow' in sys.modules, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.stdout.split() == ["False", "False", "False"], done.stderr
+
+
+def test_task_results_land_under_the_home_folder(tmp_path: Path, prefect_server: str) -> None:
+    """The persisted results of the cached steps go to <TUNELOOP_HOME>/prefect-results, not ~/.prefect."""
+    home, user = tmp_path / "home", tmp_path / "user"
+    names = ("PREFECT_LOCAL_STORAGE_PATH", "PREFECT_RESULTS_LOCAL_STORAGE_PATH", "PREFECT_HOME")
+    env = {key: value for key, value in os.environ.items() if key not in names}
+    env.update({"PREFECT_API_URL": prefect_server, "TUNELOOP_HOME": str(home), "HOME": str(user)})
+    command = [
+        str(Path(sys.executable).with_name("tuneloop")),
+        "validate",
+        "--config",
+        str(ROOT / "data/sample/config.yaml"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stored = [path for path in (home / "prefect-results").rglob("*") if path.is_file()]
+    assert len(stored) >= 2  # load_dataset and validate_dataset persist their results
+    assert not (user / ".prefect" / "storage").exists()

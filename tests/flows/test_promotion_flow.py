@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,24 @@ import pandas as pd
 import pytest
 from prefect import flow
 
+from flows.promote import champion_challenger
 from flows.train import TrainResult, train
-from tasks.evaluate import SplitMetrics, split_metrics
-from tasks.predict import predictions
-from tasks.promote import champion_challenger
-from tasks.registry import PromotionConfig, PromotionResult, find_version, register_version, set_champion
-from tests.flows.test_train_flow import tiny_config
+from tasks.config.pipeline import PipelineConfig
+from tasks.config.promotion import PromotionConfig
+from tasks.core.metrics import SplitMetrics, split_metrics
+from tasks.model.predict import predictions
+from tasks.registry.versions import PromotionResult, find_version, register_version, set_champion
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TrainResult]]:
+def trained(
+    tiny_config: Callable[..., PipelineConfig], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, TrainResult]]:
     """One training (not registered) in its own store: its model plays champion and candidate."""
     home = tmp_path_factory.mktemp("promotion-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNELOOP_HOME", str(home))
-        result = train(config=tiny_config(tiny_bert, "train.epochs=1", "promotion.register_model=false"))
+        result = train(config=tiny_config("train.epochs=1", "promotion.register_model=false"))
     assert result.promotion is None
     yield f"sqlite:///{home / 'mlflow.db'}", result
 

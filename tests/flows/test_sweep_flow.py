@@ -2,6 +2,7 @@
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -13,38 +14,18 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.sweep import sweep
-from tasks.config import PipelineConfig, load_config
-from tasks.errors import ConfigError
-from tasks.rounds import all_trials, load_state
-from tasks.search import gpu_limit_problem, gpu_slot
-from tasks.sweep import SweepConfig, SweepResult
-from tests.conftest import ROOT
+from tasks.config.pipeline import SweepPipelineConfig
+from tasks.config.sweep import SweepConfig
+from tasks.core.errors import ConfigError
+from tasks.sweep.state import SweepResult, all_trials, load_state
+from tasks.sweep.trial import gpu_limit_problem, gpu_slot
+from tests.helpers import ROOT, configs
 
 
-def sweep_config(tiny_bert: Path, *overrides: str) -> PipelineConfig:
-    return load_config(
-        ROOT / "data/sample/config.yaml",
-        [
-            f"data.path={ROOT / 'data/sample/support_tickets.csv'}",
-            f"model.candidates=[{tiny_bert}]",
-            "train.batch_size=64",
-            "train.max_length=32",
-            "train.early_stopping_patience=0",
-            "tracking.experiment=sweeps",
-            "sweep.trials_per_round=3",
-            "sweep.max_rounds=2",
-            "sweep.search=[learning_rate, epochs, weight_decay, warmup_epochs]",
-            "sweep.epochs_min=1",
-            "sweep.epochs_max=2",
-            "sweep.escalation=[]",
-            "sweep.pruner=none",
-            *overrides,
-        ],
-    )
-
-
-def test_unreachable_target_runs_exactly_max_rounds_warm_started(tiny_bert: Path, tuneloop_home: Path) -> None:
-    result = sweep(config=sweep_config(tiny_bert, "sweep.target_f1=1.0"))
+def test_unreachable_target_runs_exactly_max_rounds_warm_started(
+    sweep_config: Callable[..., SweepPipelineConfig], tuneloop_home: Path
+) -> None:
+    result = sweep(config=sweep_config("sweep.target_f1=1.0"))
     assert result.outcome == "budget_spent" and result.rounds == 2 and result.trials == 6
     assert "Target not reached after 2 round(s)" in result.message and "max_rounds" in result.message
     state = load_state(result.sweep_id)
@@ -103,7 +84,7 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(tiny_bert: Path
 
     # A queued duplicate of a round that ran is skipped, and no round starts past the budget: no
     # trial is added either way (what guards the deployment trigger against loops).
-    config = sweep_config(tiny_bert, "sweep.target_f1=1.0")
+    config = sweep_config("sweep.target_f1=1.0")
     duplicate = sweep(config=config, sweep_id=result.sweep_id, round_number=2, return_state=True)
     assert duplicate.name == "Skipped" and "already run" in duplicate.message
     past_budget = sweep(config=config, sweep_id=result.sweep_id, round_number=3, return_state=True)
@@ -113,8 +94,8 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(tiny_bert: Path
     assert len(optuna.load_study(study_name=result.sweep_id, storage=storage).trials) == 6
 
 
-def test_reachable_target_stops_after_round_one(tiny_bert: Path) -> None:
-    result = sweep(config=sweep_config(tiny_bert, "sweep.target_f1=0.0", "sweep.trials_per_round=2"))
+def test_reachable_target_stops_after_round_one(sweep_config: Callable[..., SweepPipelineConfig]) -> None:
+    result = sweep(config=sweep_config("sweep.target_f1=0.0", "sweep.trials_per_round=2"))
     assert result.outcome == "target_met" and result.rounds == 1 and result.trials == 2
     assert result.best_model_path and Path(result.best_model_path, "tuneloop.json").is_file()
     # Target met, no champion yet: the best trial becomes the champion, usable by name.
@@ -134,9 +115,10 @@ def test_reachable_target_stops_after_round_one(tiny_bert: Path) -> None:
     assert "Traceback" not in again.output + nothing.output + missing.output
 
 
-def test_a_parameter_the_user_set_is_not_searched(tiny_bert: Path, tuneloop_home: Path) -> None:
+def test_a_parameter_the_user_set_is_not_searched(
+    sweep_config: Callable[..., SweepPipelineConfig], tuneloop_home: Path
+) -> None:
     config = sweep_config(
-        tiny_bert,
         "sweep.search=[learning_rate, weight_decay, warmup_epochs]",  # the default search
         "train.learning_rate=0.0003",
         "train.epochs=1",
@@ -179,13 +161,13 @@ def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tmp_path: Path) 
     MiniLM on 40 tickets per class (seconds an epoch)."""
     import pandas as pd
 
-    from tasks.resolve import resolve_model
+    from tasks.model.resolve import resolve_model
 
     tickets = pd.read_csv(ROOT / "data/sample/support_tickets.csv", dtype=str)
     known = tickets[tickets["category"].isin(["account", "billing", "shipping", "technical"])]
     small = known.groupby("category").head(40)
     small.to_csv(tmp_path / "tickets.csv", index=False)
-    config = sweep_config(
+    config = configs.sweep_config(
         Path(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path),
         f"data.path={tmp_path / 'tickets.csv'}",
         "split.train_fraction=0.6",
@@ -214,8 +196,8 @@ def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tmp_path: Path) 
     assert max(trial["score"] for trial in pruned) < max(finished), "the pruned ones were the worse ones"
 
 
-def test_budget_in_trials_caps_the_rounds(tiny_bert: Path) -> None:
-    config = sweep_config(tiny_bert, "sweep.target_f1=1.0", "sweep.max_rounds=5", "sweep.max_trials=4")
+def test_budget_in_trials_caps_the_rounds(sweep_config: Callable[..., SweepPipelineConfig]) -> None:
+    config = sweep_config("sweep.target_f1=1.0", "sweep.max_rounds=5", "sweep.max_trials=4")
     state = sweep(config=config, return_state=True)
     assert state.name == "TargetNotReached" and state.is_completed()
     result = state.result()
@@ -225,21 +207,22 @@ def test_budget_in_trials_caps_the_rounds(tiny_bert: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", ["sweep.learning_rate_min=0.1", "sweep.metric=accuracy"])
-def test_bad_sweep_settings_are_rejected(tiny_bert: Path, bad: str) -> None:
-    from tasks.errors import ConfigError
+def test_bad_sweep_settings_are_rejected(sweep_config: Callable[..., SweepPipelineConfig], bad: str) -> None:
+    from tasks.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        sweep_config(tiny_bert, bad, "sweep.learning_rate_max=0.01")
+        sweep_config(bad, "sweep.learning_rate_max=0.01")
 
 
-def test_next_candidate_escalation_moves_to_the_runner_up(tiny_bert: Path, tmp_path: Path) -> None:
+def test_next_candidate_escalation_moves_to_the_runner_up(
+    sweep_config: Callable[..., SweepPipelineConfig], tiny_bert: Path, tmp_path: Path
+) -> None:
     import json
 
-    from tests.fixtures.models import build_tiny_bert
+    from tests.helpers.models import build_tiny_bert
 
     second = build_tiny_bert(tmp_path / "second", ["ticket order refund app"], hidden_size=48)
     config = sweep_config(
-        tiny_bert,
         "sweep.target_f1=1.0",
         "sweep.trials_per_round=1",
         "sweep.escalation=[next_candidate]",
@@ -258,9 +241,8 @@ def test_next_candidate_escalation_moves_to_the_runner_up(tiny_bert: Path, tmp_p
     assert used == [state.candidates[0].base_model, state.candidates[1].base_model]
 
 
-def test_default_escalation_grows_the_next_round(tiny_bert: Path) -> None:
+def test_default_escalation_grows_the_next_round(sweep_config: Callable[..., SweepPipelineConfig]) -> None:
     config = sweep_config(
-        tiny_bert,
         "sweep.target_f1=1.0",
         "sweep.trials_per_round=2",
         "sweep.escalation=[more_trials, more_epochs, widen]",
@@ -290,7 +272,7 @@ def trial_spans(result: SweepResult) -> list[tuple[float, float]]:
 
 
 @pytest.mark.gpu
-def test_gpu_trials_hold_the_gpu_limit_one_at_a_time(tiny_bert: Path) -> None:
+def test_gpu_trials_hold_the_gpu_limit_one_at_a_time(sweep_config: Callable[..., SweepPipelineConfig]) -> None:
     import torch
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -299,13 +281,13 @@ def test_gpu_trials_hold_the_gpu_limit_one_at_a_time(tiny_bert: Path) -> None:
         pytest.skip("no CUDA GPU here")
     one_round = ("sweep.target_f1=1.0", "sweep.max_rounds=1", "sweep.max_concurrent_trials=3")
     with pytest.raises(ConfigError, match="no such concurrency limit"):
-        sweep(config=sweep_config(tiny_bert, *one_round, "sweep.gpu_concurrency_limit=gpu-missing"))
+        sweep(config=sweep_config(*one_round, "sweep.gpu_concurrency_limit=gpu-missing"))
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="one-gpu", limit=1))
-    held = sweep(config=sweep_config(tiny_bert, *one_round, "sweep.gpu_concurrency_limit=one-gpu"))
+    held = sweep(config=sweep_config(*one_round, "sweep.gpu_concurrency_limit=one-gpu"))
     spans = trial_spans(held)
     assert len(spans) == 3 and all(later[0] >= earlier[1] for earlier, later in pairwise(spans))
-    free = trial_spans(sweep(config=sweep_config(tiny_bert, *one_round)))
+    free = trial_spans(sweep(config=sweep_config(*one_round)))
     assert any(later[0] < earlier[1] for earlier, later in pairwise(free)), "without it they overlap"
 
 

@@ -1,5 +1,6 @@
 """The train flow end to end under a real Prefect server, with a tiny BERT and MLflow on a temp SQLite."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -10,36 +11,26 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.train import train
-from tasks.config import PipelineConfig, load_config
-from tasks.evaluate import METRIC_KEYS, EvalConfig
-from tasks.finetune import TrainConfig, finetune
-from tasks.predict import load_classifier, predict_texts
-from tasks.resolve import ModelRef
-from tasks.split import SplitConfig, split_table, write_splits
-from tasks.track import flatten
-from tests.conftest import ROOT
-from tests.fixtures.tables import clean_table
-from tests.flows.test_validate_flow import read_artifact_markdown
-
-
-def tiny_config(tiny_bert: Path, *overrides: str) -> PipelineConfig:
-    return load_config(
-        ROOT / "data/sample/config.yaml",
-        [
-            f"data.path={ROOT / 'data/sample/support_tickets.csv'}",
-            f"model.candidates=[{tiny_bert}]",
-            "train.epochs=2",
-            "train.batch_size=64",
-            "train.max_length=64",
-            "tracking.experiment=tiny",
-            *overrides,
-        ],
-    )
+from tasks.config.eval import EvalConfig
+from tasks.config.pipeline import PipelineConfig
+from tasks.config.split import SplitConfig
+from tasks.config.train import TrainConfig
+from tasks.core.metrics import METRIC_KEYS
+from tasks.data.split import split_table, write_splits
+from tasks.model.finetune import finetune
+from tasks.model.predict import load_classifier, predict_texts
+from tasks.model.resolve import ModelRef
+from tasks.tracking.store import flatten
+from tests.helpers import ROOT
+from tests.helpers.artifacts import read_artifact_markdown
+from tests.helpers.tables import clean_table
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_train_flow_logs_a_complete_comparable_mlflow_run(tiny_bert: Path, tuneloop_home: Path, method: str) -> None:
-    config = tiny_config(tiny_bert, f"train.method={method}", "train.early_stopping_patience=0")
+def test_train_flow_logs_a_complete_comparable_mlflow_run(
+    tiny_config: Callable[..., PipelineConfig], tiny_bert: Path, tuneloop_home: Path, method: str
+) -> None:
+    config = tiny_config(f"train.method={method}", "train.early_stopping_patience=0")
     state = train(config=config, return_state=True)
     result = state.result()
     assert result.model.method == method and result.model.device == "cpu" and result.model.precision == "fp32"
@@ -84,8 +75,10 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(tiny_bert: Path, tunel
     assert f"test f1_macro {run.data.metrics['test/f1_macro']:.4f}" in summary and result.tracking.run_id in summary
 
 
-def test_saved_model_reloads_offline_with_its_labels_and_predicts(tiny_bert: Path, tuneloop_home: Path) -> None:
-    result = train(config=tiny_config(tiny_bert, "train.epochs=1"))
+def test_saved_model_reloads_offline_with_its_labels_and_predicts(
+    tiny_config: Callable[..., PipelineConfig], tuneloop_home: Path
+) -> None:
+    result = train(config=tiny_config("train.epochs=1"))
     classifier = load_classifier(result.model.path)
     assert classifier.labels == ["account", "billing", "shipping", "technical"]
     assert classifier.network.config.id2label == dict(enumerate(classifier.labels))
@@ -156,8 +149,10 @@ def test_unreachable_tracking_server_fails_before_training(
     assert not list((tuneloop_home / "runs").glob("*/splits"))
 
 
-def test_quality_gate_fails_the_run_after_logging_it(tiny_bert: Path, tuneloop_home: Path) -> None:
-    state = train(config=tiny_config(tiny_bert, "train.epochs=1", "eval.min_f1=0.999"), return_state=True)
+def test_quality_gate_fails_the_run_after_logging_it(
+    tiny_config: Callable[..., PipelineConfig], tuneloop_home: Path
+) -> None:
+    state = train(config=tiny_config("train.epochs=1", "eval.min_f1=0.999"), return_state=True)
     assert state.is_failed()
     client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny")
@@ -170,7 +165,7 @@ def test_quality_gate_fails_the_run_after_logging_it(tiny_bert: Path, tuneloop_h
 def test_models_command_prints_the_screening_table(tiny_bert: Path, tmp_path: Path) -> None:
     import json
 
-    from tests.fixtures.models import build_tiny_bert
+    from tests.helpers.models import build_tiny_bert
 
     gpl = build_tiny_bert(tmp_path / "gpl", ["some words"], license_name="gpl-3.0")
     result = CliRunner().invoke(app, ["models", "--candidates", str(tiny_bert), "--candidates", str(gpl), "--json"])

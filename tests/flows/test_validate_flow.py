@@ -8,12 +8,15 @@ from prefect import flow
 
 from flows.train import train
 from flows.validate import validate_data
-from tasks.config import load_config
-from tasks.data import DataConfig, DatasetRef, write_table
-from tasks.errors import DataValidationError
-from tasks.split import SplitConfig, split_dataset
-from tests.conftest import ROOT
-from tests.fixtures.tables import clean_table, write_csv
+from tasks.config.data import DataConfig
+from tasks.config.load import load_config
+from tasks.config.split import SplitConfig
+from tasks.core.errors import DataValidationError
+from tasks.data.load import DatasetRef, write_table
+from tasks.data.split import split_dataset
+from tests.helpers import ROOT
+from tests.helpers.artifacts import read_artifact_markdown
+from tests.helpers.tables import clean_table, write_csv
 
 SAMPLE_CONFIG = ROOT / "data" / "sample" / "config.yaml"
 
@@ -21,20 +24,6 @@ SAMPLE_CONFIG = ROOT / "data" / "sample" / "config.yaml"
 def sample_config(**overrides: str):
     config = load_config(SAMPLE_CONFIG, [f"{key}={value}" for key, value in overrides.items()])
     return config.model_copy(update={"data": config.data.model_copy(update={"path": str(ROOT / config.data.path)})})
-
-
-def read_artifact_markdown(flow_run_id: object, key: str) -> str:
-    """The artifact `key` that a flow run's tasks created, read back through the Prefect API."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
-            )
-        )
-    return artifacts[0].data if artifacts else ""
 
 
 def test_validate_flow_on_the_sample_quarantines_the_dirty_rows(tuneloop_home: Path) -> None:
@@ -108,7 +97,7 @@ def test_split_task_is_cached_on_its_inputs(tmp_path: Path) -> None:
 
 
 def test_load_cache_notices_a_changed_file(tmp_path: Path) -> None:
-    from tasks.data import load_dataset
+    from tasks.data.load import load_dataset
 
     path = tmp_path / "data.csv"
     write_csv(clean_table(), path)
@@ -121,3 +110,20 @@ def test_load_cache_notices_a_changed_file(tmp_path: Path) -> None:
         return [before.rows, after.rows]
 
     assert load_after_change() == [60, 33]
+
+
+def test_a_cache_from_another_code_layout_is_not_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cached results are pickles of our classes under their module paths: after a change of layout
+    (CODE_LAYOUT raised) the steps compute again instead of reading results of the old layout."""
+    from tasks.core import workspace
+
+    ref: DatasetRef = write_table(clean_table(), tmp_path / "clean.parquet")
+
+    @flow
+    def split_once() -> str:
+        return split_dataset(ref, SplitConfig(), tmp_path / "splits", return_state=True).name
+
+    assert split_once() == "Completed"
+    assert split_once() == "Cached"
+    monkeypatch.setattr(workspace, "CODE_LAYOUT", "layout-next")
+    assert split_once() == "Completed"

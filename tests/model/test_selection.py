@@ -4,13 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import ModelSelectionError
-from tasks.evaluate import EvalConfig
-from tasks.finetune import TrainConfig
-from tasks.select import ModelConfig, choose, estimate_memory_gb, probe_survivors, screen_all
-from tasks.split import SplitConfig, split_table, write_splits
-from tests.fixtures.models import build_tiny_bert, build_tiny_vit
-from tests.fixtures.tables import clean_table
+from tasks.config.eval import EvalConfig
+from tasks.config.model import ModelConfig
+from tasks.config.split import SplitConfig
+from tasks.config.train import TrainConfig
+from tasks.core.errors import ModelSelectionError
+from tasks.data.split import split_table, write_splits
+from tasks.model.select import choose, estimate_memory_gb, probe_survivors, screen_all
+from tests.helpers.models import build_tiny_bert, build_tiny_vit
+from tests.helpers.tables import clean_table
 
 
 @pytest.fixture(scope="module")

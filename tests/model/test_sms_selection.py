@@ -4,11 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.baseline import fit_tfidf_baseline
-from tasks.data import DataConfig, load_table
-from tasks.resolve import resolve_model
-from tasks.select import linear_probe, probe_rows
-from tasks.split import SplitConfig, split_table, write_splits
+from tasks.config.data import DataConfig
+from tasks.config.split import SplitConfig
+from tasks.data.load import load_table
+from tasks.data.split import split_table, write_splits
+from tasks.model.baseline import fit_tfidf_baseline
+from tasks.model.resolve import resolve_model
+from tasks.model.select import linear_probe, probe_rows
 
 pytestmark = pytest.mark.realdata
 

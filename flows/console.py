@@ -1,0 +1,185 @@
+"""What the `tuneloop` command prints: one line per user error (no traceback), the results of each
+command in words, and with --json one JSON object on the last line of stdout."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from flows.train import TrainResult
+    from tasks.data.validate import DataReport
+    from tasks.model.select import CandidateReport
+    from tasks.sweep.state import SweepResult
+    from tasks.tracking.leaderboard import LeaderboardRow
+
+
+class HideKnownTracebacks(logging.Filter):
+    """Prefect logs a failed task's traceback; for errors that are the user's to fix, the one-line
+    message the command prints is enough on the console (the Prefect UI keeps the full record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.core.errors import TuneloopError
+
+        # The message itself is printed once by the command; drop the record that repeats it.
+        return not (record.exc_info and isinstance(record.exc_info[1], TuneloopError))
+
+
+def quiet_known_tracebacks() -> None:
+    """Set up Prefect's console logging now (it would on the first flow run) and install
+    HideKnownTracebacks on its handlers."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(HideKnownTracebacks())
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn TuneloopError into one message on stderr and its exit code."""
+    from tasks.core.errors import TuneloopError
+
+    try:
+        yield
+    except TuneloopError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    """One JSON object on the last line of stdout."""
+    typer.echo(json.dumps(payload, default=str))
+
+
+def print_validation(report: DataReport) -> None:
+    """The data gate's verdict for the data and the separate test set."""
+    for part in filter(None, (report.data, report.test)):
+        typer.echo(
+            f"Data OK: {part.source}: {part.rows} rows, {part.clean_rows} clean, "
+            f"{part.quarantined_rows} quarantined ({part.quarantine_fraction:.1%})."
+        )
+        for warning in part.warnings:
+            typer.echo(f"  warning: {warning}")
+        typer.echo(f"  summary: {part.summary_path}")
+        if part.quarantine_path:
+            typer.echo(f"  quarantine: {part.quarantine_path}")
+        if part.data_docs_path:
+            typer.echo(f"  data docs: {part.data_docs_path}")
+
+
+def run_summary(result: TrainResult) -> dict[str, Any]:
+    """The facts of a training run, as printed with --json."""
+    metrics = {split: getattr(result.evaluation, split).model_dump() for split in ("val", "test")}
+    return {
+        "status": "completed",
+        "run_id": result.tracking.run_id,
+        "experiment": result.tracking.experiment,
+        "tracking_uri": result.tracking.uri,
+        "base_model": result.model.base_model,
+        "method": result.model.method,
+        "device": result.model.device,
+        "precision": result.model.precision,
+        "best_epoch": result.model.best_epoch,
+        "epochs": len(result.model.history),
+        "train_seconds": result.model.train_seconds,
+        "plan": result.model.plan.model_dump(),
+        "metrics": metrics,
+        "run_folder": result.folder,
+        "model_path": result.model.path,
+        "quarantined_rows": result.data.data.quarantined_rows,
+        "baseline": {
+            "name": result.baseline.name,
+            "val": result.baseline.val.model_dump(),
+            "test": result.baseline.test.model_dump(),
+        },
+        "verdict": result.verdict,
+        "candidates": [candidate.model_dump() for candidate in result.selection.candidates],
+        "promotion": result.promotion.model_dump(mode="json") if result.promotion else None,
+    }
+
+
+def print_training(result: TrainResult) -> None:
+    """A training run's scores, the baseline's, the verdict and where everything is."""
+    summary = run_summary(result)
+    test, val = summary["metrics"]["test"], summary["metrics"]["val"]
+    how = f"{summary['method']}, {summary['device']}, {summary['precision']}"
+    typer.echo(
+        f"Fine-tuned {summary['base_model']} ({how}), best epoch {summary['best_epoch']} of {summary['epochs']} "
+        f"({summary['train_seconds']:.0f} s)."
+    )
+    typer.echo(f"  validation: accuracy {val['accuracy']:.4f}, f1_macro {val['f1_macro']:.4f}")
+    typer.echo(
+        f"  test:       accuracy {test['accuracy']:.4f}, f1_macro {test['f1_macro']:.4f}, "
+        f"f1_weighted {test['f1_weighted']:.4f}"
+    )
+    baseline = summary["baseline"]["test"]
+    typer.echo(f"  baseline:   {summary['baseline']['name']} test f1_macro {baseline['f1_macro']:.4f}")
+    typer.echo(f"  {summary['verdict']}")
+    typer.echo(f"  model:      {summary['model_path']}")
+    typer.echo(f"  run folder: {summary['run_folder']}")
+    typer.echo(f"  MLflow:     run {summary['run_id']} in experiment '{summary['experiment']}'")
+    typer.echo(f"  open it:    {result.tracking.link}")
+    if result.promotion:
+        typer.echo(f"  registry:   {result.promotion.message}")
+
+
+def print_predictions(texts: list[str], results: list[dict[str, Any]]) -> None:
+    """One line per text: label, its probability, the text (shortened)."""
+    for line, result in zip(texts, results, strict=True):
+        shown = line if len(line) <= 60 else line[:57] + "..."
+        typer.echo(f"{result['label']}\t{result['probabilities'][result['label']]:.3f}\t{shown}")
+
+
+def print_sweep(result: SweepResult) -> None:
+    """How the sweep (or this round) ended, its best trial and the registry's decision."""
+    typer.echo(result.message)
+    typer.echo(f"  sweep {result.sweep_id}: {result.rounds} round(s), {result.trials} trials ({result.pruned} pruned)")
+    if result.searched:
+        typer.echo(f"  searched: {'; '.join(result.searched)}")
+    if result.best_model_path:
+        typer.echo(f"  best trial {result.best_trial}: {result.best_score:.4f}, model {result.best_model_path}")
+    typer.echo(f"  MLflow parent run: {result.parent_run_id}")
+    if result.promotion:
+        typer.echo(f"  registry: {result.promotion.message}")
+
+
+def print_candidates(rows: list[dict[str, Any]], method: str) -> None:
+    """Each screened candidate: accepted or rejected, license, architecture, size, memory, reasons."""
+    for row in rows:
+        status = "ok      " if row["accepted"] else "rejected"
+        size = f"{row['parameters'] / 1e6:.1f}M params" if row["parameters"] else "size unknown"
+        memory = f"~{row[f'memory_gb_{method}']} GB ({method})" if row["memory_gb_full"] else ""
+        typer.echo(
+            f"{status} {row['candidate']}  license {row['license']}, {row['architecture'] or '?'}, {size} {memory}"
+        )
+        if not row["accepted"]:
+            typer.echo(f"         {row['reasons']}")
+
+
+def candidates_json(reports: list[CandidateReport]) -> dict[str, Any]:
+    """The screened candidates as printed with --json."""
+    return {"candidates": [report.model_dump() for report in reports]}
+
+
+def print_leaderboard(rows: list[LeaderboardRow], experiment: str | None, sweep_id: str | None) -> None:
+    """The leaderboard as a table, best validation score first."""
+    if not rows:
+        typer.echo("No runs found." + ("" if sweep_id else f" Experiment: {experiment}."))
+        return
+    typer.echo(f"{'#':>3}  {'best val':>8}  {'test':>6}  {'kind':<8} {'round':>5} {'trial':>5}  run / parameters")
+    for row in rows:
+        best = "" if row.best_val is None else f"{row.best_val:.4f}"
+        test = "" if row.test is None else f"{row.test:.4f}"
+        params = " ".join(f"{k.removeprefix('train.')}={v}" for k, v in row.params.items())
+        typer.echo(
+            f"{row.rank:>3}  {best:>8}  {test:>6}  {row.kind:<8} {row.round or '':>5} "
+            f"{'' if row.trial is None else row.trial:>5}  {row.run_name}{' (pruned)' if row.pruned else ''}  {params}"
+        )

@@ -1,0 +1,112 @@
+"""A sweep's search space, target, budget and escalation policy."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SearchedParameter = Literal[
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "weight_decay",
+    "warmup_epochs",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "method",
+]
+
+
+Escalation = Literal["more_trials", "more_epochs", "widen", "full_finetune", "next_candidate"]
+
+
+class SweepConfig(BaseModel):
+    """The search space, the target, the budget, and how each new round escalates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_f1: float = Field(0.9, ge=0, le=1, description="Stop when a trial's validation score reaches this.")
+    metric: Literal["f1_macro", "f1_weighted"] = Field(
+        "f1_macro", description="Validation score the sweep optimises and compares with target_f1."
+    )
+    trials_per_round: int = Field(4, ge=1, le=200, description="Trials Optuna proposes per round.")
+    max_rounds: int = Field(3, ge=1, le=100, description="Most rounds, the first included.")
+    max_trials: int = Field(24, ge=1, le=10_000, description="Most trials over all rounds.")
+    max_hours: float = Field(
+        12.0, gt=0, le=720, description="Most hours from the sweep's start; no round starts after that."
+    )
+    max_concurrent_trials: int = Field(
+        1, ge=1, le=64, description="Trials run at the same time (threads here; flow runs on workers in a cluster)."
+    )
+    requeue: Literal["run_deployment", "trigger"] = Field(
+        "run_deployment",
+        description="Run from a deployment, how the next round is queued: by this flow run (run_deployment, "
+        "idempotent per round), or by the deployment's trigger on the event tuneloop.sweep.below-threshold "
+        "(trigger). Local runs continue in the same process either way.",
+    )
+    gpu_concurrency_limit: str | None = Field(
+        None,
+        description="Name of a Prefect global concurrency limit that "
+        "each trial on a GPU occupies (strict: it must exist); unset: none.",
+    )
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL (any SQLAlchemy URL); unset: the environment's TUNELOOP_OPTUNA_STORAGE, "
+        "else sqlite:///<TUNELOOP_HOME>/optuna.db.",
+    )
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler (seeded).")
+    pruner: Literal["median", "successive_halving", "none"] = Field(
+        "median", description="Stops hopeless trials on their per-epoch validation score."
+    )
+    pruning_min_epochs: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="The earliest epoch at which the pruner may stop a trial; raise it when good "
+        "configurations start slowly (little data, low learning rates, warmup).",
+    )
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of the sampler.")
+    startup_trials: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Random trials before TPE starts modelling the "
+        "space (Optuna's default of 10 would make small sweeps purely random).",
+    )
+    search: list[SearchedParameter] = Field(
+        default=["learning_rate", "weight_decay", "warmup_epochs"],
+        min_length=1,
+        description="Which hyperparameters to search; the others keep the train section's values.",
+    )
+    learning_rate_min: float = Field(1e-5, gt=0, le=1, description="Lower bound of the learning rate (log scale).")
+    learning_rate_max: float = Field(1e-3, gt=0, le=1, description="Upper bound of the learning rate (log scale).")
+    epochs_min: int = Field(1, ge=1, le=100, description="Fewest epochs a trial trains.")
+    epochs_max: int = Field(4, ge=1, le=100, description="Most epochs a trial trains.")
+    batch_sizes: list[int] = Field(default=[16, 32], min_length=1, description="Batch sizes to try.")
+    weight_decay_max: float = Field(0.1, ge=0, le=1, description="Upper bound of the weight decay.")
+    warmup_epochs_max: float = Field(1.0, ge=0, le=100, description="Upper bound of the warmup, in epochs.")
+    lora_ranks: list[int] = Field(default=[4, 8, 16, 32], min_length=1, description="LoRA ranks.")
+    lora_alphas: list[int] = Field(default=[8, 16, 32, 64], min_length=1, description="LoRA alphas.")
+    lora_dropout_max: float = Field(0.3, ge=0, lt=1, description="Upper bound of the LoRA dropout.")
+    methods: list[Literal["full", "lora"]] = Field(
+        default=["full", "lora"], min_length=1, description="Methods to try when `method` is searched."
+    )
+    escalation: list[Escalation] = Field(
+        default=["more_trials", "widen"],
+        description=(
+            "What each new round changes: more_trials (x1.5), more_epochs (+1 to epochs_max, when epochs is "
+            "searched), widen (learning-rate range x/÷3 around the best trial), full_finetune (LoRA to full), "
+            "next_candidate (the next base model in the selection's ranking)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> SweepConfig:
+        if self.learning_rate_min > self.learning_rate_max or self.epochs_min > self.epochs_max:
+            raise ValueError("sweep ranges need min <= max (learning_rate_min/max, epochs_min/max)")
+        return self
+
+
+DEFAULT_SEARCH = SweepConfig.model_fields["search"].default

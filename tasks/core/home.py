@@ -1,0 +1,33 @@
+"""Where tuneloop writes: one home folder (`./.tuneloop`, or `TUNELOOP_HOME`). Imports nothing heavy,
+so the command line can set the environment from it before Prefect is imported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_VARIABLE = "TUNELOOP_HOME"
+# Prefect's persisted task results (the cache of load, validate and split), under the home folder.
+RESULTS_FOLDER = "prefect-results"
+
+
+def tuneloop_home() -> Path:
+    """The home folder, absolute; created on first use, never at import."""
+    home = Path(os.environ.get(HOME_VARIABLE) or ".tuneloop").expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def configure_environment() -> None:
+    """Offline-friendly defaults, set before Prefect or MLflow are imported (Prefect reads its settings
+    once, at import): no telemetry, and Prefect's task results kept under the tuneloop home folder."""
+    for name, value in {
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "GX_ANALYTICS_ENABLED": "False",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(tuneloop_home() / RESULTS_FOLDER))

@@ -1,0 +1,314 @@
+"""Load a labelled text dataset from a file, a saved dataset folder or the Hugging Face Hub,
+and normalize it to one table of `id`, `text`, `label`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import CacheKeyFnPolicy
+from pydantic import BaseModel
+
+from tasks.config.data import DataConfig
+from tasks.core.errors import ConfigError, DataLoadError, first_line
+from tasks.core.workspace import STEP_CACHE
+
+SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+FORMAT_HELP = "CSV, TSV, JSON Lines, Parquet, a datasets.save_to_disk folder, or a Hub dataset id"
+
+
+class DatasetRef(BaseModel):
+    """A table on disk, named by its content: what tasks pass between each other instead of frames."""
+
+    path: str
+    sha256: str
+    rows: int
+
+
+def detect_format(source: str, config: DataConfig) -> str:
+    """The concrete format of `source`: the configured one, else from its suffix or shape."""
+    if config.format != "auto":
+        return config.format
+    path = Path(source)
+    if path.is_dir():
+        return "disk"
+    if path.suffix.lower() in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[path.suffix.lower()]
+    if path.exists():
+        raise DataLoadError(
+            f"Cannot tell the format of {source} from its suffix. Use one of "
+            f"{', '.join(sorted(SUFFIX_FORMATS))} or set data.format."
+        )
+    if source.count("/") == 1 and not source.startswith((".", "/", "~")) and not path.suffix:
+        return "hub"
+    raise DataLoadError(missing_data(source))
+
+
+def missing_data(source: str) -> str:
+    """Where to point when the data is not there (the form's field and the command's option)."""
+    return (
+        f"Data file not found: {source}. Set data.path (--data on the command line) to a {FORMAT_HELP}; "
+        "relative paths start from the working folder (a deployment's: the project folder)."
+    )
+
+
+def read_source(source: str, config: DataConfig) -> pd.DataFrame:
+    """Read the raw table, turning every reading failure into one actionable DataLoadError."""
+    kind = detect_format(source, config)
+    if kind == "hub":
+        return read_hub(source, config)
+    path = Path(source)
+    if not path.exists():
+        raise DataLoadError(missing_data(source))
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataLoadError(f"Data file is empty: {source}. It needs a header row and labelled rows.")
+    try:
+        if kind in ("csv", "tsv"):
+            delimiter = config.delimiter or ("\t" if kind == "tsv" else ",")
+            return pd.read_csv(
+                path,
+                sep=delimiter,
+                encoding=config.encoding,
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                quoting=3 if kind == "tsv" else 0,
+            )
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, encoding=config.encoding, dtype=False)
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        return read_saved_dataset(path, config)
+    except UnicodeDecodeError as error:
+        raise DataLoadError(
+            f"{source} is not valid {config.encoding} text (byte 0x{error.object[error.start]:02x} at "
+            f"offset {error.start}). Re-save it as UTF-8, or set data.encoding (e.g. latin-1)."
+        ) from None
+    except (ValueError, pd.errors.ParserError, OSError) as error:
+        raise DataLoadError(
+            f"Cannot read {source} as {kind}: {first_line(error)}. Check the file, or set data.format / data.delimiter."
+        ) from None
+
+
+def read_saved_dataset(path: Path, config: DataConfig) -> pd.DataFrame:
+    """A folder written by `datasets.save_to_disk` (a Dataset, or a DatasetDict and its split)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        raise DataLoadError(
+            f"{path} is a folder but not one written by datasets.save_to_disk. "
+            "Point data.path (--data) at a file, or save the dataset with save_to_disk."
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if config.hub_split not in loaded:
+            raise DataLoadError(
+                f"Split '{config.hub_split}' not in {path}; it has {', '.join(loaded)}. Set data.hub_split."
+            )
+        loaded = loaded[config.hub_split]
+    return dataset_to_frame(loaded, config)
+
+
+def read_hub(dataset_id: str, config: DataConfig) -> pd.DataFrame:
+    """A dataset from the Hugging Face Hub (or its local cache) through `datasets.load_dataset`."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(
+            dataset_id, config.hub_config, split=config.hub_split, revision=config.hub_revision
+        )
+    except Exception as error:  # datasets raises many types: connection, missing, gated
+        reason = first_line(error)
+        raise DataLoadError(
+            f"Cannot load Hub dataset '{dataset_id}' (split {config.hub_split}): {reason}. Without "
+            "network access, download it elsewhere and point data.path (--data) at its save_to_disk folder or "
+            "a file, or set HF_DATASETS_OFFLINE=1 to use the local cache."
+        ) from None
+    return dataset_to_frame(loaded, config)
+
+
+def dataset_to_frame(dataset: Any, config: DataConfig) -> pd.DataFrame:
+    """A `datasets.Dataset` as a frame, with class-label integers mapped to their names."""
+    frame = dataset.to_pandas()
+    feature = dataset.features.get(config.label_column)
+    if feature is not None and hasattr(feature, "int2str") and config.label_column in frame:
+        frame[config.label_column] = frame[config.label_column].map(
+            lambda value: feature.int2str(int(value)) if pd.notna(value) and value >= 0 else None
+        )
+    return frame
+
+
+def delimiter_hint(frame: pd.DataFrame) -> str:
+    """When a delimited file parsed into one column, say which delimiter it seems to use."""
+    if frame.shape[1] != 1:
+        return ""
+    header = str(frame.columns[0])
+    for symbol, name in (("\t", "tab"), (";", "';'"), ("|", "'|'"), (",", "','")):
+        if symbol in header:
+            shown = "\\t" if symbol == "\t" else symbol
+            return (
+                f" The file parsed into a single column, so its delimiter looks like {name}: "
+                f"set data.delimiter='{shown}' (--set data.delimiter='{shown}')."
+            )
+    return ""
+
+
+def check_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> None:
+    """Every configured column exists, and text columns hold text."""
+    wanted = [("data.text_columns", name) for name in config.text_columns]
+    wanted.append(("data.label_column", config.label_column))
+    if config.id_column:
+        wanted.append(("data.id_column", config.id_column))
+    missing = [(key, name) for key, name in wanted if name not in frame.columns]
+    if missing:
+        names = ", ".join(f"'{name}' ({key})" for key, name in missing)
+        available = ", ".join(repr(str(column)) for column in frame.columns[:20])
+        raise DataLoadError(
+            f"Column{'s' if len(missing) > 1 else ''} {names} not found in {source}. Available columns: {available}. "
+            "Set data.text_columns / data.label_column to the columns with the text and the label "
+            f"(--text-column / --label-column on the command line).{delimiter_hint(frame)}"
+        )
+    for name in config.text_columns:
+        if pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(frame[name]):
+            raise DataLoadError(
+                f"Text column '{name}' in {source} holds {frame[name].dtype} values, "
+                "not text. Set data.text_columns (--text-column) to the column with the text."
+            )
+
+
+def join_text(frame: pd.DataFrame, columns: list[str], separator: str) -> pd.Series:
+    """One text per row: the text columns joined, skipping empty parts; null when all are null."""
+    parts = [frame[name].astype("string") for name in columns]
+    if len(parts) == 1:
+        return parts[0]
+    present = pd.concat([part.notna() for part in parts], axis=1).any(axis=1)
+    joined = parts[0].fillna("")
+    for part in parts[1:]:
+        part = part.fillna("")
+        both = (joined.str.len() > 0) & (part.str.len() > 0)
+        joined = joined.where(~both, joined + separator) + part
+    return joined.where(present, pd.NA)
+
+
+def normalize(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFrame:
+    """The normalized table: `id` (string), `text` (string, may be null) and `label` (string)."""
+    if frame.empty:
+        raise DataLoadError(f"{source} has no data rows (a header only, or an empty table). Add labelled rows.")
+    check_columns(frame, config, source)
+    ids = frame[config.id_column].astype("string") if config.id_column else None
+    label = frame[config.label_column]
+    label = label.where(label.notna(), None).astype("string").str.strip()
+    table = pd.DataFrame(
+        {
+            "id": ids if ids is not None else pd.Series(range(len(frame)), dtype="int64").astype("string"),
+            "text": join_text(frame, config.text_columns, config.text_separator),
+            "label": label.mask(label == ""),
+        }
+    )
+    return table.reset_index(drop=True)
+
+
+def normalized_text(text: pd.Series) -> Any:
+    """Texts as duplicates and leaks are judged: case-folded, whitespace collapsed (an Arrow array)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(text.astype("string"))
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    # Replacing is slow and rarely needed: collapse only the texts that have runs or odd whitespace.
+    uneven = pc.fill_null(pc.match_substring_regex(values, r"\s\s|[\t\n\r\f\v]"), False)
+    collapsed = pc.replace_substring_regex(pc.filter(values, uneven), r"[\s\v]+", " ")
+    values = pc.replace_with_mask(values, uneven, collapsed)
+    return pc.utf8_lower(pc.utf8_trim_whitespace(values))
+
+
+def text_key(text: pd.Series) -> pd.Series:
+    """The normalized text of each row (see `normalized_text`)."""
+    return pd.Series(normalized_text(text).to_pylist(), index=text.index, dtype="string")
+
+
+def text_groups(text: pd.Series) -> np.ndarray:
+    """An integer per row naming its normalized text: equal texts share it; -1 for a missing text."""
+    encoded = normalized_text(text).dictionary_encode()
+    return encoded.indices.fill_null(-1).to_numpy().astype("int64")
+
+
+def table_sha256(table: pd.DataFrame) -> str:
+    """SHA-256 of a table's content (values and column names, not its file encoding)."""
+    digest = hashlib.sha256(",".join(table.columns).encode())
+    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_table(table: pd.DataFrame, path: Path) -> DatasetRef:
+    """Write a table as Parquet and return its reference."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
+    return DatasetRef(path=str(path), sha256=table_sha256(table), rows=len(table))
+
+
+def read_table(ref: DatasetRef) -> pd.DataFrame:
+    """Read a table written by `write_table`."""
+    return pd.read_parquet(ref.path)
+
+
+def load_table(source: str, config: DataConfig) -> pd.DataFrame:
+    """Read and normalize one source."""
+    return normalize(read_source(source, config), config, source)
+
+
+def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
+    """The texts to label, from --text or --input (exactly one of them)."""
+    if bool(texts) == bool(input_file):
+        raise ConfigError("Give texts with --text TEXT (repeatable) or --input FILE, not both and not neither.")
+    if texts:
+        return list(texts)
+    assert input_file is not None
+    if input_file.suffix.lower() in (".txt", ""):
+        if not input_file.is_file():
+            raise ConfigError(f"Input file not found: {input_file}.")
+        lines = [line for line in input_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        frame = read_source(str(input_file), DataConfig(path=str(input_file)))
+        if "text" not in frame.columns:
+            raise ConfigError(f"{input_file} has no `text` column (columns: {', '.join(map(str, frame.columns))}).")
+        lines = frame["text"].dropna().astype(str).tolist()
+    if not lines:
+        raise ConfigError(f"{input_file} holds no texts.")
+    return lines
+
+
+def source_fingerprint(context: object, parameters: dict) -> str:
+    """Cache key part that changes whenever the source file's bytes change."""
+    path = Path(parameters["source"])
+    if not path.is_file():
+        return str(parameters["source"])
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+@task(
+    name="load_dataset",
+    persist_result=True,
+    cache_policy=STEP_CACHE + CacheKeyFnPolicy(cache_key_fn=source_fingerprint),
+)
+def load_dataset(source: str, config: DataConfig, output: Path) -> DatasetRef:
+    """Load `source`, normalize it and write it as Parquet to `output`."""
+    table = load_table(source, config)
+    return write_table(table, output)

@@ -1,0 +1,1 @@
+"""The model: locate and choose the base model, the TF-IDF baseline, fine-tuning, evaluation, inference."""

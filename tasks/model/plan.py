@@ -1,0 +1,179 @@
+"""The plan of a fine-tuning, as pure functions of the config and the data (no torch at import):
+device and precision, sequence length, epochs, steps, warmup and learning rate, the rule that picks
+the best epoch (ties to the later, lower-loss one), and the Trainer and LoRA arguments."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tasks.config.train import DEFAULT_LEARNING_RATE, TrainConfig
+from tasks.core.errors import ConfigError
+from tasks.core.metrics import METRIC_KEYS, classification_metrics
+
+# Unset epochs: enough optimizer steps for small data, never fewer than 3 or more than 30 epochs.
+AUTO_EPOCH_STEPS, AUTO_EPOCHS_MIN, AUTO_EPOCHS_MAX = 5000, 3, 30
+
+
+# Unset max_length: the 99th percentile of the training texts' token counts, within the model's limit.
+MAX_LENGTH_PERCENTILE, MAX_LENGTH_CAP, MAX_LENGTH_SAMPLE = 99, 512, 20_000
+
+
+class EpochRecord(BaseModel):
+    """One epoch: training loss, validation loss and metrics."""
+
+    epoch: int
+    train_loss: float | None
+    val: dict[str, float]
+    seconds: float
+    val_loss: float | None = None
+    selection: float | None = Field(None, description="The score that ranks epochs (see selection_score).")
+
+
+class TrainingPlan(BaseModel):
+    """How long and how fast one fine-tuning runs, from the training split's size and the config."""
+
+    epochs: int
+    steps_per_epoch: int
+    warmup_steps: int
+    learning_rate: float
+    lr_scheduler: str
+    patience: int
+    max_length: int
+
+
+def choose_device(config: TrainConfig) -> tuple[str, str]:
+    """The device and precision to train on, from what is present and what the config asks."""
+    import torch
+
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    device = (
+        next(name for name in ("cuda", "mps", "cpu") if available[name]) if config.device == "auto" else config.device
+    )
+    if not available[device]:
+        raise ConfigError(
+            f"train.device={device} but no {device.upper()} device is available here. Use train.device=auto."
+        )
+    precision = config.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
+    if precision != "fp32" and device != "cuda":
+        raise ConfigError(f"train.precision={precision} needs a CUDA GPU; on {device} use fp32 or auto.")
+    return device, precision
+
+
+def choose_max_length(token_counts: list[int], limit: int) -> int:
+    """The sequence length for texts of these token counts: their 99th percentile, rounded up to a
+    multiple of 8 (at least 16), within `limit`. Longer texts are truncated; nothing pays for more."""
+    import numpy as np
+
+    wanted = float(np.percentile(token_counts, MAX_LENGTH_PERCENTILE)) if token_counts else limit
+    return int(min(limit, max(16, 8 * math.ceil(wanted / 8))))
+
+
+def training_plan(train_rows: int, config: TrainConfig, max_length: int) -> TrainingPlan:
+    """Epochs, steps, warmup and learning rate for `train_rows` training rows. Unset epochs give
+    small data enough optimizer steps (a few hundred rows make only a dozen steps an epoch) and
+    large data few epochs; early stopping then ends the run when validation stops improving."""
+    steps_per_epoch = max(1, math.ceil(train_rows / (config.batch_size * config.gradient_accumulation_steps)))
+    epochs = config.epochs or min(AUTO_EPOCHS_MAX, max(AUTO_EPOCHS_MIN, math.ceil(AUTO_EPOCH_STEPS / steps_per_epoch)))
+    return TrainingPlan(
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        warmup_steps=min(math.ceil(config.warmup_epochs * steps_per_epoch), steps_per_epoch * epochs // 2),
+        learning_rate=config.learning_rate or DEFAULT_LEARNING_RATE[config.method],
+        lr_scheduler=config.lr_scheduler,
+        patience=config.early_stopping_patience,
+        max_length=max_length,
+    )
+
+
+def effective_train(config: TrainConfig, plan: TrainingPlan) -> TrainConfig:
+    """The train section as it ran: the values left to the data (epochs, learning rate, sequence
+    length) filled in from the plan, so that tracked parameters show what was used."""
+    chosen = {"epochs": plan.epochs, "learning_rate": plan.learning_rate, "max_length": plan.max_length}
+    return config.model_copy(update=chosen)
+
+
+def selection_score(score: float, loss: float) -> float:
+    """What ranks epochs: the validation score, and among equal scores (to 6 decimals) the lower
+    validation loss. The loss term stays below the score's last decimal, so it only breaks ties."""
+    return round(score, 6) + 1e-7 / (1.0 + max(loss, 0.0))
+
+
+def best_epoch(history: list[EpochRecord], metric: str) -> int:
+    """The epoch whose weights are kept: the highest selection score (a tie in the validation score
+    goes to the lower validation loss, so the later, better-fitted epoch wins over an early one)."""
+
+    def rank(record: EpochRecord) -> float:
+        if record.selection is not None:
+            return record.selection
+        return selection_score(record.val.get(metric, 0.0), record.val_loss if record.val_loss is not None else 0.0)
+
+    return max(history, key=rank).epoch
+
+
+def epoch_scores(logits: Any, label_ids: Any, classes: int, metric: str) -> dict[str, float]:
+    """A Trainer evaluation's scores: our METRIC_KEYS, the cross-entropy, and the selection score."""
+    import numpy as np
+
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    loss = float(-log_probabilities[np.arange(len(label_ids)), label_ids].mean())
+    scores = classification_metrics(label_ids, logits.argmax(-1), list(range(classes)))["overall"]
+    return {**scores, "cross_entropy": loss, "selection": selection_score(scores[metric], loss)}
+
+
+def training_arguments(plan: TrainingPlan, config: TrainConfig, output_dir: Path, device: str, precision: str) -> Any:
+    """The one place our config and plan become transformers' TrainingArguments."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=plan.epochs,
+        learning_rate=plan.learning_rate,
+        lr_scheduler_type=plan.lr_scheduler if plan.lr_scheduler != "constant" else "constant_with_warmup",
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=max(config.batch_size, 64),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        weight_decay=config.weight_decay,
+        warmup_steps=plan.warmup_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="selection",
+        greater_is_better=True,
+        train_sampling_strategy="group_by_length",
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+
+
+def lora_config(config: TrainConfig) -> Any:
+    """The one place our config becomes peft's LoraConfig (the classifier head is trained in full)."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+    )
+
+
+def eval_scores(metrics: dict[str, Any]) -> dict[str, float]:
+    """Our validation scores (METRIC_KEYS) from a Trainer evaluation's `eval_*` entries."""
+    return {key: float(metrics[f"eval_{key}"]) for key in METRIC_KEYS if f"eval_{key}" in metrics}

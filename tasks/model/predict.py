@@ -1,0 +1,88 @@
+"""Load a saved tuneloop model folder and label texts (a model in MLflow is fetched to a folder first:
+tasks/registry/fetch.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.core.errors import ModelNotFoundError
+
+MODEL_INFO_FILE = "tuneloop.json"
+
+
+@dataclass
+class Classifier:
+    """A loaded model with its tokenizer, labels and sequence length."""
+
+    network: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+    device: str
+
+
+def model_folder(location: str | Path) -> Path:
+    """The folder of a saved tuneloop model, or a ModelNotFoundError saying what to pass."""
+    folder = Path(location).expanduser()
+    if not (folder / MODEL_INFO_FILE).is_file():
+        raise ModelNotFoundError(
+            f"No tuneloop model at {location}. Pass the `model` folder of a run "
+            "(.tuneloop/runs/<run>/model) or an MLflow URI such as runs:/<run_id>/model."
+        )
+    return folder
+
+
+def load_classifier(location: str | Path) -> Classifier:
+    """Load a saved model folder for inference, on the GPU when there is one; offline, local files only."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = model_folder(location)
+    info = json.loads((folder / MODEL_INFO_FILE).read_text(encoding="utf-8"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    network = (
+        AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True, local_files_only=True)
+        .to(device)
+        .eval()
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return Classifier(
+        network=network,
+        tokenizer=tokenizer,
+        labels=list(info["labels"]),
+        max_length=int(info["max_length"]),
+        device=device,
+    )
+
+
+def predict_texts(classifier: Classifier, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
+    """The label and the probability of every label for each text, in the input order. Texts are
+    batched by length, so each batch pads to similar lengths (several times less padding)."""
+    import torch
+
+    id2label = classifier.network.config.id2label
+    order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+    results: list[dict[str, Any]] = [{}] * len(texts)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        batch = classifier.tokenizer(
+            [texts[index] for index in chosen],
+            truncation=True,
+            padding=True,
+            max_length=classifier.max_length,
+            return_tensors="pt",
+        ).to(classifier.device)
+        with torch.inference_mode():
+            probabilities = classifier.network(**batch).logits.float().softmax(dim=-1).cpu().tolist()
+        for index, row in zip(chosen, probabilities, strict=True):
+            scores = {id2label[number]: round(value, 6) for number, value in enumerate(row)}
+            results[index] = {"label": max(scores, key=lambda label: scores[label]), "probabilities": scores}
+    return results
+
+
+def predictions(model: str | Path, texts: list[str], batch_size: int) -> list[str]:
+    """Labels predicted by a saved model folder."""
+    return [row["label"] for row in predict_texts(load_classifier(model), texts, batch_size)]

@@ -1,0 +1,253 @@
+"""The MLflow model registry: register a finished run's model as a new version (alias `candidate`),
+the champion rule (beat the `champion` on the same test split), promote and roll back. The
+previous champion keeps the alias `previous`. Aliases, not stages: MLflow 3 deprecates stages.
+Every decision is recorded as tags on the model version."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from prefect import get_run_logger, task
+from pydantic import BaseModel
+
+from tasks.config.promotion import PromotionConfig
+from tasks.core.errors import RegistryError, first_line
+from tasks.core.metrics import SplitMetrics
+from tasks.tracking.store import mlflow_client
+
+CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous"
+
+
+Decision = Literal[
+    "promoted", "approved", "rejected", "rejected_by_reviewer", "timeout", "not_attempted", "manual", "rolled_back"
+]
+
+
+class ModelVersionRef(BaseModel):
+    """One registered model version."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    uri: str
+
+
+class Comparison(BaseModel):
+    """Candidate versus champion on the same test split."""
+
+    metric: str
+    candidate: SplitMetrics
+    champion: SplitMetrics | None
+    champion_version: str | None
+    delta: float | None
+    class_deltas: dict[str, float]
+    regressions: dict[str, float]
+    eligible: bool
+    reason: str
+
+
+class PromotionResult(BaseModel):
+    """What happened to one candidate."""
+
+    version: ModelVersionRef | None
+    comparison: Comparison | None
+    decision: Decision | Literal["not_registered"]
+    champion: str | None
+    message: str
+    comment: str = ""
+    reviewer: str = ""
+
+
+def parse_model_uri(location: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of `models:/<name>@<alias>` or `models:/<name>/<version>`."""
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))/?", location)
+    if not found:
+        raise RegistryError(f"Cannot read model URI {location!r}: write models:/<name>@<alias> or models:/<name>/<n>.")
+    return found.group(1), found.group(2), found.group(3)
+
+
+def find_version(tracking_uri: str, name: str, alias: str | None = None, version: str | None = None) -> Any | None:
+    """The model version with that alias or number; None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    registry = mlflow_client(tracking_uri)
+    try:
+        return registry.get_model_version_by_alias(name, alias) if alias else registry.get_model_version(name, version)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def download_uri(location: str, tracking_uri: str) -> str:
+    """Where the files of `models:/...` are: the version's artifact location."""
+    name, alias, version = parse_model_uri(location)
+    found = find_version(tracking_uri, name, alias, version)
+    if found is None:
+        which = f"alias @{alias}" if alias else f"version {version}"
+        raise RegistryError(
+            f"Registered model {name!r} has no {which} in {tracking_uri}. List versions in the MLflow UI, "
+            "or promote one first (tuneloop promote --version N)."
+        )
+    return mlflow_client(tracking_uri).get_model_version_download_uri(name, found.version)
+
+
+def version_ref(version: Any) -> ModelVersionRef:
+    """Our record of an MLflow model version."""
+    return ModelVersionRef(
+        name=version.name,
+        version=str(version.version),
+        run_id=version.run_id,
+        source=version.source,
+        uri=f"models:/{version.name}/{version.version}",
+    )
+
+
+def register_version(tracking_uri: str, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> Any:
+    """A new version of `name` from the run's `artifact_path` folder; alias `candidate` moves to it."""
+    from mlflow.exceptions import MlflowException
+
+    registry = mlflow_client(tracking_uri)
+    try:
+        registry.create_registered_model(name, description="Text classifiers fine-tuned by tuneloop.")
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{registry.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    version = registry.create_model_version(name, source, run_id=run_id, tags=tags)
+    registry.set_registered_model_alias(name, CANDIDATE, version.version)
+    return version
+
+
+def champion_rule(
+    candidate: SplitMetrics, champion: SplitMetrics | None, version: str | None, config: PromotionConfig
+) -> Comparison:
+    """The champion/challenger rule: beat the champion by `min_improvement` on the metric, and lose
+    no more than `max_class_regression` F1 on any class. No champion yet: the candidate is eligible."""
+    if champion is None:
+        return Comparison(
+            metric=config.metric,
+            candidate=candidate,
+            champion=None,
+            champion_version=None,
+            delta=None,
+            class_deltas={},
+            regressions={},
+            eligible=True,
+            reason="no champion yet",
+        )
+    delta = getattr(candidate, config.metric) - getattr(champion, config.metric)
+    class_deltas = {
+        label: scores["f1"] - champion.per_class.get(label, {}).get("f1", 0.0)
+        for label, scores in candidate.per_class.items()
+    }
+    regressions = {label: value for label, value in class_deltas.items() if -value > config.max_class_regression}
+    beats = delta > 0 and delta >= config.min_improvement
+    if regressions:
+        worst = min(regressions, key=regressions.__getitem__)
+        reason = (
+            f"class {worst!r} F1 drops by {-regressions[worst]:.4f} > max_class_regression "
+            f"{config.max_class_regression}"
+        )
+    elif not beats:
+        reason = (
+            f"{config.metric} {delta:+.4f} against champion v{version} does not beat it by "
+            f"min_improvement {config.min_improvement}"
+        )
+    else:
+        reason = f"{config.metric} {delta:+.4f} against champion v{version}"
+    eligible = beats and not regressions
+    return Comparison(
+        metric=config.metric,
+        candidate=candidate,
+        champion=champion,
+        champion_version=version,
+        delta=delta,
+        class_deltas=class_deltas,
+        regressions=regressions,
+        eligible=eligible,
+        reason=reason,
+    )
+
+
+def set_champion(tracking_uri: str, name: str, version: str, decision: Decision, tags: dict[str, str]) -> str | None:
+    """Make `version` the champion; the old champion becomes `previous`. Returns the old champion's
+    number. The new champion remembers whom it replaced (tag), so rollbacks can go back step by step."""
+    registry = mlflow_client(tracking_uri)
+    old = find_version(tracking_uri, name, CHAMPION)
+    if old is not None and str(old.version) == str(version):
+        raise RegistryError(f"Version {version} of {name!r} is already the champion.")
+    record(tracking_uri, name, version, {**tags, "promotion.decision": decision})
+    if old is not None:
+        registry.set_model_version_tag(name, version, "promotion.replaced_version", str(old.version))
+        registry.set_registered_model_alias(name, PREVIOUS, old.version)
+    registry.set_registered_model_alias(name, CHAMPION, version)
+    return str(old.version) if old is not None else None
+
+
+def record(tracking_uri: str, name: str, version: str, tags: dict[str, str]) -> None:
+    """Tags on one model version."""
+    registry = mlflow_client(tracking_uri)
+    for key, value in tags.items():
+        registry.set_model_version_tag(name, version, key, value[:5000])
+
+
+@contextlib.contextmanager
+def registry_errors(tracking_uri: str) -> Iterator[None]:
+    """Anything MLflow raises (an unreachable server, a refused change) as one RegistryError line."""
+    from tasks.core.errors import TuneloopError
+
+    try:
+        yield
+    except TuneloopError:
+        raise
+    except Exception as error:
+        raise RegistryError(
+            f"The MLflow model registry at {tracking_uri} failed: {first_line(error)}. Start the server (make up) "
+            "or fix MLFLOW_TRACKING_URI."
+        ) from None
+
+
+def promote_version(tracking_uri: str, name: str, version: str, comment: str = "") -> str | None:
+    """`tuneloop promote --version N`: a person's decision, recorded as such."""
+    if find_version(tracking_uri, name, version=version) is None:
+        raise RegistryError(f"Registered model {name!r} has no version {version} in {tracking_uri}.")
+    return set_champion(tracking_uri, name, version, "manual", {"promotion.comment": comment} if comment else {})
+
+
+def rollback(tracking_uri: str, name: str) -> tuple[str, str]:
+    """Champion back to `previous`; `previous` moves one step further back (or is removed).
+    Returns (old champion, new champion)."""
+    registry = mlflow_client(tracking_uri)
+    current, previous = find_version(tracking_uri, name, CHAMPION), find_version(tracking_uri, name, PREVIOUS)
+    if current is None or previous is None:
+        raise RegistryError(
+            f"Nothing to roll back to: {name!r} has no {'champion' if current is None else 'previous'} alias in "
+            f"{tracking_uri}. Use tuneloop promote --version N to choose a version."
+        )
+    registry.set_model_version_tag(name, current.version, "promotion.decision", "rolled_back")
+    registry.set_registered_model_alias(name, CHAMPION, previous.version)
+    before = previous.tags.get("promotion.replaced_version")
+    if before and before != str(current.version) and find_version(tracking_uri, name, version=before) is not None:
+        registry.set_registered_model_alias(name, PREVIOUS, before)
+    else:
+        registry.delete_registered_model_alias(name, PREVIOUS)
+    return str(current.version), str(previous.version)
+
+
+@task(name="register_model")
+def register_model(tracking_uri: str, name: str, run_id: str, tags: dict[str, str]) -> ModelVersionRef:
+    """A new registered version from the run's `model` artifact folder, alias `candidate`."""
+    try:
+        version = register_version(tracking_uri, name, run_id, "model", tags)
+    except Exception as error:
+        raise RegistryError(
+            f"Registering the model of run {run_id} as {name!r} failed: {first_line(error)}. The run and its model "
+            "are kept in MLflow; register it later with the MLflow UI."
+        ) from None
+    get_run_logger().info("Registered %s version %s (alias candidate)", name, version.version)
+    return version_ref(version)

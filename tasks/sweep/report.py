@@ -1,0 +1,213 @@
+"""The sweep's pictures and comparison report: score by trial and by parameter, per-class F1, the
+confusion matrices and the leaderboard, on the sweep's MLflow parent run and linked from Prefect."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks.config.pipeline import SweepPipelineConfig
+from tasks.core.plots import pyplot
+from tasks.registry.versions import PromotionResult
+from tasks.sweep.state import BestModel, SweepState, TrialResult
+from tasks.tracking.leaderboard import leaderboard, leaderboard_markdown, read_runs
+from tasks.tracking.store import TrackingTarget, mlflow_client
+
+
+def plot_parameters(trials: list[TrialResult], searched: Sequence[str], metric: str, path: Path) -> Path | None:
+    """Validation score against each searched hyperparameter, one panel each, coloured by round."""
+    plt = pyplot()
+
+    names = [name for name in searched if any(name in trial.params for trial in trials)]
+    scored = [trial for trial in trials if trial.score is not None]
+    if not names or not scored:
+        return None
+    figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    rounds = [trial.round for trial in scored]
+    for axis, name in zip(axes[0], names, strict=True):
+        points = [(trial.params[name], trial.score, trial.round) for trial in scored if name in trial.params]
+        values = [str(x) if isinstance(x, str) else x for x, _, _ in points]
+        axis.scatter(
+            values,
+            [y for _, y, _ in points],
+            c=[r for _, _, r in points],
+            cmap="viridis",
+            vmin=min(rounds),
+            vmax=max(max(rounds), min(rounds) + 1),
+        )
+        if name == "learning_rate":
+            axis.set_xscale("log")
+        axis.set_xlabel(name)
+        axis.set_ylabel(f"validation {metric}")
+    figure.suptitle("Score by hyperparameter (colour: round)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_per_class(scores: dict[str, dict[str, float]], path: Path) -> Path | None:
+    """Grouped bars: F1 per class (x) for each compared model (colour)."""
+    plt = pyplot()
+    import numpy as np
+
+    if not scores:
+        return None
+    labels = sorted({label for per_class in scores.values() for label in per_class})
+    width = 0.8 / len(scores)
+    figure, axis = plt.subplots(figsize=(max(5, 1.2 * len(labels) + 2), 3.6))
+    for index, (name, per_class) in enumerate(scores.items()):
+        offsets = np.arange(len(labels)) + index * width - 0.4 + width / 2
+        axis.bar(offsets, [per_class.get(label, 0.0) for label in labels], width, label=name)
+    axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("F1")
+    axis.set_title("F1 per class")
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def top_trials_per_class(
+    trials: list[TrialResult], validation_path: str, batch_size: int, count: int = 3
+) -> dict[str, Any]:
+    """Per-class validation F1 of the `count` best completed trials (their saved models predict the
+    validation split again: trials log only overall scores per epoch)."""
+    import pandas as pd
+
+    from tasks.core.metrics import classification_metrics
+    from tasks.model.predict import predictions
+
+    frame = pd.read_parquet(validation_path)
+    truth = frame["label"].astype(str).tolist()
+    done = [t for t in trials if t.state == "complete" and t.model_path and Path(t.model_path).is_dir()]
+    best = sorted(done, key=lambda trial: trial.score or 0.0, reverse=True)[:count]
+    scores = {}
+    for trial in best:
+        predicted = predictions(str(trial.model_path), frame["text"].tolist(), batch_size)
+        per_class = classification_metrics(truth, predicted, sorted(set(truth)))["per_class"]
+        scores[f"trial {trial.number} (val)"] = {label: values["f1"] for label, values in per_class.items()}
+    return scores
+
+
+def report_pictures(
+    pipeline: SweepPipelineConfig,
+    state: SweepState,
+    trials: list[TrialResult],
+    best: BestModel | None,
+    promotion: PromotionResult | None,
+    folder: Path,
+) -> dict[str, Path | None]:
+    """The report's pictures by title: score by trial and by parameter, per-class F1 (top trials on
+    validation, candidate and champion on test), and the confusion matrices."""
+
+    config = pipeline.sweep
+    per_class = top_trials_per_class(trials, state.splits.validation.path, pipeline.eval.batch_size)
+    comparison = promotion.comparison if promotion else None
+    if best is not None:
+        per_class["candidate (test)"] = {k: v["f1"] for k, v in best.evaluation.test.per_class.items()}
+    if comparison is not None and comparison.champion is not None:
+        champion = comparison.champion.per_class
+        per_class[f"champion v{comparison.champion_version} (test)"] = {k: v["f1"] for k, v in champion.items()}
+    pictures = {
+        "Score by trial and round": plot_trials(trials, config.metric, config.target_f1, folder / "trials.png"),
+        "Score by hyperparameter": plot_parameters(trials, config.search, config.metric, folder / "parameters.png"),
+        "F1 per class": plot_per_class(per_class, folder / "per_class.png"),
+    }
+    pair = Path(state.folder) / "promotion" / "confusion_candidate_champion.png"
+    if pair.is_file():
+        pictures["Confusion matrices: candidate and champion"] = pair
+    elif best is not None:
+        pictures["Confusion matrix of the best trial"] = Path(best.evaluation.confusion_matrix_path)
+    return pictures
+
+
+@task(name="sweep_report")
+def sweep_report(
+    pipeline: SweepPipelineConfig,
+    state: SweepState,
+    target: TrackingTarget,
+    best: BestModel | None,
+    promotion: PromotionResult | None,
+) -> Path:
+    """The sweep's comparison report: Markdown with PNG plots (score by trial and round, score against
+    each searched parameter, per-class F1 of the top trials and of candidate and champion on test,
+    the two confusion matrices), logged to the parent run under `report/` and linked from Prefect."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.sweep.state import all_trials
+    from tasks.tracking.store import run_link
+
+    config = pipeline.sweep
+    folder = Path(state.folder) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = all_trials(state)
+    pictures = report_pictures(pipeline, state, trials, best, promotion, folder)
+    rows = leaderboard(read_runs(target.uri, target.experiment, state.sweep_id), config.metric, top=10)
+    lines = [
+        f"# Sweep {state.sweep_id}",
+        "",
+        f"{len(state.rounds)} round(s), {len(trials)} trials, {sum(t.state == 'pruned' for t in trials)} pruned; "
+        f"target {config.metric} {config.target_f1}.",
+    ]
+    if best is not None:
+        lines.append(
+            f"Best trial {best.trial.number}: validation {best.trial.score:.4f}, "
+            f"test {getattr(best.evaluation.test, config.metric):.4f}."
+        )
+    if promotion is not None:
+        lines.append(f"Registry: {promotion.message}")
+    summary, table = list(lines), leaderboard_markdown(rows, config.metric)
+    lines += ["", "## Leaderboard", "", table, ""]
+    for title, path in pictures.items():
+        if path is not None:
+            lines += [f"## {title}", "", f"![{title}]({Path(path).name})", ""]
+    report = folder / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    client = mlflow_client(target.uri)
+    for path in pictures.values():
+        if path is not None and Path(path).parent != folder:
+            client.log_artifact(state.parent_run_id, str(path), "report")
+    client.log_artifacts(state.parent_run_id, str(folder), "report")
+    link = run_link(target, state.parent_run_id)
+    create_markdown_artifact(
+        key="sweep-report",
+        description=f"Comparison report of {state.sweep_id}",
+        markdown="\n".join(
+            [*summary, "", table, "", f"Report and plots: artifact `report/` of the sweep's MLflow run: {link}"]
+        ),
+    )
+    return report
+
+
+def plot_trials(trials: list[TrialResult], metric: str, target_f1: float, path: Path) -> Path:
+    """Validation score by trial, coloured by round; pruned trials as crosses; the target as a line."""
+    plt = pyplot()
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    rounds = sorted({trial.round for trial in trials})
+    colours = plt.get_cmap("viridis")([index / max(len(rounds) - 1, 1) for index in range(len(rounds))])
+    for colour, round_number in zip(colours, rounds, strict=True):
+        for state, marker in (("complete", "o"), ("pruned", "x")):
+            points = [(t.number, t.score) for t in trials if t.round == round_number and t.state == state and t.score]
+            if points:
+                axes.scatter(
+                    *zip(*points, strict=True),
+                    color=colour,
+                    marker=marker,
+                    label=f"round {round_number}" + (" (pruned)" if state == "pruned" else ""),
+                )
+    axes.axhline(target_f1, color="red", linestyle="--", linewidth=1, label=f"target {target_f1}")
+    axes.set_xlabel("trial")
+    axes.set_ylabel(f"validation {metric}")
+    axes.set_title("Sweep history")
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,149 @@
+"""Handing a sweep's next round on, and guarding rounds that arrive from a queue.
+
+Below target with budget left, a round run from a deployment hands the next round on in one of
+two ways (`sweep.requeue`):
+- `run_deployment`: this flow run queues round N+1 itself as a new run of its deployment, with the
+  idempotency key `sweep_id:round` (a second request returns the same run), and emits the event
+  `tuneloop.sweep.below-threshold` for automations and notifications;
+- `trigger`: it only emits the event, labelled so that the sweep deployment's trigger in
+  `deployments/prefect.yaml` queues round N+1 with the parameters in the event's payload.
+
+Either way, a queued round first passes `check_round`: a round that another flow run already
+claimed is skipped, and no round starts past the budget, so neither a duplicate event nor a
+misconfigured trigger can loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from tasks.config.pipeline import SweepPipelineConfig
+from tasks.config.sweep import SweepConfig
+from tasks.sweep.rounds import spent_budget
+from tasks.sweep.state import QueuedRound, RoundDecision, SweepState, save_state
+
+BELOW_THRESHOLD = "tuneloop.sweep.below-threshold"
+
+
+def round_guard(config: SweepConfig, state: SweepState, round_number: int, flow_run_id: str) -> RoundDecision | None:
+    """None when this flow run may run `round_number`; else why not (already claimed, or no budget)."""
+    claimant = state.claims.get(str(round_number))
+    if any(entry["round"] == round_number for entry in state.rounds) or claimant not in (None, flow_run_id):
+        return RoundDecision(
+            action="already_claimed",
+            best_score=None,
+            best_trial=None,
+            message=f"Round {round_number} of {state.sweep_id} was already run"
+            f"{f' by flow run {claimant}' if claimant else ''}: skipped.",
+        )
+    spent = spent_budget(config, state, round_number)
+    if spent:
+        return RoundDecision(
+            action="budget_spent",
+            best_score=None,
+            best_trial=None,
+            message=f"Round {round_number} of {state.sweep_id} not started: budget spent ({', '.join(spent)}).",
+        )
+    return None
+
+
+@task(name="check_round")
+def check_round(pipeline: SweepPipelineConfig, state: SweepState, round_number: int) -> RoundDecision | None:
+    """Claim `round_number` for this flow run, or say why it must not run (see `round_guard`)."""
+    from prefect.runtime import flow_run
+
+    run_id = str(flow_run.id or "local")
+    refusal = round_guard(pipeline.sweep, state, round_number, run_id)
+    if refusal:
+        get_run_logger().warning(refusal.message)
+        return refusal
+    state.claims[str(round_number)] = run_id
+    save_state(state)
+    return None
+
+
+@task(name="queue_next_round")
+def queue_next_round(
+    pipeline: SweepPipelineConfig, state: SweepState, round_number: int, decision: RoundDecision
+) -> QueuedRound | None:
+    """From a deployment: hand round N+1 on (see the module docstring) and emit the event.
+    Without a deployment: nothing (the caller runs the next round in this process)."""
+    from prefect.runtime import deployment, flow_run
+
+    if not deployment.id:
+        return None
+    config: SweepConfig = pipeline.sweep
+    next_round, name = round_number + 1, f"{flow_run.flow_name}/{deployment.name}"
+    run_id = None
+    if config.requeue == "run_deployment":
+        run_id = request_round(name, pipeline, state.sweep_id, next_round)
+    announce_below_threshold(pipeline, state.sweep_id, round_number, decision, name)
+    queued = QueuedRound(round=next_round, by=config.requeue, flow_run_id=run_id)
+    get_run_logger().info(
+        "Round %d of %s handed on by %s%s",
+        next_round,
+        state.sweep_id,
+        config.requeue,
+        f" as flow run {run_id}" if run_id else " (the deployment's trigger queues it)",
+    )
+    return queued
+
+
+def request_round(deployment_name: str, pipeline: SweepPipelineConfig, sweep_id: str, round_number: int) -> str:
+    """A flow run of the sweep deployment for `round_number`, created once per (sweep, round)."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    # run_deployment is sync/async-dual; called from sync code it returns the FlowRun itself.
+    run: FlowRun = run_deployment(  # type: ignore[assignment]
+        deployment_name,
+        parameters=round_parameters(pipeline, sweep_id, round_number),
+        timeout=0,
+        idempotency_key=f"{sweep_id}:{round_number}",
+        as_subflow=False,
+    )
+    return str(run.id)
+
+
+def round_parameters(pipeline: SweepPipelineConfig, sweep_id: str, round_number: int) -> dict[str, Any]:
+    """The sweep flow's parameters for one round."""
+    return {"config": pipeline.model_dump(mode="json"), "sweep_id": sweep_id, "round_number": round_number}
+
+
+def below_threshold_event(
+    pipeline: SweepPipelineConfig, sweep_id: str, round_number: int, decision: RoundDecision, deployment: str
+) -> dict[str, Any]:
+    """The event's resource and payload. The label `tuneloop.sweep.requeue` tells a deployment
+    trigger whether it should queue the next round (`trigger`) or the run already did; the label
+    `tuneloop.sweep.deployment` (flow/deployment) which deployment's trigger it is for."""
+    config: SweepConfig = pipeline.sweep
+    return {
+        "event": BELOW_THRESHOLD,
+        "resource": {
+            "prefect.resource.id": f"tuneloop.sweep.{sweep_id}",
+            "prefect.resource.name": sweep_id,
+            "tuneloop.sweep.requeue": config.requeue,
+            "tuneloop.sweep.deployment": deployment,
+        },
+        "payload": {
+            "sweep_id": sweep_id,
+            "round": round_number,
+            "next_round": round_number + 1,
+            "best_f1": decision.best_score,
+            "target": config.target_f1,
+            "metric": config.metric,
+            "max_rounds": config.max_rounds,
+            "parameters": round_parameters(pipeline, sweep_id, round_number + 1),
+        },
+    }
+
+
+def announce_below_threshold(
+    pipeline: SweepPipelineConfig, sweep_id: str, round_number: int, decision: RoundDecision, deployment: str
+) -> None:
+    """Emit the event automations, notifications and the sweep deployment's trigger hang on."""
+    from prefect.events import emit_event
+
+    emit_event(**below_threshold_event(pipeline, sweep_id, round_number, decision, deployment))

@@ -1,0 +1,106 @@
+"""A sweep's rounds: the escalation policy (what each new round changes), the budget, and the
+decision after each round: target met, next round, or budget spent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from tasks.sweep.state import RoundDecision, SweepState, TrialResult, best_of
+
+if TYPE_CHECKING:
+    from tasks.config.sweep import SweepConfig
+
+
+def trials_this_round(config: SweepConfig, round_number: int, trials_so_far: int) -> int:
+    """How many trials the round runs: the escalated count, within the trial budget."""
+    return max(0, min(escalated(config, round_number).trials_per_round, config.max_trials - trials_so_far))
+
+
+def spent_budget(config: SweepConfig, state: SweepState, round_number: int) -> list[str]:
+    """The budget limits that round `round_number`, starting now, would break."""
+    hours = (datetime.now(UTC) - state.started_at).total_seconds() / 3600
+    limits = (
+        ("max_rounds", round_number > config.max_rounds),
+        ("max_trials", state.trial_count >= config.max_trials),
+        ("max_hours", hours >= config.max_hours),
+    )
+    return [name for name, over in limits if over]
+
+
+def decide(config: SweepConfig, state: SweepState, round_number: int, trials: list[TrialResult]) -> RoundDecision:
+    """Target met, next round, or budget spent: never loop without bound."""
+    best = best_of(trials)
+    best_score = best.score if best else None
+    shown = f"{best_score:.4f}" if best_score is not None else "none"
+    spent = spent_budget(config, state, round_number + 1)
+    if best is not None and best_score is not None and best_score >= config.target_f1:
+        action, message = (
+            "target_met",
+            (
+                f"Target reached in round {round_number}: best {config.metric} {shown} >= {config.target_f1} "
+                f"(trial {best.number})."
+            ),
+        )
+    elif spent:
+        action, message = (
+            "budget_spent",
+            (
+                f"Target not reached after {round_number} round(s) (best {config.metric} {shown} "
+                f"< target {config.target_f1}); budget spent: {', '.join(spent)}."
+            ),
+        )
+    else:
+        action, message = (
+            "next_round",
+            (
+                f"Round {round_number} best {config.metric} {shown} < target {config.target_f1}: "
+                f"queuing round {round_number + 1}."
+            ),
+        )
+    best_number = best.number if best else None
+    return RoundDecision(action=action, message=message, best_score=best_score, best_trial=best_number)
+
+
+def trial_batches(first_slot: int, count: int, concurrent: int) -> list[tuple[int, int]]:
+    """(first slot, size) of the batches a round's `count` trials run in, at most `concurrent` at once."""
+    return [(first_slot + start, min(concurrent, count - start)) for start in range(0, count, concurrent)]
+
+
+def round_table(trials: list[TrialResult]) -> list[dict[str, Any]]:
+    """One row per trial for the round's Prefect table artifact."""
+    return [
+        {
+            "trial": trial.number,
+            "round": trial.round,
+            "state": trial.state,
+            "score": None if trial.score is None else round(trial.score, 4),
+            "epochs run": len(trial.history),
+            "seconds": trial.seconds,
+            **{key: value for key, value in trial.params.items()},
+        }
+        for trial in trials
+    ]
+
+
+def escalated(config: SweepConfig, round_number: int, best_learning_rate: float | None = None) -> SweepConfig:
+    """The sweep config of round `round_number` (1 = as configured), after the escalation policy.
+    `widen` centres the learning-rate range on the best trial so far (when one searched it) and
+    widens it by 3x each way per round; without a best trial it widens the configured range."""
+    steps = round_number - 1
+    update: dict[str, Any] = {}
+    if "more_trials" in config.escalation:
+        update["trials_per_round"] = max(1, round(config.trials_per_round * 1.5**steps))
+    if "more_epochs" in config.escalation:
+        update["epochs_max"] = config.epochs_max + steps
+    if "widen" in config.escalation and steps:
+        low, high = (
+            (best_learning_rate, best_learning_rate)
+            if best_learning_rate
+            else (config.learning_rate_min, config.learning_rate_max)
+        )
+        update["learning_rate_min"] = max(1e-7, low / 3**steps)
+        update["learning_rate_max"] = min(1.0, high * 3**steps)
+    if "full_finetune" in config.escalation and steps:
+        update["methods"] = ["full"]
+    return config.model_copy(update=update)

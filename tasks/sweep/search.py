@@ -1,0 +1,147 @@
+"""The search: what the sweep searches and keeps fixed, the persistent seeded Optuna study, what each
+trial tries, the searched space in words, and parameter importances."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks.config.sweep import DEFAULT_SEARCH
+from tasks.config.train import TrainConfig
+from tasks.core.errors import ConfigError
+from tasks.core.home import tuneloop_home
+from tasks.core.plots import pyplot
+
+if TYPE_CHECKING:
+    from tasks.config.sweep import SweepConfig
+
+
+def optuna_storage(config: SweepConfig) -> str:
+    """The configured storage, else TUNELOOP_OPTUNA_STORAGE (where a password may live, out of
+    the form), else a SQLite file in the home folder."""
+    return config.storage or os.environ.get("TUNELOOP_OPTUNA_STORAGE") or f"sqlite:///{tuneloop_home() / 'optuna.db'}"
+
+
+def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0) -> Any:
+    """The persistent Optuna study (created on first use), with the pruner and a sampler seeded by
+    `sweep.seed` and the trial's slot: each trial opens the study anew, so each needs its own seed.
+    The two are mixed (not added), so sweeps with neighbouring seeds do not draw the same trials."""
+    import numpy as np
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = int(np.random.SeedSequence([config.seed, slot]).generate_state(1)[0])
+    sampler = (
+        optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.startup_trials, constant_liar=True)
+        if config.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=seed)
+    )
+    pruner = {
+        "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=config.pruning_min_epochs),
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner(min_resource=config.pruning_min_epochs),
+        "none": optuna.pruners.NopPruner(),
+    }[config.pruner]
+    return optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+
+
+def suggest(trial: Any, config: SweepConfig, train: TrainConfig) -> dict[str, Any]:
+    """The searched hyperparameters of one trial; the others come from the train section."""
+    searched = set(config.search)
+    params: dict[str, Any] = {}
+    if "method" in searched:
+        params["method"] = trial.suggest_categorical("method", config.methods)
+    if "learning_rate" in searched:
+        params["learning_rate"] = trial.suggest_float(
+            "learning_rate", config.learning_rate_min, config.learning_rate_max, log=True
+        )
+    if "epochs" in searched:
+        params["epochs"] = trial.suggest_int("epochs", config.epochs_min, config.epochs_max)
+    if "batch_size" in searched:
+        params["batch_size"] = trial.suggest_categorical("batch_size", config.batch_sizes)
+    if "weight_decay" in searched:
+        params["weight_decay"] = trial.suggest_float("weight_decay", 0.0, config.weight_decay_max)
+    if "warmup_epochs" in searched:
+        params["warmup_epochs"] = trial.suggest_float("warmup_epochs", 0.0, config.warmup_epochs_max)
+    if params.get("method", train.method) == "lora":
+        if "lora_r" in searched:
+            params["lora_r"] = trial.suggest_categorical("lora_r", config.lora_ranks)
+        if "lora_alpha" in searched:
+            params["lora_alpha"] = trial.suggest_categorical("lora_alpha", config.lora_alphas)
+        if "lora_dropout" in searched:
+            params["lora_dropout"] = trial.suggest_float("lora_dropout", 0.0, config.lora_dropout_max)
+    return params
+
+
+def held_fixed(train: TrainConfig, search: Sequence[str]) -> dict[str, Any]:
+    """The searched hyperparameters that the train section sets to other than their defaults. A
+    deployment's form sends every field, so "set" has to mean "differs from the default"."""
+    defaults = type(train)()
+    return {name: getattr(train, name) for name in search if getattr(train, name) != getattr(defaults, name)}
+
+
+def space_lines(config: SweepConfig, searched: list[str] | None = None) -> list[str]:
+    """The searched space in words, one parameter each: `learning_rate 1e-05..0.001 (log)`."""
+    ranges = {
+        "learning_rate": f"{config.learning_rate_min:.1e}..{config.learning_rate_max:.1e} (log)",
+        "epochs": f"{config.epochs_min}..{config.epochs_max}",
+        "batch_size": f"one of {config.batch_sizes}",
+        "weight_decay": f"0..{config.weight_decay_max:g}",
+        "warmup_epochs": f"0..{config.warmup_epochs_max:g}",
+        "lora_r": f"one of {config.lora_ranks} (LoRA trials)",
+        "lora_alpha": f"one of {config.lora_alphas} (LoRA trials)",
+        "lora_dropout": f"0..{config.lora_dropout_max:g} (LoRA trials)",
+        "method": f"one of {config.methods}",
+    }
+    return [f"{name} {ranges[name]}" for name in (searched if searched is not None else config.search)]
+
+
+def plot_importances(study: Any, path: Path) -> Path | None:
+    """Optuna's parameter importances as a bar chart (needs a few finished trials)."""
+    plt = pyplot()
+    import optuna
+
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):
+        return None
+    if not importances:
+        return None
+    figure, axes = plt.subplots(figsize=(6, 0.5 * len(importances) + 1.5))
+    names = list(importances)[::-1]
+    axes.barh(names, [importances[name] for name in names], color="tab:blue")
+    axes.set_xlabel("importance (fANOVA)")
+    axes.set_title("Hyperparameter importance")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def search_space(config: SweepConfig, train: TrainConfig) -> tuple[list[str], dict[str, Any]]:
+    """What the sweep searches and what it keeps: a searched hyperparameter that the train section
+    sets (to other than its default) is the user's choice and is not searched. Listing it in an
+    explicit sweep.search as well is a contradiction, refused with what to change."""
+    fixed = held_fixed(train, config.search)
+    named = ", ".join(f"train.{name}={value}" for name, value in fixed.items())
+    if fixed and config.search != DEFAULT_SEARCH:
+        raise ConfigError(
+            f"sweep.search={config.search} searches {', '.join(fixed)}, which the config also sets ({named}). "
+            f"Remove {', '.join(fixed)} from sweep.search to keep your value, or unset it in the train section "
+            "to search it."
+        )
+    searched: list[str] = [name for name in config.search if name not in fixed]
+    if not searched:
+        raise ConfigError(
+            f"Nothing left to search: the config sets every parameter of sweep.search ({named}). "
+            "Add parameters to sweep.search, or unset some of them in the train section."
+        )
+    return searched, fixed

@@ -1,0 +1,207 @@
+"""Tracking in MLflow: the store and experiment, and the names and tags every run shares (the
+flattened config as parameters, namespaced metrics, provenance tags). What a training logs is in
+`tasks/tracking/training.py`, what a sweep logs in `tasks/tracking/sweep.py`; the one place that makes an
+MlflowClient is `mlflow_client` here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from pydantic import BaseModel
+
+from tasks.config.tracking import TrackingConfig
+from tasks.core.errors import TrackingError, first_line
+from tasks.core.home import tuneloop_home
+
+
+class TrackingTarget(BaseModel):
+    """A reachable tracking store and the experiment's id in it."""
+
+    uri: str
+    experiment: str
+    experiment_id: str
+
+
+class TrackedRun(BaseModel):
+    """The MLflow run that holds one training."""
+
+    run_id: str
+    experiment: str
+    experiment_id: str
+    uri: str
+    link: str
+
+
+def mlflow_client(uri: str) -> Any:
+    """The MLflow client of a store, whose model registry is the same store (named explicitly:
+    MLflow's default registry URI is process-global)."""
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else a SQLite store in the tuneloop home folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{tuneloop_home() / 'mlflow.db'}"
+
+
+def configure_tracking() -> str:
+    """The store's URI, with MLflow set to fail fast (seconds, not minutes) when a server does not answer.
+    MLflow's global tracking URI is left alone: every call names the store explicitly."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    return tracking_uri()
+
+
+def ensure_experiment(name: str) -> TrackingTarget:
+    """The experiment's id, creating it (artifacts beside the SQLite store) when it is new."""
+
+    uri = configure_tracking()
+    client = mlflow_client(uri)
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return TrackingTarget(uri=uri, experiment=name, experiment_id=experiment.experiment_id)
+        location = (tuneloop_home() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+        return TrackingTarget(
+            uri=uri, experiment=name, experiment_id=client.create_experiment(name, artifact_location=location)
+        )
+    except Exception as error:  # connection errors, refused requests, a broken database
+        reason = first_line(error)
+        raise TrackingError(
+            f"MLflow tracking store {uri} cannot be used: {reason}. Start the server "
+            "(make up), fix MLFLOW_TRACKING_URI, or unset it to track in the local SQLite "
+            "store."
+        ) from None
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config as `section.field` -> text: identical keys in every run, for MLflow's compare view."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
+    return flat
+
+
+def git_commit() -> str | None:
+    """The project's git commit, when it runs from a checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def metric_name(*parts: str) -> str:
+    """A metric key MLflow accepts (letters, digits, _ - . / and spaces)."""
+    return "/".join(re.sub(r"[^A-Za-z0-9_.\- ]+", "_", part) for part in parts)
+
+
+def epoch_metrics(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
+    """(key, value, step=epoch) for the training loss and every validation score of every epoch."""
+    rows = []
+    for record in history:
+        if record["train_loss"] is not None:
+            rows.append(("train/loss", record["train_loss"], record["epoch"]))
+        rows += [(metric_name("val", key), value, record["epoch"]) for key, value in record["val"].items()]
+    return rows
+
+
+def best_epoch_metrics(history: list[dict[str, Any]], metric: str) -> dict[str, float]:
+    """`best/<score>` of the epoch with the highest validation `metric`: the same keys on training
+    runs and sweep trials, for the leaderboard and MLflow's compare view."""
+    scored = [record for record in history if metric in record["val"]]
+    if not scored:
+        return {}
+    best = max(scored, key=lambda record: record["val"][metric])
+    return {metric_name("best", key): float(value) for key, value in best["val"].items()}
+
+
+def final_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
+    """Scores of the final model: test/* overall and per class, val/<class>/* per class. (Overall
+    val/* scores are the per-epoch series; the final model is the best epoch's.)"""
+    scores: dict[str, float] = {}
+    for split in ("val", "test"):
+        for key, value in evaluation[split].items():
+            if key == "per_class":
+                for label, values in value.items():
+                    scores.update(
+                        {
+                            metric_name(split, label, name): float(number)
+                            for name, number in values.items()
+                            if name != "support"
+                        }
+                    )
+            elif split == "test":
+                scores[metric_name(split, key)] = float(value)
+    return scores
+
+
+def run_link(target: TrackingTarget, run_id: str) -> str:
+    """Where a person looks at the run: the server's page, or the command that opens the local UI."""
+    if target.uri.startswith(("http://", "https://")):
+        return f"{target.uri.rstrip('/')}/#/experiments/{target.experiment_id}/runs/{run_id}"
+    return f"mlflow ui --backend-store-uri {target.uri}  (then experiment {target.experiment}, run {run_id})"
+
+
+def dataset_inputs(datasets: dict[str, dict[str, Any]]) -> list[Any]:
+    """The splits as MLflow dataset inputs, named by our own full-content hash (not MLflow's sample hash)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways": a local file
+        for context, ref in datasets.items():
+            source = resolve_dataset_source(str(Path(ref["path"]).resolve()))
+            # MetaDataset is MLflow's own concrete class; its stub marks `profile` abstract
+            dataset = MetaDataset(source=source, name=context, digest=ref["sha256"][:16])  # type: ignore[abstract]
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+    return inputs
+
+
+def upload(client: Any, run_id: str, artifacts: dict[str, Path]) -> None:
+    """Artifact folder in the run -> local file or folder; missing ones are skipped."""
+    for artifact_path, path in artifacts.items():
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path)
+        elif path.is_file():
+            client.log_artifact(run_id, str(path), artifact_path or None)
+
+
+def run_tags(dataset_sha256: str, extra: dict[str, str]) -> dict[str, str]:
+    """Tags that say where a run came from: data hash, code version, Prefect flow run and deployment."""
+    from prefect.runtime import deployment, flow_run
+
+    tags = {
+        "dataset_sha256": dataset_sha256,
+        "prefect.flow_run_id": str(flow_run.id or ""),
+        "prefect.flow_run_name": str(flow_run.name or ""),
+        "prefect.deployment": str(deployment.name or ""),
+        **extra,
+    }
+    if commit := git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+@task(name="check_tracking", retries=2, retry_delay_seconds=3)
+def check_tracking(config: TrackingConfig) -> TrackingTarget:
+    """Reach the tracking store and create the experiment before any training starts."""
+    target = ensure_experiment(config.experiment)
+    get_run_logger().info("Tracking to %s, experiment %s", target.uri, target.experiment)
+    return target

@@ -1,0 +1,122 @@
+"""A sweep in MLflow: one parent run per sweep, one child run per trial (the parent passed
+explicitly: MLflow's active run is per thread), and each round's summary and pictures on the parent."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.model.evaluate import EvalReport
+from tasks.tracking.store import (
+    TrackingTarget,
+    best_epoch_metrics,
+    epoch_metrics,
+    final_metrics,
+    metric_name,
+    mlflow_client,
+    upload,
+)
+
+
+def start_sweep_run(target: TrackingTarget, sweep_id: str, params: dict[str, str], tags: dict[str, str]) -> str:
+    """The sweep's parent run (left running until the sweep ends); returns its id."""
+    from mlflow.entities import Param
+
+    client = mlflow_client(target.uri)
+    run = client.create_run(
+        target.experiment_id, run_name=sweep_id, tags={**tags, "sweep_id": sweep_id, "kind": "sweep"}
+    )
+    client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in params.items()])
+    return run.info.run_id
+
+
+def log_trial(
+    target: TrackingTarget,
+    parent_run_id: str,
+    sweep_id: str,
+    params: dict[str, str],
+    trial: dict[str, Any],
+    metric: str,
+) -> str:
+    """One trial as a child run: the same parameter keys as every run, per-epoch validation scores."""
+    from mlflow.entities import Metric, Param
+
+    client = mlflow_client(target.uri)
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        "sweep_id": sweep_id,
+        "round": str(trial["round"]),
+        "trial_number": str(trial["number"]),
+        "pruned": str(trial["state"] == "pruned"),
+        "state": trial["state"],
+        "kind": "trial",
+    }
+    # Logged when the trial is over: the run starts when the trial did, so its duration is the trial's.
+    started = int((trial.get("started_at") or time.time() - trial["seconds"]) * 1000)
+    run = client.create_run(
+        target.experiment_id, start_time=started, run_name=f"{sweep_id} trial {trial['number']}", tags=tags
+    )
+    stamp = run.info.start_time
+    metrics = [Metric(key, value, stamp, step) for key, value, step in epoch_metrics(trial["history"])]
+    metrics += [Metric(key, value, stamp, 0) for key, value in best_epoch_metrics(trial["history"], metric).items()]
+    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    client.set_terminated(run.info.run_id, "FINISHED" if trial["state"] != "failed" else "FAILED")
+    return run.info.run_id
+
+
+def log_round(
+    target: TrackingTarget,
+    parent_run_id: str,
+    round_number: int,
+    metric: str,
+    best: float | None,
+    trials: int,
+    pruned: int,
+    pictures: dict[str, Path],
+) -> None:
+    """The round's summary on the parent run (step = round) and the sweep's pictures."""
+    from mlflow.entities import Metric
+
+    client = mlflow_client(target.uri)
+    stamp = int(time.time() * 1000)
+    metrics = [
+        Metric("sweep/trials", float(trials), stamp, round_number),
+        Metric("sweep/pruned", float(pruned), stamp, round_number),
+    ]
+    if best is not None:
+        metrics.append(Metric(metric_name("sweep", f"best_{metric}"), best, stamp, round_number))
+    client.log_batch(parent_run_id, metrics=metrics)
+    for path in pictures.values():
+        client.log_artifact(parent_run_id, str(path), "sweep")
+
+
+def finish_sweep_run(target: TrackingTarget, parent_run_id: str, outcome: str, message: str) -> None:
+    """Close the parent run with the sweep's outcome."""
+
+    client = mlflow_client(target.uri)
+    client.set_tag(parent_run_id, "outcome", outcome)
+    client.set_tag(parent_run_id, "mlflow.note.content", message)
+    client.set_terminated(parent_run_id, "FINISHED")
+
+
+def log_final_model(target: TrackingTarget, run_id: str, evaluation: EvalReport, model_path: str) -> None:
+    """A sweep's best trial, evaluated at the end: its test scores, evaluation files and model, added
+    to the trial's run so that it can be registered like a training run."""
+    from mlflow.entities import Metric
+
+    client = mlflow_client(target.uri)
+    stamp = int(time.time() * 1000)
+    scores = final_metrics(evaluation.model_dump())
+    client.log_batch(run_id, metrics=[Metric(key, value, stamp, 0) for key, value in scores.items()])
+    upload(
+        client,
+        run_id,
+        {
+            "evaluation": Path(evaluation.confusion_matrix_path),
+            "evaluation/report": Path(evaluation.report_path),
+            "evaluation/predictions": Path(evaluation.predictions_path),
+            "model": Path(model_path),
+        },
+    )
+    client.set_tag(run_id, "final_model", "True")

@@ -1,0 +1,226 @@
+"""A training in MLflow: one run with the flattened config as parameters (the same keys in every
+run), per-epoch and test metrics, pictures, reports, the splits as dataset inputs and the model; a
+child run per screened base-model candidate and one for the baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.config.pipeline import PipelineConfig
+from tasks.config.tracking import TrackingConfig
+from tasks.core.errors import TrackingError, first_line
+from tasks.data.split import SplitReport
+from tasks.data.validate import DataReport
+from tasks.model.baseline import BaselineReport, baseline_verdict, beats_baseline
+from tasks.model.evaluate import EvalReport
+from tasks.model.finetune import TrainedModelRef
+from tasks.model.plan import effective_train
+from tasks.model.select import SelectionReport, selection_table
+from tasks.tracking.store import (
+    TrackedRun,
+    TrackingTarget,
+    best_epoch_metrics,
+    dataset_inputs,
+    epoch_metrics,
+    final_metrics,
+    flatten,
+    metric_name,
+    mlflow_client,
+    run_link,
+    run_tags,
+    upload,
+)
+
+
+def log_training(
+    target: TrackingTarget,
+    run_name: str | None,
+    params: dict[str, str],
+    tags: dict[str, str],
+    history: list[dict[str, Any]],
+    best_epoch: int,
+    evaluation: dict[str, Any],
+    datasets: dict[str, dict[str, Any]],
+    artifacts: dict[str, Path],
+    metric: str = "f1_macro",
+) -> TrackedRun:
+    """Create the run and log everything in a few batched calls."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = mlflow_client(target.uri)
+    try:
+        run = client.create_run(target.experiment_id, run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        stamp = int(run.info.start_time)
+        metrics = [Metric(key, value, stamp, step) for key, value, step in epoch_metrics(history)]
+        metrics += [Metric(key, value, stamp, 0) for key, value in final_metrics(evaluation).items()]
+        metrics.append(Metric("best_epoch", float(best_epoch), stamp, 0))
+        chosen = [record for record in history if record["epoch"] == best_epoch]
+        metrics += [Metric(key, value, stamp, 0) for key, value in best_epoch_metrics(chosen, metric).items()]
+        client.log_batch(
+            run_id,
+            metrics=metrics,
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[RunTag("mlflow.runName", run_name)] if run_name else [],
+        )
+        client.log_inputs(run_id, datasets=dataset_inputs(datasets))
+        upload(client, run_id, artifacts)
+        client.set_terminated(run_id, "FINISHED")
+    except TrackingError:
+        raise
+    except Exception as error:
+        reason = first_line(error)
+        raise TrackingError(
+            f"Logging to MLflow at {target.uri} failed: {reason}. The trained model is kept in the run folder."
+        ) from None
+    return TrackedRun(
+        run_id=run_id,
+        experiment=target.experiment,
+        experiment_id=target.experiment_id,
+        uri=target.uri,
+        link=run_link(target, run_id),
+    )
+
+
+def log_candidates(
+    target: TrackingTarget, parent_run_id: str, rows: list[dict[str, Any]], metric: str, baseline: BaselineReport
+) -> None:
+    """One child run per screened candidate (`rows` of the selection table) and one for the baseline,
+    under the training's run (`parent_run_id` is passed explicitly: MLflow's active run is per thread)."""
+    from mlflow.entities import Metric
+
+    client = mlflow_client(target.uri)
+    for row in rows:
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "candidate": row["candidate"],
+            "license": row["license"],
+            "parameters": str(row["parameters"]),
+            "memory_gb_full": str(row["memory_gb_full"]),
+            "memory_gb_lora": str(row["memory_gb_lora"]),
+            "accepted": str(row["accepted"]),
+            "chosen": str(row["chosen"]),
+            "reasons": row["reasons"][:5000],
+            "kind": "candidate",
+        }
+        child = client.create_run(target.experiment_id, run_name=f"candidate {row['candidate']}", tags=tags)
+        if row["probe_score"] is not None:
+            client.log_batch(
+                child.info.run_id,
+                metrics=[Metric(metric_name("probe", metric), row["probe_score"], child.info.start_time, 0)],
+            )
+        client.set_terminated(child.info.run_id, "FINISHED")
+    child = client.create_run(
+        target.experiment_id,
+        run_name=f"baseline {baseline.name}",
+        tags={"mlflow.parentRunId": parent_run_id, "candidate": baseline.name, "kind": "baseline"},
+    )
+    scores = final_metrics({"val": baseline.val.model_dump(), "test": baseline.test.model_dump()})
+    scores.update(
+        {metric_name("val", key): value for key, value in baseline.val.model_dump().items() if key != "per_class"}
+    )
+    client.log_batch(
+        child.info.run_id, metrics=[Metric(key, value, child.info.start_time, 0) for key, value in scores.items()]
+    )
+    client.set_terminated(child.info.run_id, "FINISHED")
+
+
+def run_artifacts(
+    data: DataReport, splits: SplitReport, trained: TrainedModelRef, evaluation: EvalReport
+) -> dict[str, Path]:
+    """Artifact folder in the run -> local file or folder."""
+    validation = Path(data.data.folder)
+    return {
+        "evaluation": Path(evaluation.confusion_matrix_path),
+        "evaluation/report": Path(evaluation.report_path),
+        "evaluation/predictions": Path(evaluation.predictions_path),
+        "validation": validation / "summary.json",
+        "validation/data_docs": validation / "data_docs",
+        "splits": Path(splits.summary_path),
+        "model": Path(trained.path),
+    }
+
+
+def training_markdown(trained: TrainedModelRef, scores: dict[str, Any], verdict: str, tracked: TrackedRun) -> str:
+    """The Prefect artifact of a training: scores on validation and test, the baseline verdict, the run link."""
+    test = scores["test"]
+    return "\n".join(
+        [
+            f"# Fine-tuning result: test f1_macro {test['f1_macro']:.4f}",
+            "",
+            f"Base model `{trained.base_model}` ({trained.method}) on {trained.device} ({trained.precision}), "
+            f"best epoch {trained.best_epoch} of {len(trained.history)}.",
+            "",
+            verdict,
+            "",
+            "| metric | validation | test |",
+            "|---|---|---|",
+            *(f"| {key} | {scores['val'][key]:.4f} | {test[key]:.4f} |" for key in test if key != "per_class"),
+            "",
+            f"MLflow run `{tracked.run_id}` in experiment `{tracked.experiment}`: {tracked.link}",
+            "",
+            "Confusion matrix: artifact `evaluation/confusion_matrix.png` of that run.",
+        ]
+    )
+
+
+@task(name="log_run", retries=2, retry_delay_seconds=5)
+def log_run(
+    target: TrackingTarget,
+    config: PipelineConfig,
+    data: DataReport,
+    splits: SplitReport,
+    trained: TrainedModelRef,
+    evaluation: EvalReport,
+    selection: SelectionReport,
+    baseline: BaselineReport,
+) -> TrackedRun:
+    """Log one training to MLflow (parameters, per-epoch and test metrics, inputs, artifacts, model),
+    a child run per base-model candidate and one for the baseline; link the run from a Prefect artifact."""
+    from prefect.runtime import flow_run
+
+    tracking: TrackingConfig = config.tracking
+    artifacts = run_artifacts(data, splits, trained, evaluation)
+    if not tracking.log_model:
+        artifacts.pop("model")
+    tags = run_tags(
+        data.data.dataset_sha256,
+        {
+            "base_model": trained.base_model,
+            "method": trained.method,
+            "device": trained.device,
+            "precision": trained.precision,
+            "beats_baseline": str(beats_baseline(evaluation.val, baseline, selection.metric)),
+            "kind": "training",
+        },
+    )
+    scores = evaluation.model_dump()
+    verdict = baseline_verdict(evaluation.val, baseline, selection.metric)
+    table = Path(trained.path).parent / "selection" / "candidates.json"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    rows = selection_table(selection.candidates, selection.chosen.base_model)
+    table.write_text(json.dumps(rows, indent=2))
+    artifacts["selection"] = table
+    ran = config.model_copy(update={"train": effective_train(config.train, trained.plan)})
+    tracked = log_training(
+        target,
+        tracking.run_name or flow_run.name,
+        flatten(ran.model_dump(mode="json")),
+        tags,
+        [record.model_dump() for record in trained.history],
+        trained.best_epoch,
+        scores,
+        {name: getattr(splits, name).model_dump() for name in ("train", "validation", "test")},
+        artifacts,
+        config.eval.metric,
+    )
+    log_candidates(target, tracked.run_id, rows, selection.metric, baseline)
+    markdown = training_markdown(trained, scores, verdict, tracked)
+    create_markdown_artifact(key="training-run", description="Fine-tuning result", markdown=markdown)
+    get_run_logger().info("Logged MLflow run %s: %s", tracked.run_id, tracked.link)
+    return tracked

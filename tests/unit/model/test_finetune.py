@@ -1,0 +1,162 @@
+from pathlib import Path
+
+import pytest
+
+from tasks.config.train import TrainConfig
+from tasks.core.errors import ConfigError
+from tasks.model.finetune import epoch_history
+from tasks.model.plan import (
+    EpochRecord,
+    TrainingPlan,
+    best_epoch,
+    choose_device,
+    choose_max_length,
+    epoch_scores,
+    lora_config,
+    selection_score,
+    training_arguments,
+    training_plan,
+)
+
+
+def plan_for(config: TrainConfig, rows: int = 1000, max_length: int = 64) -> TrainingPlan:
+    return training_plan(rows, config, max_length)
+
+
+def test_training_arguments_follow_the_config_and_plan(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=4, batch_size=8, gradient_accumulation_steps=2, warmup_epochs=0.5, seed=7)
+    plan = plan_for(config, rows=160)
+    assert (plan.steps_per_epoch, plan.epochs, plan.warmup_steps) == (10, 4, 5)
+    arguments = training_arguments(plan, config, tmp_path, "cpu", "fp32")
+    assert arguments.num_train_epochs == 4 and arguments.learning_rate == 1e-4
+    assert arguments.per_device_train_batch_size == 8 and arguments.gradient_accumulation_steps == 2
+    assert arguments.warmup_steps == 5 and arguments.seed == 7
+    assert arguments.lr_scheduler_type == "constant_with_warmup"
+    assert arguments.eval_strategy == "epoch" and arguments.save_strategy == "epoch"
+    assert arguments.metric_for_best_model == "selection" and arguments.load_best_model_at_end
+    assert arguments.use_cpu and not arguments.bf16 and not arguments.fp16
+    assert arguments.report_to == [] or arguments.report_to == "none"
+    decaying = TrainConfig(epochs=4, lr_scheduler="linear")
+    assert training_arguments(plan_for(decaying), decaying, tmp_path, "cpu", "fp32").lr_scheduler_type == "linear"
+
+
+def test_lora_gets_its_own_default_learning_rate() -> None:
+    assert plan_for(TrainConfig(method="lora")).learning_rate == 1e-3
+    assert plan_for(TrainConfig(method="full")).learning_rate == 1e-4
+    assert plan_for(TrainConfig(method="lora", learning_rate=3e-4)).learning_rate == 3e-4
+
+
+@pytest.mark.parametrize(
+    ("rows", "epochs"),
+    [
+        (300, 30),  # 10 steps an epoch: the limit of 30, early stopping decides
+        (8_000, 20),  # 250 steps an epoch: 5000 steps
+        (15_000, 11),  # CLINC150's training split: 469 steps an epoch
+        (300_000, 3),  # 9375 steps an epoch: never fewer than 3
+    ],
+)
+def test_unset_epochs_give_small_data_enough_steps_and_large_data_few_epochs(rows: int, epochs: int) -> None:
+    plan = plan_for(TrainConfig(), rows=rows)
+    assert plan.epochs == epochs and plan.patience == 3
+    assert plan_for(TrainConfig(epochs=2), rows=rows).epochs == 2, "a set value is kept"
+
+
+def test_warmup_is_counted_in_epochs_and_never_more_than_half_the_steps() -> None:
+    assert plan_for(TrainConfig(), rows=320).warmup_steps == 5  # half of a 10-step epoch
+    assert plan_for(TrainConfig(), rows=300_000).warmup_steps == 4688  # half of a 9375-step epoch
+    assert plan_for(TrainConfig(epochs=1, warmup_epochs=3), rows=320).warmup_steps == 5
+    assert plan_for(TrainConfig(warmup_epochs=0), rows=320).warmup_steps == 0
+
+
+def test_max_length_is_the_99th_percentile_rounded_up_within_the_limit() -> None:
+    lengths = [10] * 95 + [20] * 4 + [300]  # one pasted log does not set the length for everyone
+    assert choose_max_length(lengths, limit=512) == 24
+    assert choose_max_length([7, 9], limit=512) == 16, "at least 16"
+    assert choose_max_length([900] * 10, limit=512) == 512
+    assert choose_max_length([40] * 10, limit=32) == 32, "never past the model's limit"
+
+
+def test_ties_in_the_score_go_to_the_lower_validation_loss() -> None:
+    assert selection_score(0.9, 0.2) > selection_score(0.9, 0.5) > selection_score(0.899999, 0.0)
+    assert selection_score(0.91, 5.0) > selection_score(0.9, 0.0), "the loss never outweighs a better score"
+    history = [
+        EpochRecord(epoch=1, train_loss=0.9, val={"f1_macro": 1.0}, seconds=1, val_loss=0.9),
+        EpochRecord(epoch=2, train_loss=0.5, val={"f1_macro": 1.0}, seconds=1, val_loss=0.3),
+        EpochRecord(epoch=3, train_loss=0.2, val={"f1_macro": 1.0}, seconds=1, val_loss=0.4),
+    ]
+    assert best_epoch(history, "f1_macro") == 2
+    history[2].val["f1_macro"] = 0.99
+    history[0].val["f1_macro"] = 1.0
+    better = [record.model_copy(update={"selection": None}) for record in history]
+    assert best_epoch(better, "f1_macro") == 2
+
+
+def test_epoch_scores_rank_a_tied_epoch_by_its_cross_entropy() -> None:
+    import numpy as np
+
+    labels = np.array([0, 1, 1])
+    confident = epoch_scores(np.array([[4.0, 0.0], [0.0, 4.0], [0.0, 4.0]]), labels, 2, "f1_macro")
+    unsure = epoch_scores(np.array([[0.2, 0.0], [0.0, 0.2], [0.0, 0.2]]), labels, 2, "f1_macro")
+    assert confident["f1_macro"] == unsure["f1_macro"] == 1.0
+    assert confident["cross_entropy"] == pytest.approx(np.log(1 + np.exp(-4.0)))
+    assert confident["selection"] > unsure["selection"]
+
+
+def test_lora_config_follows_the_config() -> None:
+    lora = lora_config(
+        TrainConfig(method="lora", lora_r=4, lora_alpha=8, lora_dropout=0.2, lora_target_modules=["query"])
+    )
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (4, 8, 0.2)
+    assert set(lora.target_modules) == {"query"} and lora.task_type == "SEQ_CLS"
+
+
+def test_cpu_machine_trains_in_fp32_and_refuses_gpu_settings() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert choose_device(TrainConfig()) == ("cpu", "fp32")
+    with pytest.raises(ConfigError, match=r"train\.device=cuda but no CUDA device"):
+        choose_device(TrainConfig(device="cuda"))
+    with pytest.raises(ConfigError, match=r"train\.precision=bf16 needs a CUDA GPU"):
+        choose_device(TrainConfig(precision="bf16"))
+
+
+def test_on_a_gpu_the_choice_is_bf16_else_fp16(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The decision logic only (the GPU run itself is test_gpu_trains_in_bf16_or_fp16, marker gpu)."""
+    import torch
+
+    arguments = training_arguments(plan_for(TrainConfig()), TrainConfig(), tmp_path, "cuda", "fp16")
+    assert arguments.fp16 and not arguments.bf16 and not arguments.use_cpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert choose_device(TrainConfig()) == ("cuda", "bf16")
+    assert choose_device(TrainConfig(precision="fp32")) == ("cuda", "fp32")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert choose_device(TrainConfig()) == ("cuda", "fp16")
+
+
+@pytest.mark.gpu
+def test_gpu_trains_in_bf16_or_fp16() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    device, precision = choose_device(TrainConfig())
+    assert device == "cuda" and precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+
+
+def test_epoch_history_reads_the_trainer_log() -> None:
+    log = [
+        {"loss": 0.9, "epoch": 1.0, "step": 4},
+        {"eval_loss": 0.8, "eval_f1_macro": 0.5, "eval_selection": 0.5, "epoch": 1.0},
+        {"loss": 0.5, "epoch": 2.0, "step": 8},
+        {"eval_loss": 0.4, "eval_f1_macro": 0.75, "eval_selection": 0.75, "epoch": 2.0},
+        {"train_runtime": 3.0, "epoch": 2.0},
+    ]
+    history = epoch_history(log, {2: 1.5})
+    assert [(r.epoch, r.train_loss, r.val["f1_macro"], r.seconds, r.val_loss) for r in history] == [
+        (1, 0.9, 0.5, 0.0, 0.8),
+        (2, 0.5, 0.75, 1.5, 0.4),
+    ]
+    assert best_epoch(history, "f1_macro") == 2

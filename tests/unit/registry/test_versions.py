@@ -1,0 +1,154 @@
+"""The champion/challenger rule and the registry's aliases (candidate, champion, previous) on a
+real MLflow SQLite store: promote, promote by hand, roll back step by step, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tasks.config.promotion import PromotionConfig
+from tasks.core.errors import RegistryError
+from tasks.core.metrics import SplitMetrics
+from tasks.registry.versions import (
+    champion_rule,
+    download_uri,
+    find_version,
+    parse_model_uri,
+    promote_version,
+    register_version,
+    rollback,
+    set_champion,
+)
+
+
+def scores(f1: float, per_class: dict[str, float]) -> SplitMetrics:
+    values = dict.fromkeys(("accuracy", "precision_macro", "recall_macro", "precision_weighted"), f1)
+    values.update(recall_weighted=f1, f1_macro=f1, f1_weighted=f1)
+    return SplitMetrics(**values, per_class={k: {"f1": v, "precision": v, "recall": v} for k, v in per_class.items()})
+
+
+CHAMPION = scores(0.80, {"ham": 0.90, "spam": 0.70})
+
+
+def test_a_better_candidate_is_eligible_and_a_worse_or_equal_one_is_not() -> None:
+    rules = PromotionConfig()
+    better = champion_rule(scores(0.85, {"ham": 0.91, "spam": 0.79}), CHAMPION, "3", rules)
+    assert (
+        better.eligible and better.delta == pytest.approx(0.05) and better.class_deltas["spam"] == pytest.approx(0.09)
+    )
+    worse = champion_rule(scores(0.78, {"ham": 0.90, "spam": 0.69}), CHAMPION, "3", rules)
+    tie = champion_rule(CHAMPION, CHAMPION, "3", rules)
+    assert not worse.eligible and not tie.eligible and "does not beat it" in worse.reason
+
+
+def test_min_improvement_and_class_regression_block_promotion() -> None:
+    small_gain = champion_rule(
+        scores(0.81, {"ham": 0.90, "spam": 0.72}), CHAMPION, "3", PromotionConfig(min_improvement=0.02)
+    )
+    assert not small_gain.eligible and "min_improvement 0.02" in small_gain.reason
+    # Better overall, but `ham` drops by 0.05 > 0.02.
+    regression = champion_rule(scores(0.86, {"ham": 0.85, "spam": 0.87}), CHAMPION, "3", PromotionConfig())
+    assert not regression.eligible and set(regression.regressions) == {"ham"} and "'ham'" in regression.reason
+    tolerated = champion_rule(
+        scores(0.86, {"ham": 0.85, "spam": 0.87}), CHAMPION, "3", PromotionConfig(max_class_regression=0.1)
+    )
+    assert tolerated.eligible
+
+
+def test_the_first_candidate_is_eligible() -> None:
+    first = champion_rule(scores(0.5, {"ham": 0.5}), None, None, PromotionConfig())
+    assert first.eligible and first.reason == "no champion yet" and first.champion is None
+
+
+def registered(tmp_path: Path, count: int) -> tuple[str, list[str]]:
+    """A SQLite store with `count` versions of model `m`, each from its own run's `model` folder."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())
+    versions = []
+    for number in range(count):
+        run = client.create_run(experiment)
+        model = tmp_path / f"model-{number}"
+        model.mkdir()
+        (model / "tuneloop.json").write_text(json.dumps({"labels": ["ham", "spam"], "number": number}))
+        client.log_artifacts(run.info.run_id, str(model), "model")
+        versions.append(register_version(uri, "m", run.info.run_id, "model", {"dataset_sha256": "abc"}).version)
+    return uri, [str(v) for v in versions]
+
+
+def aliases(uri: str) -> dict[str, str]:
+    model = mlflow.MlflowClient(uri, registry_uri=uri).get_registered_model("m")
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def test_promotions_keep_previous_and_rollback_walks_back(tmp_path: Path) -> None:
+    uri, (v1, v2, v3) = registered(tmp_path, 3)
+    assert aliases(uri) == {"candidate": v3}
+    assert set_champion(uri, "m", v1, "promoted", {}) is None
+    assert set_champion(uri, "m", v2, "approved", {"promotion.comment": "looks good"}) == v1
+    assert set_champion(uri, "m", v3, "promoted", {}) == v2
+    assert aliases(uri) == {"candidate": v3, "champion": v3, "previous": v2}
+    tags = find_version(uri, "m", version=v2).tags
+    assert tags["promotion.decision"] == "approved" and tags["promotion.replaced_version"] == v1
+
+    assert rollback(uri, "m") == (v3, v2)
+    assert aliases(uri) == {"candidate": v3, "champion": v2, "previous": v1}
+    assert find_version(uri, "m", version=v3).tags["promotion.decision"] == "rolled_back"
+    assert rollback(uri, "m") == (v2, v1)
+    assert aliases(uri) == {"candidate": v3, "champion": v1}
+    with pytest.raises(RegistryError, match="no previous alias"):
+        rollback(uri, "m")
+
+
+def test_promote_by_hand_and_its_errors(tmp_path: Path) -> None:
+    uri, (v1, v2) = registered(tmp_path, 2)
+    assert promote_version(uri, "m", v1) is None and promote_version(uri, "m", v2, "hotfix") == v1
+    assert find_version(uri, "m", version=v2).tags == {
+        "dataset_sha256": "abc",
+        "promotion.comment": "hotfix",
+        "promotion.decision": "manual",
+        "promotion.replaced_version": v1,
+    }
+    with pytest.raises(RegistryError, match="already the champion"):
+        promote_version(uri, "m", v2)
+    with pytest.raises(RegistryError, match="no version 9"):
+        promote_version(uri, "m", "9")
+    with pytest.raises(RegistryError, match="Nothing to roll back to"):
+        rollback(uri, "other")
+
+
+def test_model_uris_resolve_through_the_named_store(tmp_path: Path) -> None:
+    uri, (v1, _) = registered(tmp_path, 2)
+    promote_version(uri, "m", v1)
+    assert download_uri("models:/m@champion", uri).endswith("/model")
+    assert download_uri("models:/m@champion", uri) == download_uri(f"models:/m/{v1}", uri)
+    assert parse_model_uri("models:/m@champion") == ("m", "champion", None)
+    with pytest.raises(RegistryError, match="has no alias @previous"):
+        download_uri("models:/m@previous", uri)
+    with pytest.raises(RegistryError, match="Cannot read model URI"):
+        parse_model_uri("models:/m")
+
+
+def test_registry_commands_answer_bad_input_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.helpers import free_port
+
+    uri, _ = registered(tmp_path, 1)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["compare", "--experiment", "nope"])
+    metric = runner.invoke(app, ["compare", "--metric", "loss"])
+    version = runner.invoke(app, ["promote", "--name", "m", "--version", "5"])
+    assert unknown.exit_code == 2 and "No MLflow experiment named 'nope'" in unknown.output and "e" in unknown.output
+    assert metric.exit_code == 2 and "--metric 'loss' is not one of" in metric.output
+    assert version.exit_code == 2 and "has no version 5" in version.output
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    down = runner.invoke(app, ["rollback", "--name", "m"])
+    assert down.exit_code == 2 and "model registry at http://127.0.0.1" in down.output and "make up" in down.output
+    for result in (unknown, metric, version, down):
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

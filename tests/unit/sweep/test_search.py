@@ -1,0 +1,101 @@
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tasks.config.sweep import SweepConfig
+from tasks.config.train import TrainConfig
+from tasks.core.errors import ConfigError
+from tasks.sweep.rounds import escalated, trial_batches
+from tasks.sweep.search import open_study, search_space, space_lines
+from tasks.sweep.trial import pruning_callback
+
+
+def test_escalation_policy_per_round() -> None:
+    config = SweepConfig(
+        trials_per_round=4, epochs_max=3, escalation=["more_trials", "more_epochs", "widen", "full_finetune"]
+    )
+    assert escalated(config, 1) == config.model_copy(update={"trials_per_round": 4, "epochs_max": 3})
+    second = escalated(config, 2, best_learning_rate=1e-4)
+    assert second.trials_per_round == 6 and second.epochs_max == 4 and second.methods == ["full"]
+    assert abs(second.learning_rate_min - 1e-4 / 3) < 1e-12 and abs(second.learning_rate_max - 3e-4) < 1e-12
+    third = escalated(config, 3)
+    assert abs(third.learning_rate_min - config.learning_rate_min / 9) < 1e-12
+    assert escalated(SweepConfig(escalation=[]), 5) == SweepConfig(escalation=[])
+
+
+def test_what_the_train_section_sets_is_held_fixed_not_searched() -> None:
+    default = SweepConfig()
+    assert search_space(default, TrainConfig()) == (["learning_rate", "weight_decay", "warmup_epochs"], {})
+    searched, fixed = search_space(default, TrainConfig(learning_rate=3e-4, weight_decay=0.05))
+    assert searched == ["warmup_epochs"] and fixed == {"learning_rate": 3e-4, "weight_decay": 0.05}
+    assert search_space(default, TrainConfig(epochs=1))[0] == default.search, "epochs is not searched by default"
+    explicit = SweepConfig(search=["learning_rate", "epochs"])
+    with pytest.raises(ConfigError, match=r"searches epochs, which the config also sets \(train\.epochs=1\)"):
+        search_space(explicit, TrainConfig(epochs=1))
+    with pytest.raises(ConfigError, match="Nothing left to search"):
+        search_space(default, TrainConfig(learning_rate=1e-4, weight_decay=0.1, warmup_epochs=1.0))
+
+
+def test_the_search_space_in_words() -> None:
+    config = SweepConfig(search=["learning_rate", "batch_size", "lora_r"], learning_rate_max=3e-4)
+    assert space_lines(config) == [
+        "learning_rate 1.0e-05..3.0e-04 (log)",
+        "batch_size one of [16, 32]",
+        "lora_r one of [4, 8, 16, 32] (LoRA trials)",
+    ]
+
+
+def test_trials_run_in_batches_with_unique_slots() -> None:
+    assert trial_batches(6, 5, 2) == [(6, 2), (8, 2), (10, 1)]
+    assert trial_batches(0, 3, 1) == [(0, 1), (1, 1), (2, 1)]
+
+
+def study_with_two_good_trials(tmp_path: Path, pruner: str = "median") -> str:
+    """A study "s" holding two finished trials that scored 0.9 in each of 3 epochs; its storage URL."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = open_study(SweepConfig(pruner=pruner), "s", storage)
+    for _ in range(2):
+        good = study.ask()
+        for epoch in (1, 2, 3):
+            good.report(0.9, step=epoch)
+            assert not good.should_prune()  # successive halving records its rungs here
+        study.tell(good, 0.9)
+    return storage
+
+
+@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+def test_no_trial_is_pruned_before_pruning_min_epochs(tmp_path: Path, pruner: str) -> None:
+    """Two good finished trials, then a poor one: stopped at epoch 1 by default, not before epoch 2
+    with sweep.pruning_min_epochs=2."""
+    storage = study_with_two_good_trials(tmp_path, pruner)
+
+    def prunes_at(config: SweepConfig) -> int | None:
+        poor = open_study(config, "s", storage).ask()
+        for epoch in (1, 2, 3):
+            poor.report(0.1, step=epoch)
+            if poor.should_prune():
+                return epoch
+        return None
+
+    assert prunes_at(SweepConfig(pruner=pruner)) == 1
+    assert prunes_at(SweepConfig(pruner=pruner, pruning_min_epochs=2)) == 2
+    assert prunes_at(SweepConfig(pruner="none")) is None
+
+
+def test_a_trial_at_its_last_epoch_is_never_pruned(tmp_path: Path) -> None:
+    """The Trainer callback prunes a poor trial before its last epoch, but lets a poor one-epoch
+    trial finish: stopping it would save nothing."""
+    import optuna
+    from transformers import TrainerState
+
+    storage = study_with_two_good_trials(tmp_path)
+
+    def evaluate_epoch_1(epochs: int) -> None:
+        callback = pruning_callback(open_study(SweepConfig(), "s", storage).ask(), "f1_macro")
+        state = TrainerState(epoch=1.0)
+        callback.on_evaluate(SimpleNamespace(num_train_epochs=epochs), state, None, metrics={"eval_f1_macro": 0.1})
+
+    with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
+        evaluate_epoch_1(epochs=3)
+    evaluate_epoch_1(epochs=1)  # no exception: the trial finishes

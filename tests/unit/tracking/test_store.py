@@ -1,0 +1,29 @@
+from tasks.config.load import load_config
+from tasks.config.pipeline import PipelineConfig
+from tasks.tracking.store import epoch_metrics, final_metrics, flatten, metric_name
+
+
+def test_every_run_logs_the_same_parameter_keys() -> None:
+    default = flatten(PipelineConfig().model_dump(mode="json"))
+    changed = flatten(load_config(None, ["train.method=lora", "data.labels=[a, b]"]).model_dump(mode="json"))
+    assert default.keys() == changed.keys()
+    assert changed["train.method"] == "lora" and changed["data.labels"] == '["a", "b"]'
+    assert default["train.learning_rate"] == "None"
+
+
+def test_metric_names_are_namespaced_and_safe() -> None:
+    assert metric_name("test", "class: a/b?", "f1") == "test/class_ a_b_/f1"
+    rows = epoch_metrics(
+        [
+            {"epoch": 1, "train_loss": 0.5, "val": {"f1_macro": 0.7}},
+            {"epoch": 2, "train_loss": None, "val": {"f1_macro": 0.8}},
+        ]
+    )
+    assert rows == [("train/loss", 0.5, 1), ("val/f1_macro", 0.7, 1), ("val/f1_macro", 0.8, 2)]
+    scores = final_metrics(
+        {
+            "val": {"f1_macro": 0.8, "per_class": {}},
+            "test": {"f1_macro": 0.9, "per_class": {"x": {"f1": 0.9, "support": 3}}},
+        }
+    )
+    assert scores == {"test/f1_macro": 0.9, "test/x/f1": 0.9}
