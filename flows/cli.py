@@ -16,6 +16,7 @@ from flows.console import (
     print_candidates,
     print_leaderboard,
     print_predictions,
+    print_scores,
     print_sweep,
     print_training,
     print_validation,
@@ -25,6 +26,8 @@ from flows.console import (
 )
 from tasks.config.load import Schema, load_config
 from tasks.config.pipeline import PipelineConfig, SweepPipelineConfig
+from tasks.config.score import ScoreConfig
+from tasks.core.errors import ConfigError
 
 app = typer.Typer(
     help="Fine-tune pre-trained Hugging Face models on your labelled text, inside Prefect "
@@ -85,7 +88,6 @@ def resolve_config(
 
 def prepare_run(schema: type[Schema], config: Path | None, overrides: list[str] | None, *shortcuts: Any) -> Schema:
     """The run's config, read before any flow starts (bad values cost nothing), and a quiet console."""
-    from tasks.core.errors import ConfigError
 
     pipeline = resolve_config(schema, config, overrides, *shortcuts)
     from prefect.settings import PREFECT_API_URL
@@ -226,6 +228,50 @@ def sweep(
 
 
 @app.command()
+def score(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="models:/<name>@<alias> (default: the champion), models:/<name>/<n>, a folder."
+        ),
+    ] = None,
+    data: DataOption = None,
+    text_column: TextOption = None,
+    id_column: Annotated[str | None, typer.Option("--id-column", help="Column with the row id.")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="A .parquet or .csv file to write.")] = None,
+    low_confidence: Annotated[float | None, typer.Option(min=0, max=1, help="Count scores below this.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Label a file of texts with a registered model; write label, score and model version per row."""
+    options = {"model": model, "output": output, "low_confidence": low_confidence}
+    columns = {"path": data, "text_columns": text_column or None, "id_column": id_column}
+    with user_errors():
+        config = score_config(
+            {**{k: v for k, v in options.items() if v is not None}, "data": {k: v for k, v in columns.items() if v}}
+        )
+        quiet_known_tracebacks()
+        from flows.score import score as score_flow
+
+        report = score_flow(config=config)
+    if as_json:
+        emit_json({"status": "completed", **report.model_dump(mode="json")})
+    else:
+        print_scores(report)
+
+
+def score_config(raw: dict[str, Any]) -> ScoreConfig:
+    """The scoring config from the command's options, or one ConfigError naming the bad value."""
+    from pydantic import ValidationError
+
+    from tasks.config.load import describe_errors
+
+    try:
+        return ScoreConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(describe_errors(error)) from None
+
+
+@app.command()
 def models(
     candidates: Annotated[
         list[str] | None, typer.Option("--candidates", help="Hugging Face ids or local folders (repeatable).")
@@ -314,7 +360,6 @@ def compare(
     as_json: JsonOption = False,
 ) -> None:
     """A leaderboard of training runs and sweep trials from MLflow, best validation score first."""
-    from tasks.core.errors import ConfigError
 
     with user_errors():
         if metric not in ("f1_macro", "f1_weighted", "accuracy"):

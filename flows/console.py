@@ -14,6 +14,7 @@ import typer
 if TYPE_CHECKING:
     from flows.train import TrainResult
     from tasks.data.validate import DataReport
+    from tasks.model.score import ScoreReport
     from tasks.model.select import CandidateReport
     from tasks.sweep.state import SweepResult
     from tasks.tracking.leaderboard import LeaderboardRow
@@ -138,6 +139,15 @@ def print_predictions(texts: list[str], results: list[dict[str, Any]]) -> None:
         typer.echo(f"{result['label']}\t{result['probabilities'][result['label']]:.3f}\t{shown}")
 
 
+def print_scores(report: ScoreReport) -> None:
+    """How many texts got each label, how many scored low, and where the predictions are."""
+    typer.echo(f"Scored {report.rows} texts of {report.source} with {report.model} (version {report.model_version}).")
+    for label, count in report.labels.items():
+        typer.echo(f"  {label:<20} {count:>7}  {count / report.rows:6.1%}")
+    typer.echo(f"  below score {report.threshold:g}: {report.low_confidence}")
+    typer.echo(f"  predictions: {report.output}")
+
+
 def print_sweep(result: SweepResult) -> None:
     """How the sweep (or this round) ended, its best trial and the registry's decision."""
     typer.echo(result.message)
@@ -170,7 +180,9 @@ def candidates_json(reports: list[CandidateReport]) -> dict[str, Any]:
 
 
 def print_leaderboard(rows: list[LeaderboardRow], experiment: str | None, sweep_id: str | None) -> None:
-    """The leaderboard as a table, best validation score first."""
+    """The leaderboard as a table, best validation score first, numbers rounded."""
+    from tasks.tracking.leaderboard import shown_params
+
     if not rows:
         typer.echo("No runs found." + ("" if sweep_id else f" Experiment: {experiment}."))
         return
@@ -178,7 +190,7 @@ def print_leaderboard(rows: list[LeaderboardRow], experiment: str | None, sweep_
     for row in rows:
         best = "" if row.best_val is None else f"{row.best_val:.4f}"
         test = "" if row.test is None else f"{row.test:.4f}"
-        params = " ".join(f"{k.removeprefix('train.')}={v}" for k, v in row.params.items())
+        params = shown_params(row.params)
         typer.echo(
             f"{row.rank:>3}  {best:>8}  {test:>6}  {row.kind:<8} {row.round or '':>5} "
             f"{'' if row.trial is None else row.trial:>5}  {row.run_name}{' (pruned)' if row.pruned else ''}  {params}"

@@ -75,6 +75,7 @@ def champion_challenger(
     tracking_uri: str,
     config: PromotionConfig,
     run_id: str,
+    model_id: str | None,
     candidate: SplitMetrics,
     test_path: str,
     candidate_predictions: str,
@@ -83,10 +84,10 @@ def champion_challenger(
     tags: dict[str, str],
     links: dict[str, str],
 ) -> PromotionResult:
-    """Register the run's `model` as a new version (alias candidate), score the champion on the same
+    """Register the run's logged model as a new version (alias candidate), score the champion on the same
     test split, and promote per `config.mode`. Runs inside a flow (the approval form pauses it)."""
     log = get_run_logger()
-    version = register_model(tracking_uri, config.model_name, run_id, version_tags(candidate, tags))
+    version = register_model(tracking_uri, config.model_name, run_id, model_id, version_tags(candidate, tags))
     champion = evaluate_champion(tracking_uri, config, test_path, candidate_predictions, batch_size, folder)
     comparison = champion_rule(candidate, champion.metrics, champion.version, config)
     if champion.problem:

@@ -49,6 +49,7 @@ def register_best(
             target.uri,
             rules,
             best.run_id,
+            best.model_id,
             best.evaluation.test,
             state.splits.test.path,
             best.evaluation.predictions_path,

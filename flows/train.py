@@ -80,6 +80,7 @@ def train(
             target.uri,
             config.promotion,
             tracked.run_id,
+            tracked.model_id,
             evaluation.test,
             splits.test.path,
             evaluation.predictions_path,

@@ -27,6 +27,11 @@ SAMPLE_COLUMNS: dict[str, Any] = {
 GENERIC_COLUMNS: dict[str, Any] = {"text_columns": ["text"], "label_column": "label", "id_column": None, "labels": None}
 
 
+def is_sample(path: str) -> bool:
+    """Whether `path` is the bundled sample, relative or absolute (its last three parts)."""
+    return Path(path).parts[-3:] == Path(SAMPLE_PATH).parts
+
+
 class DataConfig(BaseModel):
     """Where the labelled text is and which columns hold the text and the label. The defaults are
     the bundled sample's; with another path, unset columns default to `text` and `label`."""
@@ -79,6 +84,6 @@ class DataConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _other_data_other_columns(cls, values: Any) -> Any:
-        if isinstance(values, dict) and Path(str(values.get("path", SAMPLE_PATH))) != Path(SAMPLE_PATH):
+        if isinstance(values, dict) and not is_sample(str(values.get("path", SAMPLE_PATH))):
             return {**GENERIC_COLUMNS, **values}
         return values

@@ -168,10 +168,11 @@ def delimiter_hint(frame: pd.DataFrame) -> str:
     return ""
 
 
-def check_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> None:
-    """Every configured column exists, and text columns hold text."""
+def check_columns(frame: pd.DataFrame, config: DataConfig, source: str, labelled: bool = True) -> None:
+    """Every configured column exists (the label's only for labelled data), and text columns hold text."""
     wanted = [("data.text_columns", name) for name in config.text_columns]
-    wanted.append(("data.label_column", config.label_column))
+    if labelled:
+        wanted.append(("data.label_column", config.label_column))
     if config.id_column:
         wanted.append(("data.id_column", config.id_column))
     missing = [(key, name) for key, name in wanted if name not in frame.columns]
@@ -221,6 +222,20 @@ def normalize(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFr
         }
     )
     return table.reset_index(drop=True)
+
+
+def text_table(source: str, config: DataConfig) -> pd.DataFrame:
+    """Texts to label: `id` (the id column, else the row number) and `text`; rows without text dropped."""
+    frame = read_source(source, config)
+    if frame.empty:
+        raise DataLoadError(f"{source} has no data rows (a header only, or an empty table). Add texts to label.")
+    check_columns(frame, config, source, labelled=False)
+    ids = frame[config.id_column].astype("string") if config.id_column else pd.RangeIndex(len(frame)).astype(str)
+    table = pd.DataFrame({"id": list(ids), "text": join_text(frame, config.text_columns, config.text_separator)})
+    table = table[table["text"].notna() & (table["text"].str.strip().str.len() > 0)].reset_index(drop=True)
+    if table.empty:
+        raise DataLoadError(f"{source} has no texts in {', '.join(config.text_columns)} (data.text_columns).")
+    return table
 
 
 def normalized_text(text: pd.Series) -> Any:
@@ -312,3 +327,9 @@ def load_dataset(source: str, config: DataConfig, output: Path) -> DatasetRef:
     """Load `source`, normalize it and write it as Parquet to `output`."""
     table = load_table(source, config)
     return write_table(table, output)
+
+
+@task(name="load_texts")
+def load_texts(config: DataConfig, output: Path) -> DatasetRef:
+    """The texts to label (id and text) from `config.path`, written as Parquet to `output`."""
+    return write_table(text_table(config.path, config), output)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from pydantic import BaseModel
@@ -15,6 +17,7 @@ from pydantic import BaseModel
 from tasks.config.eval import EvalConfig
 from tasks.config.train import TrainConfig
 from tasks.core.errors import ConfigError
+from tasks.core.quiet import quiet_libraries
 from tasks.data.split import SplitReport
 from tasks.model.plan import (
     MAX_LENGTH_CAP,
@@ -31,6 +34,7 @@ from tasks.model.plan import (
     training_plan,
 )
 from tasks.model.predict import MODEL_INFO_FILE
+from tasks.model.progress import step_progress
 from tasks.model.resolve import ModelRef
 
 
@@ -52,17 +56,21 @@ class TrainedModelRef(BaseModel):
     total_parameters: int
 
 
-def build_model(model: ModelRef, labels: list[str], config: TrainConfig, trust_remote_code: bool) -> Any:
-    """The base model with a fresh classification head for `labels`, wrapped with LoRA if asked."""
+def build_model(
+    model: ModelRef, labels: list[str], config: TrainConfig, trust_remote_code: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The base model with a fresh classification head for `labels`, wrapped with LoRA if asked, and
+    what loading found (the new head's keys are `missing_keys`)."""
     from transformers import AutoModelForSequenceClassification
 
-    network = AutoModelForSequenceClassification.from_pretrained(
+    network, loading = AutoModelForSequenceClassification.from_pretrained(
         model.path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: index for index, label in enumerate(labels)},
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
+        output_loading_info=True,
     )
     if config.method == "lora":
         from peft import get_peft_model
@@ -74,7 +82,14 @@ def build_model(model: ModelRef, labels: list[str], config: TrainConfig, trust_r
                 f"LoRA cannot adapt {model.base_model}: {error}. Set train.lora_target_modules "
                 "to names of its linear layers."
             ) from None
-    return network
+    return network, loading
+
+
+def loading_line(model: ModelRef, loading: dict[str, Any]) -> str:
+    """transformers' load report in one line: the freshly initialised weights and the unused ones."""
+    new, unused = sorted(loading.get("missing_keys") or []), sorted(loading.get("unexpected_keys") or [])
+    line = f"Loaded {model.base_model}: new weights {', '.join(new) or 'none'} (trained from scratch)"
+    return line + (f"; unused checkpoint weights: {', '.join(unused)}" if unused else "")
 
 
 def model_length_limit(tokenizer: Any, network: Any) -> int:
@@ -202,15 +217,6 @@ def save_model(network: Any, tokenizer: Any, folder: Path, info: dict[str, Any])
     (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
 
 
-def quiet_progress_bars() -> None:
-    """Per-batch bars of loading, mapping and saving flood a flow run's log; epochs are logged instead."""
-    import datasets
-    from transformers.utils import logging as transformers_logging
-
-    datasets.disable_progress_bars()
-    transformers_logging.disable_progress_bar()
-
-
 def plan_line(
     model: ModelRef,
     config: TrainConfig,
@@ -246,29 +252,32 @@ def finetune(
     trust_remote_code: bool = False,
     log: Any = None,
     callbacks: list | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> TrainedModelRef:
     """Train on the train split until validation stops improving, keep the best epoch, save it to
-    `folder/model`. Checkpoints go to `folder/checkpoints`; if some exist, training resumes from the last one."""
+    `folder/model`. Checkpoints go to `folder/checkpoints`; if some exist, training resumes from the last one.
+    `progress` hears the share of planned steps done (0-100) as training goes."""
     import pandas as pd
     import torch
     from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     log = log or logging.getLogger(__name__)
-    quiet_progress_bars()
+    quiet_libraries()
     device, precision = choose_device(config)
     frames = {name: pd.read_parquet(getattr(splits, name).path) for name in ("train", "validation")}
     labels = sorted(frames["train"]["label"].unique().tolist())
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model.path, trust_remote_code=trust_remote_code)
-    network = build_model(model, labels, config, trust_remote_code)
+    network, loading = build_model(model, labels, config, trust_remote_code)
+    log.info(loading_line(model, loading))
     max_length = sequence_length(config, tokenizer, network, frames["train"]["text"].tolist())
     plan = training_plan(len(frames["train"]), config, max_length)
     encoded = encode_splits(frames, labels, tokenizer, max_length)
     checkpoints = folder / "checkpoints"
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     seconds: dict[int, float] = {}
-    extra = [epoch_callback(seconds, log, plan.epochs), *(callbacks or [])]
+    extra = [epoch_callback(seconds, log, plan.epochs), step_progress(plan, log, progress), *(callbacks or [])]
     if plan.patience:
         extra.append(EarlyStoppingCallback(early_stopping_patience=plan.patience))
     arguments = training_arguments(plan, config, checkpoints, device, precision)
@@ -317,6 +326,19 @@ def finetune_model(
     folder: Path,
     trust_remote_code: bool = False,
 ) -> TrainedModelRef:
-    """Fine-tune, logging one line per epoch; a rerun of the same run resumes from its last checkpoint.
-    Never retried blindly: a retry of the flow run resumes instead."""
-    return finetune(splits, model, config, eval_config, folder, trust_remote_code, log=get_run_logger())
+    """Fine-tune, logging one line per epoch (and progress within it), with a Prefect progress artifact
+    on the flow run; a rerun of the same run resumes from its last checkpoint. Never retried blindly:
+    a retry of the flow run resumes instead."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    artifact = create_progress_artifact(0.0, key="training-progress", description="Fine-tuning: planned steps done")
+    assert isinstance(artifact, UUID)  # called from sync code, Prefect's sync/async API returns the id
+
+    def progress(percent: float) -> None:
+        update_progress_artifact(artifact, percent)
+
+    trained = finetune(
+        splits, model, config, eval_config, folder, trust_remote_code, log=get_run_logger(), progress=progress
+    )
+    progress(100.0)  # early stopping ends before the planned steps: the training itself is done
+    return trained

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import ModelNotFoundError
+from tasks.core.quiet import quiet_libraries
 
 MODEL_INFO_FILE = "tuneloop.json"
 
@@ -30,9 +31,17 @@ def model_folder(location: str | Path) -> Path:
     if not (folder / MODEL_INFO_FILE).is_file():
         raise ModelNotFoundError(
             f"No tuneloop model at {location}. Pass the `model` folder of a run "
-            "(.tuneloop/runs/<run>/model) or an MLflow URI such as runs:/<run_id>/model."
+            "(.tuneloop/runs/<run>/model) or an MLflow URI such as models:/tuneloop-classifier@champion."
         )
     return folder
+
+
+def weights_and_tokenizer(folder: Path) -> tuple[Path, Path]:
+    """Where the weights and the tokenizer are: in an MLflow transformers-flavor model (an `MLmodel`
+    file), under `model/` and `components/tokenizer/`; in a run's plain model folder, in the folder."""
+    if (folder / "MLmodel").is_file():
+        return folder / "model", folder / "components" / "tokenizer"
+    return folder, folder
 
 
 def load_classifier(location: str | Path) -> Classifier:
@@ -41,14 +50,16 @@ def load_classifier(location: str | Path) -> Classifier:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = model_folder(location)
+    quiet_libraries()
     info = json.loads((folder / MODEL_INFO_FILE).read_text(encoding="utf-8"))
+    weights, vocabulary = weights_and_tokenizer(folder)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     network = (
-        AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True, local_files_only=True)
+        AutoModelForSequenceClassification.from_pretrained(str(weights), use_safetensors=True, local_files_only=True)
         .to(device)
         .eval()
     )
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(vocabulary), local_files_only=True)
     return Classifier(
         network=network,
         tokenizer=tokenizer,

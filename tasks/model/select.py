@@ -19,6 +19,7 @@ from tasks.config.eval import EvalConfig
 from tasks.config.model import ModelConfig
 from tasks.config.train import TrainConfig
 from tasks.core.errors import ModelNotFoundError, ModelSelectionError
+from tasks.core.quiet import quiet_libraries
 from tasks.data.split import SplitReport
 from tasks.model.resolve import ModelRef, resolve_model
 
@@ -169,6 +170,7 @@ def embed(folder: str, texts: list[str], max_length: int, batch_size: int = 64) 
     from transformers import AutoModel, AutoTokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    quiet_libraries()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     encoder = AutoModel.from_pretrained(folder, use_safetensors=True).to(device).eval()
     vectors = []

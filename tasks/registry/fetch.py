@@ -1,40 +1,99 @@
-"""A local folder for a model location: a folder as it is, or a run or registry URI downloaded from MLflow."""
+"""A local folder for a model location: a folder as it is, or a run or registry URI downloaded from
+MLflow into a cache under the home folder, keyed by store and version (a version's files never
+change), reused by later calls and never left in /tmp."""
 
 from __future__ import annotations
 
-import tempfile
+import hashlib
+import os
+import re
+import shutil
+import uuid
 from pathlib import Path
 
-from tasks.core.errors import ModelNotFoundError, first_line
+from prefect import get_run_logger, task
+
+from tasks.core.errors import ModelNotFoundError, TuneloopError, first_line
+from tasks.core.home import tuneloop_home
+from tasks.registry.versions import resolve_model_uri
+from tasks.tracking.store import configure_tracking, mlflow_client
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+CACHE_FOLDER = "model-cache"
+
+
+def short_hash(text: str) -> str:
+    """A short stable name for a store or an artifact URI in the cache's folder names."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def source_and_key(location: str, store: str) -> tuple[str, str, str]:
+    """(the artifact URI to download, the cache folder below the cache, the version in words) of an
+    MLflow location. A
+    registry alias is resolved to its version first, so moving `@champion` fetches the new one. A
+    logged model's id (`models:/m-<hex>`) names its files directly."""
+    if re.fullmatch(r"models:/m-[0-9a-f]+/?", location):  # an MLflow 3 logged model, by its id
+        model_id = location.removeprefix("models:/").strip("/")
+        source = mlflow_client(store).get_logged_model(model_id).artifact_location
+        return source, f"{short_hash(store)}/logged/{model_id}", model_id
+    if location.startswith("models:/"):
+        name, version, source = resolve_model_uri(location, store)
+        return source, f"{short_hash(store)}/models/{name}/{version}", version
+    if location.startswith("runs:/"):
+        path = location.removeprefix("runs:/").strip("/")
+        return location, f"{short_hash(store)}/runs/{path}", f"run {path.split('/')[0]}"
+    return location, f"{short_hash(store)}/artifacts/{short_hash(location)}", location
+
+
+def download(source: str, store: str, folder: Path) -> Path:
+    """Download an artifact folder to `folder` all at once: into a partial folder beside it, then
+    renamed, so an interrupted download never looks complete and concurrent ones do not collide."""
+    import mlflow
+
+    partial = folder.parent / f".partial-{uuid.uuid4().hex}"
+    partial.mkdir(parents=True)
+    try:
+        fetched = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=store, dst_path=str(partial))
+        )
+        try:
+            os.replace(fetched, folder)
+        except OSError:  # another process finished the same download first: use its copy
+            if not folder.is_dir():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
 
 
 def fetch_model(location: str, tracking_uri: str | None = None) -> Path:
     """A local folder for `location`: the path itself (checked when the model loads), or an MLflow
-    artifact URI downloaded from `tracking_uri` (default: the configured store)."""
-    if location.startswith(MLFLOW_SCHEMES):
-        import mlflow
+    artifact URI from `tracking_uri` (default: the configured store), downloaded once into the cache."""
+    return fetch_version(location, tracking_uri)[0]
 
-        from tasks.core.errors import TuneloopError
-        from tasks.registry.versions import download_uri
-        from tasks.tracking.store import configure_tracking
 
-        store = tracking_uri or configure_tracking()
-        try:
-            # The registry is the tracking store, named explicitly (MLflow's default registry is global).
-            source = download_uri(location, store) if location.startswith("models:/") else location
-            return Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=source, tracking_uri=store, dst_path=tempfile.mkdtemp(prefix="tuneloop-model-")
-                )
-            )
-        except TuneloopError:
-            raise
-        except Exception as error:  # MLflow raises several types for missing runs, models, artifacts
-            reason = first_line(error)
-            raise ModelNotFoundError(
-                f"Cannot fetch model {location} from MLflow: {reason}. Check the run id or "
-                "model name, and MLFLOW_TRACKING_URI."
-            ) from None
-    return Path(location).expanduser()
+def fetch_version(location: str, tracking_uri: str | None = None) -> tuple[Path, str]:
+    """fetch_model's folder and which version it is: the registry's version number, a logged
+    model's id, `run <id>`, or `local` for a folder."""
+    if not location.startswith(MLFLOW_SCHEMES):
+        return Path(location).expanduser(), "local"
+    store = tracking_uri or configure_tracking()
+    try:
+        source, key, version = source_and_key(location, store)
+        folder = tuneloop_home() / CACHE_FOLDER / key
+        return (folder if folder.is_dir() else download(source, store, folder)), version
+    except TuneloopError:
+        raise
+    except Exception as error:  # MLflow raises several types for missing runs, models, artifacts
+        raise ModelNotFoundError(
+            f"Cannot fetch model {location} from MLflow: {first_line(error)}. Check the run id or "
+            "model name, and MLFLOW_TRACKING_URI."
+        ) from None
+
+
+@task(name="fetch_registered_model")
+def fetch_registered_model(location: str) -> tuple[Path, str]:
+    """The model to score with, as a local folder (cached by version), and its version."""
+    folder, version = fetch_version(location)
+    get_run_logger().info("Model %s: version %s in %s", location, version, folder)
+    return folder, version

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from tasks.config.promotion import PromotionConfig
 from tasks.core.errors import RegistryError, first_line
 from tasks.core.metrics import SplitMetrics
+from tasks.tracking.model import global_store
 from tasks.tracking.store import mlflow_client
 
 CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous"
@@ -83,8 +84,9 @@ def find_version(tracking_uri: str, name: str, alias: str | None = None, version
         raise
 
 
-def download_uri(location: str, tracking_uri: str) -> str:
-    """Where the files of `models:/...` are: the version's artifact location."""
+def resolve_model_uri(location: str, tracking_uri: str) -> tuple[str, str, str]:
+    """(name, version, artifact location) of `models:/<name>@<alias>` or `models:/<name>/<n>`: an
+    alias is resolved to the version it points at now."""
     name, alias, version = parse_model_uri(location)
     found = find_version(tracking_uri, name, alias, version)
     if found is None:
@@ -93,7 +95,7 @@ def download_uri(location: str, tracking_uri: str) -> str:
             f"Registered model {name!r} has no {which} in {tracking_uri}. List versions in the MLflow UI, "
             "or promote one first (tuneloop promote --version N)."
         )
-    return mlflow_client(tracking_uri).get_model_version_download_uri(name, found.version)
+    return name, str(found.version), mlflow_client(tracking_uri).get_model_version_download_uri(name, found.version)
 
 
 def version_ref(version: Any) -> ModelVersionRef:
@@ -107,8 +109,8 @@ def version_ref(version: Any) -> ModelVersionRef:
     )
 
 
-def register_version(tracking_uri: str, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> Any:
-    """A new version of `name` from the run's `artifact_path` folder; alias `candidate` moves to it."""
+def register_version(tracking_uri: str, name: str, run_id: str, model_id: str, tags: dict[str, str]) -> Any:
+    """A new version of `name` from the run's logged model `model_id`; alias `candidate` moves to it."""
     from mlflow.exceptions import MlflowException
 
     registry = mlflow_client(tracking_uri)
@@ -117,8 +119,10 @@ def register_version(tracking_uri: str, name: str, run_id: str, artifact_path: s
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    source = f"{registry.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
-    version = registry.create_model_version(name, source, run_id=run_id, tags=tags)
+    with global_store(tracking_uri):  # a local registry looks the logged model up in the global store
+        version = registry.create_model_version(
+            name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
+        )
     registry.set_registered_model_alias(name, CANDIDATE, version.version)
     return version
 
@@ -240,10 +244,17 @@ def rollback(tracking_uri: str, name: str) -> tuple[str, str]:
 
 
 @task(name="register_model")
-def register_model(tracking_uri: str, name: str, run_id: str, tags: dict[str, str]) -> ModelVersionRef:
-    """A new registered version from the run's `model` artifact folder, alias `candidate`."""
+def register_model(
+    tracking_uri: str, name: str, run_id: str, model_id: str | None, tags: dict[str, str]
+) -> ModelVersionRef:
+    """A new registered version from the run's logged MLflow Model, alias `candidate`."""
+    if model_id is None:
+        raise RegistryError(
+            f"Run {run_id} logged no model to register (tracking.log_model=false): set tracking.log_model=true "
+            "or promotion.register_model=false."
+        )
     try:
-        version = register_version(tracking_uri, name, run_id, "model", tags)
+        version = register_version(tracking_uri, name, run_id, model_id, tags)
     except Exception as error:
         raise RegistryError(
             f"Registering the model of run {run_id} as {name!r} failed: {first_line(error)}. The run and its model "

@@ -13,7 +13,7 @@ from tasks.config.pipeline import SweepPipelineConfig
 from tasks.core.plots import pyplot
 from tasks.registry.versions import PromotionResult
 from tasks.sweep.state import BestModel, SweepState, TrialResult
-from tasks.tracking.leaderboard import leaderboard, leaderboard_markdown, read_runs
+from tasks.tracking.leaderboard import LeaderboardRow, leaderboard, leaderboard_markdown, read_runs, shown_params
 from tasks.tracking.store import TrackingTarget, mlflow_client
 
 
@@ -39,7 +39,12 @@ def plot_parameters(trials: list[TrialResult], searched: Sequence[str], metric: 
             vmax=max(max(rounds), min(rounds) + 1),
         )
         if name == "learning_rate":
+            from matplotlib.ticker import LogFormatterSciNotation, LogLocator
+
             axis.set_xscale("log")
+            axis.xaxis.set_major_locator(LogLocator(numticks=4))
+            axis.xaxis.set_major_formatter(LogFormatterSciNotation())
+            axis.xaxis.set_minor_formatter(plt.NullFormatter())
         axis.set_xlabel(name)
         axis.set_ylabel(f"validation {metric}")
     figure.suptitle("Score by hyperparameter (colour: round)")
@@ -114,8 +119,11 @@ def report_pictures(
     if comparison is not None and comparison.champion is not None:
         champion = comparison.champion.per_class
         per_class[f"champion v{comparison.champion_version} (test)"] = {k: v["f1"] for k, v in champion.items()}
-    pictures = {
-        "Score by trial and round": plot_trials(trials, config.metric, config.target_f1, folder / "trials.png"),
+    history = Path(state.folder) / "sweep_history.png"  # drawn after every round (close_round)
+    if not history.is_file():
+        plot_trials(trials, config.metric, config.target_f1, history)
+    pictures: dict[str, Path | None] = {
+        "Score by trial and round": history,
         "Score by hyperparameter": plot_parameters(trials, config.search, config.metric, folder / "parameters.png"),
         "F1 per class": plot_per_class(per_class, folder / "per_class.png"),
     }
@@ -135,9 +143,10 @@ def sweep_report(
     best: BestModel | None,
     promotion: PromotionResult | None,
 ) -> Path:
-    """The sweep's comparison report: Markdown with PNG plots (score by trial and round, score against
-    each searched parameter, per-class F1 of the top trials and of candidate and champion on test,
-    the two confusion matrices), logged to the parent run under `report/` and linked from Prefect."""
+    """The sweep's comparison report: one HTML page with its pictures inline (score by trial and round,
+    score against each searched parameter, per-class F1 of the top trials and of candidate and champion
+    on test, the confusion matrices) and the leaderboard, logged to the parent run as `report/report.html`
+    and summed up in a Prefect artifact that links to it."""
     from prefect.artifacts import create_markdown_artifact
 
     from tasks.sweep.state import all_trials
@@ -163,17 +172,11 @@ def sweep_report(
     if promotion is not None:
         lines.append(f"Registry: {promotion.message}")
     summary, table = list(lines), leaderboard_markdown(rows, config.metric)
-    lines += ["", "## Leaderboard", "", table, ""]
-    for title, path in pictures.items():
-        if path is not None:
-            lines += [f"## {title}", "", f"![{title}]({Path(path).name})", ""]
-    report = folder / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
-    client = mlflow_client(target.uri)
-    for path in pictures.values():
-        if path is not None and Path(path).parent != folder:
-            client.log_artifact(state.parent_run_id, str(path), "report")
-    client.log_artifacts(state.parent_run_id, str(folder), "report")
+    report = folder / "report.html"
+    report.write_text(report_html(f"Sweep {state.sweep_id}", summary[2:], rows, config.metric, pictures), "utf-8")
+    # One file with its pictures inside (MLflow's artifact viewer shows HTML, not linked images);
+    # the pictures drawn for the report sit beside it, the others stay where they were logged.
+    mlflow_client(target.uri).log_artifacts(state.parent_run_id, str(folder), "report")
     link = run_link(target, state.parent_run_id)
     create_markdown_artifact(
         key="sweep-report",
@@ -183,6 +186,44 @@ def sweep_report(
         ),
     )
     return report
+
+
+def report_html(
+    title: str, summary: list[str], rows: list[LeaderboardRow], metric: str, pictures: dict[str, Path | None]
+) -> str:
+    """A self-contained HTML page: the summary, the leaderboard table and each picture as a data URI."""
+    import base64
+    from html import escape
+
+    head = ["#", "run", "kind", "round", "trial", "pruned", f"best val {metric}", f"test {metric}", "parameters"]
+    body = [
+        [
+            str(row.rank),
+            row.run_name,
+            row.kind,
+            str(row.round or ""),
+            "" if row.trial is None else str(row.trial),
+            "yes" if row.pruned else "",
+            "" if row.best_val is None else f"{row.best_val:.4f}",
+            "" if row.test is None else f"{row.test:.4f}",
+            shown_params(row.params),
+        ]
+        for row in rows
+    ]
+    table = "<table><tr>" + "".join(f"<th>{escape(cell)}</th>" for cell in head) + "</tr>"
+    table += "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in line) + "</tr>" for line in body)
+    parts = [f"<h1>{escape(title)}</h1>", *(f"<p>{escape(line)}</p>" for line in summary if line)]
+    parts += ["<h2>Leaderboard</h2>", table + "</table>"]
+    for name, path in pictures.items():
+        if path is not None and Path(path).is_file():
+            data = base64.b64encode(Path(path).read_bytes()).decode()
+            parts += [f"<h2>{escape(name)}</h2>", f'<img alt="{escape(name)}" src="data:image/png;base64,{data}">']
+    style = (
+        "body{font-family:sans-serif;margin:1.5em;max-width:1100px}img{max-width:100%}"
+        "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:3px 6px}"
+    )
+    page = f"<head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body>"
+    return f"<!doctype html><html>{page}</html>"
 
 
 def plot_trials(trials: list[TrialResult], metric: str, target_f1: float, path: Path) -> Path:

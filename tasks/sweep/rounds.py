@@ -4,12 +4,10 @@ decision after each round: target met, next round, or budget spent."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tasks.config.sweep import SweepConfig
 from tasks.sweep.state import RoundDecision, SweepState, TrialResult, best_of
-
-if TYPE_CHECKING:
-    from tasks.config.sweep import SweepConfig
 
 
 def trials_this_round(config: SweepConfig, round_number: int, trials_so_far: int) -> int:

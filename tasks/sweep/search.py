@@ -4,18 +4,19 @@ trial tries, the searched space in words, and parameter importances."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tasks.config.sweep import DEFAULT_SEARCH
+from tasks.config.sweep import DEFAULT_SEARCH, SweepConfig
 from tasks.config.train import TrainConfig
 from tasks.core.errors import ConfigError
 from tasks.core.home import tuneloop_home
 from tasks.core.plots import pyplot
 
-if TYPE_CHECKING:
-    from tasks.config.sweep import SweepConfig
+# Parameter importances mean something only with a few completed trials.
+IMPORTANCE_MIN_TRIALS = 5
 
 
 def optuna_storage(config: SweepConfig) -> str:
@@ -105,12 +106,19 @@ def space_lines(config: SweepConfig, searched: list[str] | None = None) -> list[
 
 
 def plot_importances(study: Any, path: Path) -> Path | None:
-    """Optuna's parameter importances as a bar chart (needs a few finished trials)."""
-    plt = pyplot()
+    """Optuna's parameter importances as a bar chart; None until there are IMPORTANCE_MIN_TRIALS
+    completed trials over two or more parameters (with fewer, fANOVA gives every parameter the same
+    share and Optuna warns)."""
     import optuna
 
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(completed) < IMPORTANCE_MIN_TRIALS or len({name for t in completed for name in t.params}) < 2:
+        return None
+    plt = pyplot()
     try:
-        importances = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError):
         return None
     if not importances:

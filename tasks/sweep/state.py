@@ -143,3 +143,4 @@ class BestModel(BaseModel):
     trial: TrialResult
     evaluation: EvalReport
     run_id: str
+    model_id: str | None = None  # its logged MLflow Model (None when tracking.log_model is off)

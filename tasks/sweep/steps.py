@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import get_run_logger, task
 
 from tasks.config.pipeline import SweepPipelineConfig
@@ -81,7 +82,7 @@ def start_sweep(
 ) -> SweepState:
     """Create the Optuna study and the MLflow parent run once, before any trial: parallel trials that
     each create a fresh SQLite database race on its schema (`UNIQUE constraint failed: alembic_version`)."""
-    from tasks.tracking.store import flatten, run_tags
+    from tasks.tracking.store import flatten, run_tags, write_config
     from tasks.tracking.sweep import start_sweep_run
 
     config: SweepConfig = pipeline.sweep
@@ -92,6 +93,7 @@ def start_sweep(
         sweep_id,
         flatten(pipeline.model_dump(mode="json")),
         run_tags(dataset_sha256, {"base_model": selection.chosen.base_model}),
+        write_config(pipeline, folder / "config.yaml"),
     )
     state = SweepState(
         sweep_id=sweep_id,
@@ -255,5 +257,7 @@ def evaluate_best_trial(pipeline: SweepPipelineConfig, state: SweepState, target
         pipeline.eval,
         folder,
     )
-    log_final_model(target, best.mlflow_run_id, report, best.model_path)
-    return BestModel(trial=best, evaluation=report, run_id=best.mlflow_run_id)
+    example = str(pd.read_parquet(state.splits.validation.path, columns=["text"])["text"].iloc[0])
+    model_path = best.model_path if pipeline.tracking.log_model else None
+    model_id = log_final_model(target, best.mlflow_run_id, report, model_path, example)
+    return BestModel(trial=best, evaluation=report, run_id=best.mlflow_run_id, model_id=model_id)

@@ -70,6 +70,26 @@ def read_runs(tracking_uri: str, experiment: str | None, sweep_id: str | None) -
     return [run for run in runs if run.data.tags.get("kind") in LISTED_KINDS]
 
 
+def applicable_params(params: dict[str, str]) -> dict[str, str]:
+    """The key parameters of a run that apply to it: LoRA's only when it trained LoRA adapters."""
+    lora = params.get("train.method") == "lora"
+    return {key: params[key] for key in KEY_PARAMS if key in params and (lora or not key.startswith("train.lora_"))}
+
+
+def shown_value(value: str) -> str:
+    """A parameter as people read it: numbers to 3 significant digits (7.9e-05, 0.0123), the rest as is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "e" not in value.lower() else f"{number:.3g}"
+
+
+def shown_params(params: dict[str, str]) -> str:
+    """`method=full learning_rate=7.9e-05 ...`: the parameters of a leaderboard row, rounded."""
+    return " ".join(f"{key.removeprefix('train.')}={shown_value(value)}" for key, value in params.items())
+
+
 def leaderboard(runs: list[Any], metric: str = "f1_macro", top: int = 10) -> list[LeaderboardRow]:
     """Runs ordered by best validation `metric` (runs without one last), then test score, then age."""
 
@@ -94,7 +114,7 @@ def leaderboard(runs: list[Any], metric: str = "f1_macro", top: int = 10) -> lis
                 test=metrics.get(f"test/{metric}"),
                 duration_s=round((ended - run.info.start_time) / 1000, 1) if ended else None,
                 base_model=tags.get("base_model"),
-                params={key: run.data.params[key] for key in KEY_PARAMS if key in run.data.params},
+                params=applicable_params(run.data.params),
             )
         )
     rows.sort(
@@ -113,7 +133,7 @@ def leaderboard_markdown(rows: list[LeaderboardRow], metric: str) -> str:
     head = f"| # | run | kind | round | trial | pruned | best val {metric} | test {metric} | seconds | parameters |"
     lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        shown = ", ".join(f"{key.removeprefix('train.')}={value}" for key, value in row.params.items())
+        shown = shown_params(row.params)
         lines.append(
             f"| {row.rank} | {row.run_name} | {row.kind} | {row.round or ''} | "
             f"{'' if row.trial is None else row.trial} | {'yes' if row.pruned else ''} | "

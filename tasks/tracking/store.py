@@ -20,6 +20,10 @@ from tasks.config.tracking import TrackingConfig
 from tasks.core.errors import TrackingError, first_line
 from tasks.core.home import tuneloop_home
 
+# MLflow 3's experiment kind: the UI opens an experiment without one in GenAI mode (traces, evaluations).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
+
 
 class TrackingTarget(BaseModel):
     """A reachable tracking store and the experiment's id in it."""
@@ -37,6 +41,7 @@ class TrackedRun(BaseModel):
     experiment_id: str
     uri: str
     link: str
+    model_id: str | None = None  # the run's logged MLflow Model (None when tracking.log_model is off)
 
 
 def mlflow_client(uri: str) -> Any:
@@ -61,18 +66,20 @@ def configure_tracking() -> str:
 
 
 def ensure_experiment(name: str) -> TrackingTarget:
-    """The experiment's id, creating it (artifacts beside the SQLite store) when it is new."""
-
+    """The experiment's id, creating it (artifacts beside the SQLite store) when it is new. Its kind
+    is model training, so MLflow 3's UI opens it on runs and models, not on GenAI traces; an
+    experiment whose kind someone already chose keeps it."""
     uri = configure_tracking()
     client = mlflow_client(uri)
     try:
         experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return TrackingTarget(uri=uri, experiment=name, experiment_id=experiment.experiment_id)
-        location = (tuneloop_home() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-        return TrackingTarget(
-            uri=uri, experiment=name, experiment_id=client.create_experiment(name, artifact_location=location)
-        )
+        if experiment is None:
+            location = (tuneloop_home() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+            experiment_id = client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+            return TrackingTarget(uri=uri, experiment=name, experiment_id=experiment_id)
+        if EXPERIMENT_KIND not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])
+        return TrackingTarget(uri=uri, experiment=name, experiment_id=experiment.experiment_id)
     except Exception as error:  # connection errors, refused requests, a broken database
         reason = first_line(error)
         raise TrackingError(
@@ -92,6 +99,15 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
     return flat
+
+
+def write_config(config: BaseModel, path: Path) -> Path:
+    """The full resolved config as YAML (logged beside the flattened parameters: one file to rerun from)."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    return path
 
 
 def git_commit() -> str | None:

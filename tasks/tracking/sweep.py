@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.model.evaluate import EvalReport
+from tasks.tracking.model import log_model
 from tasks.tracking.store import (
     TrackingTarget,
     best_epoch_metrics,
@@ -19,8 +20,10 @@ from tasks.tracking.store import (
 )
 
 
-def start_sweep_run(target: TrackingTarget, sweep_id: str, params: dict[str, str], tags: dict[str, str]) -> str:
-    """The sweep's parent run (left running until the sweep ends); returns its id."""
+def start_sweep_run(
+    target: TrackingTarget, sweep_id: str, params: dict[str, str], tags: dict[str, str], config: Path
+) -> str:
+    """The sweep's parent run (left running until the sweep ends), with the resolved config file; its id."""
     from mlflow.entities import Param
 
     client = mlflow_client(target.uri)
@@ -28,6 +31,7 @@ def start_sweep_run(target: TrackingTarget, sweep_id: str, params: dict[str, str
         target.experiment_id, run_name=sweep_id, tags={**tags, "sweep_id": sweep_id, "kind": "sweep"}
     )
     client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in params.items()])
+    client.log_artifact(run.info.run_id, str(config))
     return run.info.run_id
 
 
@@ -100,9 +104,11 @@ def finish_sweep_run(target: TrackingTarget, parent_run_id: str, outcome: str, m
     client.set_terminated(parent_run_id, "FINISHED")
 
 
-def log_final_model(target: TrackingTarget, run_id: str, evaluation: EvalReport, model_path: str) -> None:
-    """A sweep's best trial, evaluated at the end: its test scores, evaluation files and model, added
-    to the trial's run so that it can be registered like a training run."""
+def log_final_model(
+    target: TrackingTarget, run_id: str, evaluation: EvalReport, model_path: str | None, example: str
+) -> str | None:
+    """A sweep's best trial, evaluated at the end: its test scores, evaluation files and MLflow Model,
+    added to the trial's run so that it can be registered like a training run; the model's id."""
     from mlflow.entities import Metric
 
     client = mlflow_client(target.uri)
@@ -116,7 +122,8 @@ def log_final_model(target: TrackingTarget, run_id: str, evaluation: EvalReport,
             "evaluation": Path(evaluation.confusion_matrix_path),
             "evaluation/report": Path(evaluation.report_path),
             "evaluation/predictions": Path(evaluation.predictions_path),
-            "model": Path(model_path),
         },
     )
+    model_id = log_model(target.uri, target.experiment_id, run_id, Path(model_path), example) if model_path else None
     client.set_tag(run_id, "final_model", "True")
+    return model_id

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -21,6 +22,7 @@ from tasks.model.evaluate import EvalReport
 from tasks.model.finetune import TrainedModelRef
 from tasks.model.plan import effective_train
 from tasks.model.select import SelectionReport, selection_table
+from tasks.tracking.model import log_model
 from tasks.tracking.store import (
     TrackedRun,
     TrackingTarget,
@@ -34,6 +36,7 @@ from tasks.tracking.store import (
     run_link,
     run_tags,
     upload,
+    write_config,
 )
 
 
@@ -48,8 +51,10 @@ def log_training(
     datasets: dict[str, dict[str, Any]],
     artifacts: dict[str, Path],
     metric: str = "f1_macro",
+    model: tuple[Path, str] | None = None,
 ) -> TrackedRun:
-    """Create the run and log everything in a few batched calls."""
+    """Create the run and log everything in a few batched calls; `model` (its folder and an example
+    text) is logged as the run's MLflow Model before the run is marked FINISHED."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = mlflow_client(target.uri)
@@ -70,6 +75,7 @@ def log_training(
         )
         client.log_inputs(run_id, datasets=dataset_inputs(datasets))
         upload(client, run_id, artifacts)
+        model_id = log_model(target.uri, target.experiment_id, run_id, *model) if model else None
         client.set_terminated(run_id, "FINISHED")
     except TrackingError:
         raise
@@ -84,6 +90,7 @@ def log_training(
         experiment_id=target.experiment_id,
         uri=target.uri,
         link=run_link(target, run_id),
+        model_id=model_id,
     )
 
 
@@ -142,7 +149,6 @@ def run_artifacts(
         "validation": validation / "summary.json",
         "validation/data_docs": validation / "data_docs",
         "splits": Path(splits.summary_path),
-        "model": Path(trained.path),
     }
 
 
@@ -186,8 +192,7 @@ def log_run(
 
     tracking: TrackingConfig = config.tracking
     artifacts = run_artifacts(data, splits, trained, evaluation)
-    if not tracking.log_model:
-        artifacts.pop("model")
+    example = str(pd.read_parquet(splits.validation.path, columns=["text"])["text"].iloc[0])
     tags = run_tags(
         data.data.dataset_sha256,
         {
@@ -207,6 +212,7 @@ def log_run(
     table.write_text(json.dumps(rows, indent=2))
     artifacts["selection"] = table
     ran = config.model_copy(update={"train": effective_train(config.train, trained.plan)})
+    artifacts[""] = write_config(ran, Path(trained.path).parent / "config.yaml")  # the run's root
     tracked = log_training(
         target,
         tracking.run_name or flow_run.name,
@@ -218,6 +224,7 @@ def log_run(
         {name: getattr(splits, name).model_dump() for name in ("train", "validation", "test")},
         artifacts,
         config.eval.metric,
+        (Path(trained.path), example) if tracking.log_model else None,
     )
     log_candidates(target, tracked.run_id, rows, selection.metric, baseline)
     markdown = training_markdown(trained, scores, verdict, tracked)

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from tasks.config.pipeline import PipelineConfig
-from tasks.data.load import load_table, table_sha256
+from tasks.config.score import ScoreConfig
+from tasks.data.load import load_table, table_sha256, text_table
 from tasks.data.validate import validate_table
 from tests.helpers import ROOT
 
@@ -34,11 +35,14 @@ RUNS = list(effective_parameters())
 
 def test_every_deployment_and_schedule_is_covered() -> None:
     names = [what for what, _, _ in RUNS]
-    assert len(names) == 6, names  # 4 deployments, 2 schedules
-    assert sum("schedule" in name for name in names) == 2
+    assert len(names) == 8, names  # 5 deployments, 3 schedules
+    assert sum("schedule" in name for name in names) == 3
 
 
-def check_loads_and_validates(config: PipelineConfig, folder: Path) -> None:
+def check_loads_and_validates(config: PipelineConfig | ScoreConfig, folder: Path) -> None:
+    if isinstance(config, ScoreConfig):  # batch scoring reads texts only (no labels, no gate)
+        assert len(text_table(config.data.path, config.data)) >= 100
+        return
     for source in filter(None, (config.data.path, config.data.test_path)):
         table = load_table(source, config.data)
         report = validate_table(table, source, table_sha256(table), config.validation, config.data, folder)
@@ -55,7 +59,8 @@ def test_deployment_parameters_load_and_validate_their_data(
     monkeypatch.chdir(ROOT)  # a worker runs every flow in the project folder (TUNELOOP_ROOT)
     flow = load_flow_from_entrypoint(entrypoint)
     validated = flow.validate_parameters(parameters)  # what the flow run does with them
-    check_loads_and_validates(validated.get("config", PipelineConfig()), tmp_path)
+    default = ScoreConfig() if entrypoint.startswith("flows/score.py") else PipelineConfig()
+    check_loads_and_validates(validated.get("config", default), tmp_path)
 
 
 def test_a_bare_run_loads_and_validates_the_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,6 +93,7 @@ def test_the_train_form_has_no_sweep_section_and_the_sweep_form_has_one() -> Non
         ("flows/sweep.py:sweep", {"sweep": {"target_f1": 2}}, "target_f1"),
         ("flows/sweep.py:sweep", {"sweep": {"search": ["dropout"]}}, "search"),
         ("flows/validate.py:validate_data", {"validation": {"max_quarantine_fraction": -1}}, "max_quarantine"),
+        ("flows/score.py:score", {"low_confidence": 1.5}, "low_confidence"),
     ],
 )
 def test_the_forms_refuse_bad_values(entrypoint: str, config: dict[str, Any], wrong: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from tasks.config.load import load_config
@@ -101,6 +102,18 @@ def test_train_deployment_run_by_the_cpu_worker_lands_in_the_mlflow_server(
     assert registry.get_model_version_by_alias(champion.name, "champion").version == champion.version
     assert candidate.tags["promotion.compared_with"] == champion.version
     assert "could not be evaluated" not in candidate.tags["promotion.reason"], candidate.tags["promotion.reason"]
+
+    # The champion scores a file in a run of the daily scoring deployment on the cpu worker,
+    # fetched from the server's registry and artifact store.
+    output = Path(stack["home"]) / "scores.parquet"
+    scoring = client.create_flow_run_from_deployment(
+        client.read_deployment_by_name("score/daily").id, parameters={"config": {"output": str(output)}}
+    )
+    done = wait_for(lambda: (found := client.read_flow_run(scoring.id)).state.is_final() and found, 300, "scoring")
+    assert done.state.is_completed(), done.state.message
+    frame = pd.read_parquet(output)
+    current = registry.get_model_version_by_alias(champion.name, "champion").version
+    assert len(frame) > 1000 and set(frame["model_version"]) == {current} and frame["score"].between(0, 1).all()
 
 
 def below_threshold(sweep_id: str, requeue: str, deployment_name: str) -> dict[str, Any]:

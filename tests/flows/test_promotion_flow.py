@@ -43,15 +43,30 @@ def trained(
 def promotion_check(
     uri: str, rules: PromotionConfig, run_id: str, candidate: SplitMetrics, test_path: str, predicted: str, folder: str
 ) -> PromotionResult:
+    model_id = (
+        mlflow.MlflowClient(uri)
+        .search_logged_models(experiment_ids=[mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id])[0]
+        .model_id
+    )
     return champion_challenger(
-        uri, rules, run_id, candidate, test_path, predicted, 64, Path(folder), {"dataset_sha256": "x"}, {"run": "here"}
+        uri,
+        rules,
+        run_id,
+        model_id,
+        candidate,
+        test_path,
+        predicted,
+        64,
+        Path(folder),
+        {"dataset_sha256": "x"},
+        {"run": "here"},
     )
 
 
 def with_champion(uri: str, result: TrainResult) -> tuple[str, SplitMetrics]:
     """A new registered model whose v1 (the trained model) is champion, and its real test scores."""
     name = f"m-{uuid.uuid4().hex[:8]}"
-    version = register_version(uri, name, result.tracking.run_id, "model", {})
+    version = register_version(uri, name, result.tracking.run_id, str(result.tracking.model_id), {})
     set_champion(uri, name, version.version, "promoted", {})
     test = pd.read_parquet(result.splits.test.path)
     truth = test["label"].astype(str).tolist()

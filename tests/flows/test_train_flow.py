@@ -1,11 +1,16 @@
 """The train flow end to end under a real Prefect server, with a tiny BERT and MLflow on a temp SQLite."""
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 from transformers import TrainerCallback
 from typer.testing import CliRunner
 
@@ -21,7 +26,7 @@ from tasks.model.finetune import finetune
 from tasks.model.predict import load_classifier, predict_texts
 from tasks.model.resolve import ModelRef
 from tasks.tracking.store import flatten
-from tests.helpers import ROOT
+from tests.helpers import ROOT, free_port
 from tests.helpers.artifacts import read_artifact_markdown
 from tests.helpers.tables import clean_table
 
@@ -48,6 +53,19 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
     # What ran, not "None": the values left to the method and the data are filled in from the plan.
     assert run.data.params["train.learning_rate"] == {"full": "0.0001", "lora": "0.001"}[method]
     assert run.data.params["train.max_length"] == "64" and run.data.params["train.epochs"] == "2"
+    assert not [key for key in run.data.params if key.startswith("sweep.")], "a training run has no sweep section"
+    # The whole resolved config beside the parameters, with the same effective values.
+    logged = yaml.safe_load(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                f"runs:/{run.info.run_id}/config.yaml", tracking_uri=client.tracking_uri
+            )
+        ).read_text()
+    )
+    assert PipelineConfig.model_validate(logged).train.learning_rate == float(run.data.params["train.learning_rate"])
+    # MLflow 3 opens a model-training experiment on its runs, not in GenAI mode.
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     for key in ("val/f1_macro", "val/accuracy", "train/loss"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     for key in METRIC_KEYS:
@@ -56,7 +74,12 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
     assert run.data.tags["dataset_sha256"] == result.data.data.dataset_sha256
     assert run.data.tags["prefect.flow_run_id"]
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
-    assert {"evaluation", "model", "validation", "splits"} <= artifacts
+    assert {"evaluation", "validation", "splits", "config.yaml"} <= artifacts
+    # The model is the run's logged MLflow Model (transformers flavor), with tuneloop.json beside it.
+    [logged] = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert logged.model_id == result.tracking.model_id and logged.source_run_id == run.info.run_id
+    files = {item.path for item in client.list_logged_model_artifacts(logged.model_id)}
+    assert {"MLmodel", "tuneloop.json", "requirements.txt", "input_example.json"} <= files
     evaluation = {item.path for item in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in evaluation
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
@@ -89,10 +112,61 @@ def test_saved_model_reloads_offline_with_its_labels_and_predicts(
     assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-4 for row in predictions)
 
     runner = CliRunner()
-    for model in (result.model.path, f"runs:/{result.tracking.run_id}/model"):
+    for model in (result.model.path, f"models:/{result.tracking.model_id}", "models:/tuneloop-classifier@champion"):
         output = runner.invoke(app, ["predict", "--model", model, "--text", test["text"].iloc[0], "--json"])
         assert output.exit_code == 0, output.output
         assert f'"label": "{predictions[0]["label"]}"' in output.output
+
+
+def test_the_champion_is_an_mlflow_model_that_loads_and_serves(
+    tiny_config: Callable[..., PipelineConfig], tuneloop_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's own tools use the registered model: pyfunc returns labels and scores, and
+    `mlflow models serve` answers /invocations with the labels tuneloop predicts."""
+    import httpx
+
+    result = train(config=tiny_config("train.epochs=1"))
+    store = f"sqlite:///{tuneloop_home / 'mlflow.db'}"
+    texts = sorted(pd.read_parquet(result.splits.test.path)["text"].tolist(), key=len)[:3]
+    ours = [row["label"] for row in predict_texts(load_classifier(result.model.path), texts)]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    frame = mlflow.pyfunc.load_model("models:/tuneloop-classifier@champion").predict(texts)
+    assert frame["label"].tolist() == ours and frame["score"].between(0, 1).all()
+
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "models",
+        "serve",
+        "-m",
+        "models:/tuneloop-classifier@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    # MLflow's server starts `uvicorn` by name: the environment's bin folder must be on PATH (as after activate).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    server = subprocess.Popen(
+        command, env={**os.environ, "PATH": path}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:] if server.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": texts}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert [row["label"] for row in answer.json()["predictions"]] == ours
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_interrupted_training_resumes_from_its_last_checkpoint(tiny_bert: Path, tmp_path: Path) -> None:

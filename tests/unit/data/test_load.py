@@ -31,6 +31,8 @@ def test_the_defaults_describe_the_sample_and_other_data_starts_generic() -> Non
     assert (sample.path, sample.text_columns, sample.label_column) == (SAMPLE_PATH, ["subject", "body"], "category")
     assert sample.id_column == "ticket_id" and sample.labels == ["account", "billing", "shipping", "technical"]
     assert DataConfig(path="./data/sample/support_tickets.csv").labels == sample.labels, "the same path"
+    assert DataConfig(path="/srv/tuneloop/data/sample/support_tickets.csv").label_column == "category", "absolute"
+    assert DataConfig(path="/srv/other/support_tickets.csv").label_column == "label"
     other = DataConfig(path="tickets.csv")
     assert (other.text_columns, other.label_column, other.id_column, other.labels) == (["text"], "label", None, None)
     chosen = DataConfig(path="tickets.csv", text_columns=["body"], labels=["a", "b"])

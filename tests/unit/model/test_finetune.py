@@ -160,3 +160,13 @@ def test_epoch_history_reads_the_trainer_log() -> None:
         (2, 0.5, 0.75, 1.5, 0.4),
     ]
     assert best_epoch(history, "f1_macro") == 2
+
+
+def test_the_load_report_is_one_line_naming_the_new_head() -> None:
+    from tasks.model.finetune import loading_line
+    from tasks.model.resolve import ModelRef
+
+    model = ModelRef(base_model="org/encoder", path="/models/encoder", source="local")
+    line = loading_line(model, {"missing_keys": ["classifier.weight", "classifier.bias"], "unexpected_keys": set()})
+    assert line == "Loaded org/encoder: new weights classifier.bias, classifier.weight (trained from scratch)"
+    assert "\n" not in loading_line(model, {"missing_keys": [], "unexpected_keys": {"pooler.dense.bias"}})

@@ -10,18 +10,19 @@ import mlflow
 import pytest
 
 from tasks.config.promotion import PromotionConfig
-from tasks.core.errors import RegistryError
+from tasks.core.errors import ModelNotFoundError, RegistryError
 from tasks.core.metrics import SplitMetrics
 from tasks.registry.versions import (
     champion_rule,
-    download_uri,
     find_version,
     parse_model_uri,
     promote_version,
     register_version,
+    resolve_model_uri,
     rollback,
     set_champion,
 )
+from tasks.tracking.model import log_logged_model
 
 
 def scores(f1: float, per_class: dict[str, float]) -> SplitMetrics:
@@ -64,7 +65,8 @@ def test_the_first_candidate_is_eligible() -> None:
 
 
 def registered(tmp_path: Path, count: int) -> tuple[str, list[str]]:
-    """A SQLite store with `count` versions of model `m`, each from its own run's `model` folder."""
+    """A SQLite store with `count` versions of model `m`, each its own run's logged model (a folder
+    holding only tuneloop.json: the registry does not look inside)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -74,8 +76,8 @@ def registered(tmp_path: Path, count: int) -> tuple[str, list[str]]:
         model = tmp_path / f"model-{number}"
         model.mkdir()
         (model / "tuneloop.json").write_text(json.dumps({"labels": ["ham", "spam"], "number": number}))
-        client.log_artifacts(run.info.run_id, str(model), "model")
-        versions.append(register_version(uri, "m", run.info.run_id, "model", {"dataset_sha256": "abc"}).version)
+        model_id = log_logged_model(uri, experiment, run.info.run_id, model, {})
+        versions.append(register_version(uri, "m", run.info.run_id, model_id, {"dataset_sha256": "abc"}).version)
     return uri, [str(v) for v in versions]
 
 
@@ -123,11 +125,12 @@ def test_promote_by_hand_and_its_errors(tmp_path: Path) -> None:
 def test_model_uris_resolve_through_the_named_store(tmp_path: Path) -> None:
     uri, (v1, _) = registered(tmp_path, 2)
     promote_version(uri, "m", v1)
-    assert download_uri("models:/m@champion", uri).endswith("/model")
-    assert download_uri("models:/m@champion", uri) == download_uri(f"models:/m/{v1}", uri)
+    name, version, source = resolve_model_uri("models:/m@champion", uri)
+    assert (name, version) == ("m", str(v1)) and source.endswith("/artifacts")  # the logged model's files
+    assert resolve_model_uri(f"models:/m/{v1}", uri) == (name, version, source)
     assert parse_model_uri("models:/m@champion") == ("m", "champion", None)
     with pytest.raises(RegistryError, match="has no alias @previous"):
-        download_uri("models:/m@previous", uri)
+        resolve_model_uri("models:/m@previous", uri)
     with pytest.raises(RegistryError, match="Cannot read model URI"):
         parse_model_uri("models:/m")
 
@@ -152,3 +155,32 @@ def test_registry_commands_answer_bad_input_in_one_line(tmp_path: Path, monkeypa
     assert down.exit_code == 2 and "model registry at http://127.0.0.1" in down.output and "make up" in down.output
     for result in (unknown, metric, version, down):
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_fetched_models_are_cached_under_the_home_folder_by_version(tmp_path: Path, tuneloop_home: Path) -> None:
+    from tasks.registry import fetch
+
+    uri, (v1, v2) = registered(tmp_path, 2)
+    promote_version(uri, "m", v1)
+    first = fetch.fetch_model("models:/m@champion", uri)
+    assert first.is_relative_to(tuneloop_home / "model-cache") and first.name == v1
+    assert json.loads((first / "tuneloop.json").read_text())["number"] == 0
+    assert fetch.fetch_model(f"models:/m/{v1}", uri) == first  # the alias and the number share one copy
+    promote_version(uri, "m", v2)
+    second = fetch.fetch_model("models:/m@champion", uri)  # the alias moved: the new version is fetched
+    assert second.name == v2 and json.loads((second / "tuneloop.json").read_text())["number"] == 1
+    assert not list(second.parent.glob(".partial-*")), "no half-downloaded folders are left"
+
+    def no_second_download(*_: object) -> None:
+        raise AssertionError("a cached version was downloaded again")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fetch, "download", no_second_download)
+        assert fetch.fetch_model("models:/m@champion", uri) == second
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    run = client.get_run(client.get_model_version("m", v2).run_id)
+    [logged] = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == run.info.run_id]
+    model_id = logged.model_id
+    assert (fetch.fetch_model(f"models:/{model_id}", uri) / "tuneloop.json").is_file()
+    with pytest.raises(ModelNotFoundError, match="Cannot fetch model runs:/nope/model"):
+        fetch.fetch_model("runs:/nope/model", uri)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from tasks.config.load import load_config
 from tasks.config.pipeline import PipelineConfig
 from tasks.tracking.store import epoch_metrics, final_metrics, flatten, metric_name
@@ -27,3 +29,19 @@ def test_metric_names_are_namespaced_and_safe() -> None:
         }
     )
     assert scores == {"test/f1_macro": 0.9, "test/x/f1": 0.9}
+
+
+def test_experiments_are_model_training_experiments_unless_someone_chose_otherwise(tuneloop_home: Path) -> None:
+    import mlflow
+
+    from tasks.tracking.store import ensure_experiment
+
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    new = ensure_experiment("fresh")
+    assert client.get_experiment(new.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("from-an-older-version")  # no kind: MLflow would open it in GenAI mode
+    ensure_experiment("from-an-older-version")
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    chosen = client.create_experiment("genai", tags={"mlflow.experimentKind": "genai_development"})
+    ensure_experiment("genai")
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"

@@ -1,0 +1,97 @@
+"""The fine-tuned model as an MLflow Model: a transformers text-classification pipeline (merged
+weights, tokenizer, label map) in MLflow's transformers flavor, with its signature, an input example
+and pinned pip requirements (no dependency inference: logging stays fast and offline), and
+`tuneloop.json` beside it. Logged as an MLflow 3 logged model of the run, so the registry, pyfunc
+and `mlflow models serve` all use it."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tasks.model.predict import MODEL_INFO_FILE
+from tasks.tracking.store import mlflow_client
+
+# What serving the model needs, pinned to the versions that trained it.
+SERVING_PACKAGES = ("mlflow", "transformers", "torch", "tokenizers", "safetensors")
+LOGGED_MODEL_NAME = "model"
+
+
+def pip_requirements() -> list[str]:
+    """The serving packages at the versions installed here."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in SERVING_PACKAGES]
+
+
+def save_mlflow_model(model_dir: Path, folder: Path, example: str) -> Path:
+    """Write the saved model (`model_dir`) as an MLflow transformers-flavor model to `folder`."""
+    import mlflow.transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from tasks.core.quiet import quiet_libraries
+
+    quiet_libraries()
+    network = AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    classifier = pipeline("text-classification", model=network, tokenizer=tokenizer, device="cpu")
+    shutil.rmtree(folder, ignore_errors=True)
+    mlflow.transformers.save_model(
+        classifier,
+        path=str(folder),
+        task="text-classification",
+        input_example=[example],
+        pip_requirements=pip_requirements(),
+    )
+    shutil.copy2(model_dir / MODEL_INFO_FILE, folder / MODEL_INFO_FILE)
+    return folder
+
+
+def log_logged_model(uri: str, experiment_id: str, run_id: str, folder: Path, tags: dict[str, str]) -> str:
+    """`folder` (an MLflow Model) as a logged model of the run: created, uploaded, marked READY; its id."""
+    client = mlflow_client(uri)
+    logged = client.create_logged_model(
+        experiment_id, name=LOGGED_MODEL_NAME, source_run_id=run_id, tags=tags, model_type="text-classification"
+    )
+    try:
+        client.log_model_artifacts(logged.model_id, str(folder))
+    except Exception:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(logged.model_id, "READY")
+    return logged.model_id
+
+
+def log_model(uri: str, experiment_id: str, run_id: str, model_dir: Path, example: str) -> str:
+    """Package the saved model beside it (`mlflow-model/`) and log it as the run's model; its id."""
+    folder = save_mlflow_model(model_dir, model_dir.parent / "mlflow-model", example)
+    return log_logged_model(uri, experiment_id, run_id, folder, {"base_model": read_info(model_dir)["base_model"]})
+
+
+def read_info(model_dir: Path) -> dict[str, Any]:
+    """The model's `tuneloop.json`: labels, sequence length, base model, best epoch."""
+    import json
+
+    return json.loads((model_dir / MODEL_INFO_FILE).read_text(encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def global_store(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry store set to `uri` for a block (through the
+    environment, which MLflow reads on each call, so nothing stays set after it). Needed by the few
+    calls that ignore the client's store: a local registry resolves a logged model through the global
+    tracking store when it creates a version."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, uri))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
