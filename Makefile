@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export GX_ANALYTICS_ENABLED ?= False
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps install run sweep validate up down status env deploy test test-slow test-gpu test-fast lint format bench quality mlflow-ui clean
+.PHONY: help system-deps install run sweep validate up down status env deploy test test-slow test-gpu test-fast lint format bench bench-serving quality mlflow-ui clean
 
 help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ bench: $(STAMP) ## Run the benchmarks and print their tables (minutes)
 	$(BIN)/python benchmarks/validate_throughput.py
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/sweep_efficiency.py
+
+bench-serving: $(STAMP) ## Serving latency of the registered champion: predict, pyfunc, mlflow models serve (after make run)
+	$(BIN)/python benchmarks/serving.py
 
 quality: $(STAMP) ## Quality benchmark: TF-IDF vs a plain PyTorch loop vs `tuneloop run` on real data (about 45 minutes)
 	$(BIN)/python benchmarks/quality.py --datasets sample,sms,clinc-banking

@@ -20,15 +20,27 @@ if TYPE_CHECKING:
     from tasks.tracking.leaderboard import LeaderboardRow
 
 
+def known_error_name(message: str) -> bool:
+    """Whether a Prefect state message names one of tuneloop's own errors (`DataLoadError: ...`)."""
+    from tasks.core import errors
+
+    names = [name for name, value in vars(errors).items() if isinstance(value, type) and name.endswith("Error")]
+    return any(f"{name}: " in message or f"{name}(" in message for name in names)
+
+
 class HideKnownTracebacks(logging.Filter):
-    """Prefect logs a failed task's traceback; for errors that are the user's to fix, the one-line
-    message the command prints is enough on the console (the Prefect UI keeps the full record)."""
+    """Prefect logs a failed task's traceback and state; for errors that are the user's to fix, the
+    one-line message the command prints is enough on the console (the Prefect UI keeps the full record)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from tasks.core.errors import TuneloopError
 
-        # The message itself is printed once by the command; drop the record that repeats it.
-        return not (record.exc_info and isinstance(record.exc_info[1], TuneloopError))
+        # The message itself is printed once by the command; drop the records that repeat it: the
+        # traceback, and the task's and flow's "Finished in state Failed(... <OurError>: ...)" lines.
+        if record.exc_info and isinstance(record.exc_info[1], TuneloopError):
+            return False
+        message = record.getMessage()
+        return not (message.startswith("Finished in state Failed(") and known_error_name(message))
 
 
 def quiet_known_tracebacks() -> None:

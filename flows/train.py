@@ -16,6 +16,7 @@ from tasks.model.evaluate import EvalReport, check_model_quality, evaluate_model
 from tasks.model.finetune import TrainedModelRef, finetune_model
 from tasks.model.select import SelectionReport, select_base_model
 from tasks.registry.versions import PromotionResult
+from tasks.tracking.live import mark_failed, mark_killed, metric_sender, open_training_run
 from tasks.tracking.store import TrackedRun, check_tracking
 from tasks.tracking.training import log_run
 
@@ -40,17 +41,19 @@ class TrainResult(BaseModel):
         return baseline_verdict(self.evaluation.val, self.baseline, self.selection.metric)
 
 
-@flow(name="train")
+@flow(name="train", on_failure=[mark_failed], on_crashed=[mark_failed], on_cancellation=[mark_killed])
 def train(
     config: PipelineConfig = PipelineConfig(),  # noqa: B008
 ) -> TrainResult:
     """Fine-tune a pre-trained Hugging Face model on labelled text: validate the data (Great
     Expectations gate with quarantine), split it leak-free, fit a TF-IDF baseline, choose the base
     model (screen license, task fit and size; probe the survivors), fine-tune (full or LoRA, GPU
-    when present, until validation stops improving), evaluate on validation and test, log it all
-    to MLflow, register the model as a new version (alias `candidate`) and promote it to
-    `champion` when it beats the current one on the same test split (`promotion.mode`: auto,
-    after an approval form, or never). The defaults run on the bundled sample.
+    when present, until validation stops improving) into an MLflow run that is live while it trains
+    (RUNNING, each epoch's scores as they happen; FAILED with the error when the flow run fails),
+    evaluate on validation and test, log the rest and the model as an MLflow Model, register it as
+    a new version (alias `candidate`) and promote it to `champion` when it beats the current one on
+    the same test split (`promotion.mode`: auto, after an approval form, or never). The defaults
+    run on the bundled sample.
 
     A rerun of the same flow run resumes training from its last checkpoint.
 
@@ -66,13 +69,21 @@ def train(
     splits = split_dataset(clean, config.split, folder / "splits", test)
     baseline = fit_baseline(splits, config.split.seed)
     selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
+    run = open_training_run(target, config.tracking, data.data.dataset_sha256)  # RUNNING from now on
     trained = finetune_model(
-        splits, selection.chosen, config.train, config.eval, folder, config.model.trust_remote_code
+        splits,
+        selection.chosen,
+        config.train,
+        config.eval,
+        folder,
+        config.model.trust_remote_code,
+        metric_sender(run),
+        config.tracking.outage_grace_seconds,
     )
     evaluation = evaluate_model(
         trained.path, splits.validation.path, splits.test.path, config.eval, folder / "evaluation"
     )
-    tracked = log_run(target, config, data, splits, trained, evaluation, selection, baseline)
+    tracked = log_run(target, run, config, data, splits, trained, evaluation, selection, baseline)
     check_model_quality(evaluation, config.eval)
     promotion = None
     if config.promotion.register_model:  # only a run that passed every gate gets here

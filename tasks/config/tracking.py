@@ -14,4 +14,13 @@ class TrackingConfig(BaseModel):
     run_name: str | None = Field(
         None, max_length=200, description="MLflow run name; unset: the Prefect flow run's name."
     )
-    log_model: bool = Field(True, description="Upload the fine-tuned model folder as the run's `model` artifact.")
+    log_model: bool = Field(
+        True, description="Log the fine-tuned model as the run's MLflow Model (needed to register it)."
+    )
+    outage_grace_seconds: float = Field(
+        120.0,
+        ge=0,
+        le=86_400,
+        description="When the tracking server stops answering during training, how long the end of training "
+        "waits for it before the run fails (no metric is lost meanwhile: they are kept and sent later).",
+    )

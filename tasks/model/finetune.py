@@ -34,7 +34,7 @@ from tasks.model.plan import (
     training_plan,
 )
 from tasks.model.predict import MODEL_INFO_FILE
-from tasks.model.progress import step_progress
+from tasks.model.progress import metric_stream, step_progress
 from tasks.model.resolve import ModelRef
 
 
@@ -325,10 +325,13 @@ def finetune_model(
     eval_config: EvalConfig,
     folder: Path,
     trust_remote_code: bool = False,
+    stream: Callable[[list[tuple[str, float, int]]], None] | None = None,
+    grace_seconds: float = 120.0,
 ) -> TrainedModelRef:
     """Fine-tune, logging one line per epoch (and progress within it), with a Prefect progress artifact
-    on the flow run; a rerun of the same run resumes from its last checkpoint. Never retried blindly:
-    a retry of the flow run resumes instead."""
+    on the flow run; each epoch's metrics go to `stream` (the live MLflow run) as they happen. A rerun
+    of the same run resumes from its last checkpoint. Never retried blindly: a retry of the flow run
+    resumes instead."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     artifact = create_progress_artifact(0.0, key="training-progress", description="Fine-tuning: planned steps done")
@@ -337,8 +340,10 @@ def finetune_model(
     def progress(percent: float) -> None:
         update_progress_artifact(artifact, percent)
 
+    log = get_run_logger()
+    callbacks = [metric_stream(stream, log, folder, grace_seconds)] if stream else None
     trained = finetune(
-        splits, model, config, eval_config, folder, trust_remote_code, log=get_run_logger(), progress=progress
+        splits, model, config, eval_config, folder, trust_remote_code, log=log, callbacks=callbacks, progress=progress
     )
     progress(100.0)  # early stopping ends before the planned steps: the training itself is done
     return trained

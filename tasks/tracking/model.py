@@ -22,6 +22,30 @@ SERVING_PACKAGES = ("mlflow", "transformers", "torch", "tokenizers", "safetensor
 LOGGED_MODEL_NAME = "model"
 
 
+def model_signature() -> Any:
+    """The model's signature: a text in; a label and its score out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")])
+    )
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """A library's logger at ERROR level for a block."""
+    import logging
+
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def pip_requirements() -> list[str]:
     """The serving packages at the versions installed here."""
     return [f"{name}=={importlib.metadata.version(name)}" for name in SERVING_PACKAGES]
@@ -39,13 +63,17 @@ def save_mlflow_model(model_dir: Path, folder: Path, example: str) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     classifier = pipeline("text-classification", model=network, tokenizer=tokenizer, device="cpu")
     shutil.rmtree(folder, ignore_errors=True)
-    mlflow.transformers.save_model(
-        classifier,
-        path=str(folder),
-        task="text-classification",
-        input_example=[example],
-        pip_requirements=pip_requirements(),
-    )
+    # The signature is known (text in; label and score out), so MLflow need not run the model to infer
+    # it; its warnings about a Hub model card and a license do not apply to a local fine-tune.
+    with quiet_logger("mlflow.transformers"):
+        mlflow.transformers.save_model(
+            classifier,
+            path=str(folder),
+            task="text-classification",
+            signature=model_signature(),
+            input_example=[example],
+            pip_requirements=pip_requirements(),
+        )
     shutil.copy2(model_dir / MODEL_INFO_FILE, folder / MODEL_INFO_FILE)
     return folder
 

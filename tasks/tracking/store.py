@@ -62,6 +62,7 @@ def configure_tracking() -> str:
     MLflow's global tracking URI is left alone: every call names the store explicitly."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs or `predict`
     return tracking_uri()
 
 
@@ -164,6 +165,18 @@ def final_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
             elif split == "test":
                 scores[metric_name(split, key)] = float(value)
     return scores
+
+
+def tracked_run(target: TrackingTarget, run_id: str, model_id: str | None = None) -> TrackedRun:
+    """Our record of one training's MLflow run."""
+    return TrackedRun(
+        run_id=run_id,
+        experiment=target.experiment,
+        experiment_id=target.experiment_id,
+        uri=target.uri,
+        link=run_link(target, run_id),
+        model_id=model_id,
+    )
 
 
 def run_link(target: TrackingTarget, run_id: str) -> str:

@@ -5,6 +5,7 @@ child run per screened base-model candidate and one for the baseline."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from tasks.model.baseline import BaselineReport, baseline_verdict, beats_baselin
 from tasks.model.evaluate import EvalReport
 from tasks.model.finetune import TrainedModelRef
 from tasks.model.plan import effective_train
+from tasks.model.progress import PENDING_METRICS
 from tasks.model.select import SelectionReport, selection_table
 from tasks.tracking.model import log_model
 from tasks.tracking.store import (
@@ -33,8 +35,8 @@ from tasks.tracking.store import (
     flatten,
     metric_name,
     mlflow_client,
-    run_link,
     run_tags,
+    tracked_run,
     upload,
     write_config,
 )
@@ -52,17 +54,22 @@ def log_training(
     artifacts: dict[str, Path],
     metric: str = "f1_macro",
     model: tuple[Path, str] | None = None,
+    live: tuple[str, list[tuple[str, float, int]]] | None = None,
 ) -> TrackedRun:
-    """Create the run and log everything in a few batched calls; `model` (its folder and an example
-    text) is logged as the run's MLflow Model before the run is marked FINISHED."""
+    """Log everything in a few batched calls, into the run opened for the training (`live`: its id,
+    and the epoch metrics its stream could not send) or into a new run with the whole history;
+    `model` (its folder and an example text) is logged as the run's MLflow Model, then the run FINISHED."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = mlflow_client(target.uri)
     try:
-        run = client.create_run(target.experiment_id, run_name=run_name, tags=tags)
-        run_id = run.info.run_id
-        stamp = int(run.info.start_time)
-        metrics = [Metric(key, value, stamp, step) for key, value, step in epoch_metrics(history)]
+        if live is None:
+            run_id = client.create_run(target.experiment_id, run_name=run_name, tags=tags).info.run_id
+            epochs = epoch_metrics(history)
+        else:
+            run_id, epochs = live
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(key, value, stamp, step) for key, value, step in epochs]
         metrics += [Metric(key, value, stamp, 0) for key, value in final_metrics(evaluation).items()]
         metrics.append(Metric("best_epoch", float(best_epoch), stamp, 0))
         chosen = [record for record in history if record["epoch"] == best_epoch]
@@ -71,7 +78,8 @@ def log_training(
             run_id,
             metrics=metrics,
             params=[Param(k, v) for k, v in params.items()],
-            tags=[RunTag("mlflow.runName", run_name)] if run_name else [],
+            tags=[RunTag(key, value) for key, value in tags.items()]
+            + ([RunTag("mlflow.runName", run_name)] if run_name else []),
         )
         client.log_inputs(run_id, datasets=dataset_inputs(datasets))
         upload(client, run_id, artifacts)
@@ -82,16 +90,10 @@ def log_training(
     except Exception as error:
         reason = first_line(error)
         raise TrackingError(
-            f"Logging to MLflow at {target.uri} failed: {reason}. The trained model is kept in the run folder."
+            f"Logging to MLflow at {target.uri} failed: {reason}. The trained model is kept in "
+            f"{model[0] if model else 'the run folder'}; start the server and retry the flow run to log it."
         ) from None
-    return TrackedRun(
-        run_id=run_id,
-        experiment=target.experiment,
-        experiment_id=target.experiment_id,
-        uri=target.uri,
-        link=run_link(target, run_id),
-        model_id=model_id,
-    )
+    return tracked_run(target, run_id, model_id)
 
 
 def log_candidates(
@@ -175,9 +177,19 @@ def training_markdown(trained: TrainedModelRef, scores: dict[str, Any], verdict:
     )
 
 
+def pending_metrics(folder: Path) -> list[tuple[str, float, int]]:
+    """The epoch metrics the live stream could not send (tasks/model/progress.py); the file goes once
+    they are logged."""
+    path = folder / PENDING_METRICS
+    if not path.is_file():
+        return []
+    return [(str(key), float(value), int(step)) for key, value, step in json.loads(path.read_text())]
+
+
 @task(name="log_run", retries=2, retry_delay_seconds=5)
 def log_run(
     target: TrackingTarget,
+    run: TrackedRun,
     config: PipelineConfig,
     data: DataReport,
     splits: SplitReport,
@@ -225,7 +237,9 @@ def log_run(
         artifacts,
         config.eval.metric,
         (Path(trained.path), example) if tracking.log_model else None,
+        (run.run_id, pending_metrics(Path(trained.path).parent)),
     )
+    (Path(trained.path).parent / PENDING_METRICS).unlink(missing_ok=True)
     log_candidates(target, tracked.run_id, rows, selection.metric, baseline)
     markdown = training_markdown(trained, scores, verdict, tracked)
     create_markdown_artifact(key="training-run", description="Fine-tuning result", markdown=markdown)

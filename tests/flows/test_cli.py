@@ -130,6 +130,8 @@ def test_real_console_command_prints_no_traceback(tmp_path: Path, prefect_server
     assert done.returncode == 2
     assert "Traceback" not in done.stderr + done.stdout
     assert done.stderr.strip().splitlines()[-1].startswith("error: Data file not found")
+    said = [line for line in (done.stderr + done.stdout).splitlines() if "Data file not found" in line]
+    assert len(said) == 1, said  # not again in Prefect's "Finished in state Failed(...)" lines
 
 
 def test_the_command_line_imports_prefect_only_after_setting_its_environment() -> None:

@@ -1,5 +1,6 @@
 """The train flow end to end under a real Prefect server, with a tiny BERT and MLflow on a temp SQLite."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -251,3 +252,53 @@ def test_models_command_prints_the_screening_table(tiny_bert: Path, tmp_path: Pa
     assert rows["gpl"]["reasons"] == ["license gpl-3.0 is not in model.allowed_licenses"]
     text = CliRunner().invoke(app, ["models", "--candidates", str(gpl)])
     assert text.exit_code == 0 and text.output.startswith("rejected") and "gpl-3.0" in text.output
+
+
+def test_the_run_is_live_while_it_trains_and_opened_once_per_flow_run(tiny_bert: Path, tuneloop_home: Path) -> None:
+    """The MLflow run is RUNNING with each epoch's scores before training ends; a retry of the
+    flow run (the task run again) resumes the same MLflow run instead of opening a second one."""
+    from prefect import flow
+
+    from tasks.config.tracking import TrackingConfig
+    from tasks.tracking.live import metric_sender, open_training_run
+    from tasks.tracking.store import ensure_experiment
+
+    splits, removed = split_table(clean_table(), SplitConfig())
+    report = write_splits(splits, removed, SplitConfig(), tuneloop_home / "splits")
+    model = ModelRef(base_model="tiny", path=str(tiny_bert), source="local folder")
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    seen: list[tuple[str, list[int]]] = []
+
+    class Watch(TrainerCallback):
+        def on_evaluate(self, args, state, control, **kwargs):  # after the stream sent the epoch
+            history = client.get_metric_history(run.run_id, "val/f1_macro")
+            seen.append((client.get_run(run.run_id).info.status, [m.step for m in history]))
+
+    @flow
+    def train_live() -> list[str]:
+        nonlocal run
+        target = ensure_experiment("live")
+        run = open_training_run(target, TrackingConfig(), "sha")
+        again = open_training_run(target, TrackingConfig(), "sha")
+        from tasks.model.progress import metric_stream
+
+        stream = metric_stream(metric_sender(run), logging.getLogger("test"), tuneloop_home, 0)
+        config = TrainConfig(epochs=2, batch_size=16, early_stopping_patience=0)
+        finetune(report, model, config, EvalConfig(), tuneloop_home / "run", callbacks=[stream, Watch()])
+        return [run.run_id, again.run_id]
+
+    run = None
+    first, second = train_live()
+    assert first == second, "one MLflow run per flow run"
+    assert seen == [("RUNNING", [1]), ("RUNNING", [1, 2])]
+
+
+def test_a_failed_training_ends_its_run_failed_with_the_error(
+    tiny_config: Callable[..., PipelineConfig], tuneloop_home: Path
+) -> None:
+    state = train(config=tiny_config("train.precision=bf16"), return_state=True)  # no bf16 on this CPU
+    assert state.is_failed()
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    [run] = client.search_runs([experiment.experiment_id], "tags.kind = 'training'")
+    assert run.info.status == "FAILED" and "bf16" in run.data.tags["error"]

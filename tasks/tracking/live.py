@@ -1,0 +1,107 @@
+"""A training run in MLflow while it trains: opened RUNNING before training starts (once per flow
+run: a retried flow run resumes the same MLflow run), fed each epoch's metrics as they happen, and
+ended FINISHED by the run's logging, or FAILED (with the error as a tag) or KILLED by the flow's
+state hooks when the flow run fails, crashes or is cancelled."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import get_run_logger, task
+from pydantic import BaseModel
+
+from tasks.config.tracking import TrackingConfig
+from tasks.core.errors import TrackingError, first_line
+from tasks.tracking.store import (
+    TrackedRun,
+    TrackingTarget,
+    mlflow_client,
+    run_link,
+    run_tags,
+    tracked_run,
+    tracking_uri,
+)
+
+
+class MetricSender(BaseModel):
+    """Sends metrics to one open run (a small value, so a task can take it as a parameter)."""
+
+    uri: str
+    run_id: str
+
+    def __call__(self, metrics: list[tuple[str, float, int]]) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        batch = [Metric(key, value, stamp, step) for key, value, step in metrics]
+        mlflow_client(self.uri).log_batch(self.run_id, metrics=batch)
+
+
+def find_open_run(target: TrackingTarget, flow_run_id: str) -> Any | None:
+    """The training run this flow run already opened (a retry of the flow run), if any."""
+    query = f"tags.`prefect.flow_run_id` = '{flow_run_id}' and tags.kind = 'training'"
+    found = mlflow_client(target.uri).search_runs([target.experiment_id], query, max_results=1)
+    return found[0] if found else None
+
+
+@task(name="open_training_run", retries=2, retry_delay_seconds=3)
+def open_training_run(target: TrackingTarget, tracking: TrackingConfig, dataset_sha256: str) -> TrackedRun:
+    """The training's MLflow run, RUNNING from now on; created once per flow run."""
+    from prefect.runtime import flow_run
+
+    client, flow_run_id = mlflow_client(target.uri), str(flow_run.id or "")
+    try:
+        existing = find_open_run(target, flow_run_id) if flow_run_id else None
+        if existing is not None:
+            run_id = existing.info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            tags = run_tags(dataset_sha256, {"kind": "training"})
+            run_id = client.create_run(
+                target.experiment_id, run_name=tracking.run_name or flow_run.name, tags=tags
+            ).info.run_id
+    except Exception as error:
+        raise TrackingError(f"MLflow at {target.uri} refused the run: {first_line(error)}.") from None
+    get_run_logger().info("MLflow run %s %s: %s", run_id, "resumed" if existing else "opened", run_link(target, run_id))
+    return tracked_run(target, run_id)
+
+
+def metric_sender(run: TrackedRun) -> MetricSender:
+    """What the training sends its epoch metrics through."""
+    return MetricSender(uri=run.uri, run_id=run.run_id)
+
+
+def end_open_runs(flow_run: Any, status: str, error: str | None) -> None:
+    """End this flow run's training runs that are still RUNNING (a flow state hook: best effort,
+    it never raises: the flow's own failure is what the user needs to see)."""
+    try:
+        client = mlflow_client(tracking_uri())
+        experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+        query = f"tags.`prefect.flow_run_id` = '{flow_run.id}' and attributes.status = 'RUNNING'"
+        for run in client.search_runs(experiments, query) if experiments else []:
+            if error:
+                client.set_tag(run.info.run_id, "error", error[:5000])
+            client.set_terminated(run.info.run_id, status)
+    except Exception as problem:  # an unreachable server must not hide the flow's own error
+        get_run_logger_safe().warning("Could not end the MLflow run as %s: %s", status, first_line(problem))
+
+
+def get_run_logger_safe() -> Any:
+    """Prefect's logger where there is a run context, else this module's."""
+    import logging
+
+    try:
+        return get_run_logger()
+    except Exception:
+        return logging.getLogger(__name__)
+
+
+def mark_failed(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook (failed, crashed): the open training run ends FAILED with the error as a tag."""
+    end_open_runs(flow_run, "FAILED", state.message or state.name)
+
+
+def mark_killed(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook (cancelled): the open training run ends KILLED."""
+    end_open_runs(flow_run, "KILLED", state.message)
