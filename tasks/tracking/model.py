@@ -90,6 +90,9 @@ def log_logged_model(uri: str, experiment_id: str, run_id: str, folder: Path, ta
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
     client.finalize_logged_model(logged.model_id, "READY")
+    from mlflow.entities import LoggedModelOutput
+
+    client.log_outputs(run_id, [LoggedModelOutput(model_id=logged.model_id, step=0)])  # the run's page lists it
     return logged.model_id
 
 

@@ -182,7 +182,10 @@ def tracked_run(target: TrackingTarget, run_id: str, model_id: str | None = None
 def run_link(target: TrackingTarget, run_id: str) -> str:
     """Where a person looks at the run: the server's page, or the command that opens the local UI."""
     if target.uri.startswith(("http://", "https://")):
-        return f"{target.uri.rstrip('/')}/#/experiments/{target.experiment_id}/runs/{run_id}"
+        # MLflow 3's UI shows a page in GenAI or model-training mode by this query parameter.
+        return (
+            f"{target.uri.rstrip('/')}/#/experiments/{target.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        )
     return f"mlflow ui --backend-store-uri {target.uri}  (then experiment {target.experiment}, run {run_id})"
 
 

@@ -79,6 +79,8 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
     # The model is the run's logged MLflow Model (transformers flavor), with tuneloop.json beside it.
     [logged] = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert logged.model_id == result.tracking.model_id and logged.source_run_id == run.info.run_id
+    outputs = client.get_run(run.info.run_id).outputs.model_outputs  # listed on the run's page
+    assert [output.model_id for output in outputs] == [logged.model_id]
     files = {item.path for item in client.list_logged_model_artifacts(logged.model_id)}
     assert {"MLmodel", "tuneloop.json", "requirements.txt", "input_example.json"} <= files
     evaluation = {item.path for item in client.list_artifacts(run.info.run_id, "evaluation")}
