@@ -3,6 +3,7 @@ command in words, and with --json one JSON object on the last line of stdout."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterator
@@ -20,12 +21,17 @@ if TYPE_CHECKING:
     from tasks.tracking.leaderboard import LeaderboardRow
 
 
-def known_error_name(message: str) -> bool:
-    """Whether a Prefect state message names one of tuneloop's own errors (`DataLoadError: ...`)."""
+@functools.cache
+def error_names() -> tuple[str, ...]:
+    """The names of tuneloop's own error classes (computed once: the log filter asks per record)."""
     from tasks.core import errors
 
-    names = [name for name, value in vars(errors).items() if isinstance(value, type) and name.endswith("Error")]
-    return any(f"{name}: " in message or f"{name}(" in message for name in names)
+    return tuple(name for name, value in vars(errors).items() if isinstance(value, type) and name.endswith("Error"))
+
+
+def known_error_name(message: str) -> bool:
+    """Whether a Prefect state message names one of tuneloop's own errors (`DataLoadError: ...`)."""
+    return any(f"{name}: " in message or f"{name}(" in message for name in error_names())
 
 
 class HideKnownTracebacks(logging.Filter):

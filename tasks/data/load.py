@@ -206,17 +206,23 @@ def join_text(frame: pd.DataFrame, columns: list[str], separator: str) -> pd.Ser
     return joined.where(present, pd.NA)
 
 
+def row_ids(frame: pd.DataFrame, config: DataConfig) -> pd.Series:
+    """Each row's id as text: the id column, else the row number."""
+    if config.id_column:
+        return frame[config.id_column].astype("string")
+    return pd.Series(range(len(frame)), dtype="int64").astype("string")
+
+
 def normalize(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFrame:
     """The normalized table: `id` (string), `text` (string, may be null) and `label` (string)."""
     if frame.empty:
         raise DataLoadError(f"{source} has no data rows (a header only, or an empty table). Add labelled rows.")
     check_columns(frame, config, source)
-    ids = frame[config.id_column].astype("string") if config.id_column else None
     label = frame[config.label_column]
     label = label.where(label.notna(), None).astype("string").str.strip()
     table = pd.DataFrame(
         {
-            "id": ids if ids is not None else pd.Series(range(len(frame)), dtype="int64").astype("string"),
+            "id": row_ids(frame, config),
             "text": join_text(frame, config.text_columns, config.text_separator),
             "label": label.mask(label == ""),
         }
@@ -230,8 +236,9 @@ def text_table(source: str, config: DataConfig) -> pd.DataFrame:
     if frame.empty:
         raise DataLoadError(f"{source} has no data rows (a header only, or an empty table). Add texts to label.")
     check_columns(frame, config, source, labelled=False)
-    ids = frame[config.id_column].astype("string") if config.id_column else pd.RangeIndex(len(frame)).astype(str)
-    table = pd.DataFrame({"id": list(ids), "text": join_text(frame, config.text_columns, config.text_separator)})
+    table = pd.DataFrame(
+        {"id": row_ids(frame, config), "text": join_text(frame, config.text_columns, config.text_separator)}
+    )
     table = table[table["text"].notna() & (table["text"].str.strip().str.len() > 0)].reset_index(drop=True)
     if table.empty:
         raise DataLoadError(f"{source} has no texts in {', '.join(config.text_columns)} (data.text_columns).")

@@ -36,6 +36,11 @@ def model_folder(location: str | Path) -> Path:
     return folder
 
 
+def model_info(folder: Path) -> dict[str, Any]:
+    """A saved model's `tuneloop.json`: labels, sequence length, base model, best epoch."""
+    return json.loads((folder / MODEL_INFO_FILE).read_text(encoding="utf-8"))
+
+
 def weights_and_tokenizer(folder: Path) -> tuple[Path, Path]:
     """Where the weights and the tokenizer are: in an MLflow transformers-flavor model (an `MLmodel`
     file), under `model/` and `components/tokenizer/`; in a run's plain model folder, in the folder."""
@@ -51,7 +56,7 @@ def load_classifier(location: str | Path) -> Classifier:
 
     folder = model_folder(location)
     quiet_libraries()
-    info = json.loads((folder / MODEL_INFO_FILE).read_text(encoding="utf-8"))
+    info = model_info(folder)
     weights, vocabulary = weights_and_tokenizer(folder)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     network = (

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import get_run_logger, task
 
 from tasks.config.pipeline import SweepPipelineConfig
@@ -244,6 +243,7 @@ def evaluate_best_trial(pipeline: SweepPipelineConfig, state: SweepState, target
     """Score the best trial's saved model on validation and test (trials only saw validation), and
     add the scores, the evaluation files and the model to its MLflow run. None without a completed trial."""
     from tasks.model.evaluate import evaluate_model
+    from tasks.tracking.model import example_text
     from tasks.tracking.sweep import log_final_model
 
     best = best_trial(state)
@@ -257,7 +257,7 @@ def evaluate_best_trial(pipeline: SweepPipelineConfig, state: SweepState, target
         pipeline.eval,
         folder,
     )
-    example = str(pd.read_parquet(state.splits.validation.path, columns=["text"])["text"].iloc[0])
     model_path = best.model_path if pipeline.tracking.log_model else None
+    example = example_text(state.splits.validation) if model_path else ""
     model_id = log_final_model(target, best.mlflow_run_id, report, model_path, example)
     return BestModel(trial=best, evaluation=report, run_id=best.mlflow_run_id, model_id=model_id)

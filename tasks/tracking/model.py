@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.model.predict import MODEL_INFO_FILE
+from tasks.data.load import DatasetRef
+from tasks.model.predict import MODEL_INFO_FILE, model_info
 from tasks.tracking.store import mlflow_client
 
 # What serving the model needs, pinned to the versions that trained it.
@@ -99,14 +100,14 @@ def log_logged_model(uri: str, experiment_id: str, run_id: str, folder: Path, ta
 def log_model(uri: str, experiment_id: str, run_id: str, model_dir: Path, example: str) -> str:
     """Package the saved model beside it (`mlflow-model/`) and log it as the run's model; its id."""
     folder = save_mlflow_model(model_dir, model_dir.parent / "mlflow-model", example)
-    return log_logged_model(uri, experiment_id, run_id, folder, {"base_model": read_info(model_dir)["base_model"]})
+    return log_logged_model(uri, experiment_id, run_id, folder, {"base_model": model_info(model_dir)["base_model"]})
 
 
-def read_info(model_dir: Path) -> dict[str, Any]:
-    """The model's `tuneloop.json`: labels, sequence length, base model, best epoch."""
-    import json
+def example_text(validation: DatasetRef) -> str:
+    """The model's input example: the first validation text."""
+    import pandas as pd
 
-    return json.loads((model_dir / MODEL_INFO_FILE).read_text(encoding="utf-8"))
+    return str(pd.read_parquet(validation.path, columns=["text"])["text"].iloc[0])
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -24,7 +23,7 @@ from tasks.model.finetune import TrainedModelRef
 from tasks.model.plan import effective_train
 from tasks.model.progress import PENDING_METRICS
 from tasks.model.select import SelectionReport, selection_table
-from tasks.tracking.model import log_model
+from tasks.tracking.model import example_text, log_model
 from tasks.tracking.store import (
     TrackedRun,
     TrackingTarget,
@@ -204,7 +203,6 @@ def log_run(
 
     tracking: TrackingConfig = config.tracking
     artifacts = run_artifacts(data, splits, trained, evaluation)
-    example = str(pd.read_parquet(splits.validation.path, columns=["text"])["text"].iloc[0])
     tags = run_tags(
         data.data.dataset_sha256,
         {
@@ -236,7 +234,7 @@ def log_run(
         {name: getattr(splits, name).model_dump() for name in ("train", "validation", "test")},
         artifacts,
         config.eval.metric,
-        (Path(trained.path), example) if tracking.log_model else None,
+        (Path(trained.path), example_text(splits.validation)) if tracking.log_model else None,
         (run.run_id, pending_metrics(Path(trained.path).parent)),
     )
     (Path(trained.path).parent / PENDING_METRICS).unlink(missing_ok=True)
