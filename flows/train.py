@@ -79,6 +79,7 @@ def train(
         config.model.trust_remote_code,
         metric_sender(run),
         config.tracking.outage_grace_seconds,
+        config.tracking.loss_every_steps,
     )
     evaluation = evaluate_model(
         trained.path, splits.validation.path, splits.test.path, config.eval, folder / "evaluation"

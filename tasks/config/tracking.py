@@ -24,3 +24,6 @@ class TrackingConfig(BaseModel):
         description="When the tracking server stops answering during training, how long the end of training "
         "waits for it before the run fails (no metric is lost meanwhile: they are kept and sent later).",
     )
+    loss_every_steps: int = Field(
+        50, ge=1, le=1_000_000, description="Log the training loss to the live run every this many optimizer steps."
+    )

@@ -3,6 +3,7 @@ have no display, and a GUI backend picked at import would fail or leak windows f
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -14,3 +15,10 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(figure: Any, path: Path, dpi: int = 120) -> Path:
+    """Write a finished figure as a PNG (tight bounding box) and free it."""
+    figure.savefig(path, dpi=dpi, bbox_inches="tight")
+    pyplot().close(figure)
+    return path

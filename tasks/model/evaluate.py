@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from tasks.config.eval import EvalConfig
 from tasks.core.errors import QualityGateError
 from tasks.core.metrics import SplitMetrics, split_metrics
-from tasks.core.plots import pyplot
+from tasks.core.plots import pyplot, save_figure
 
 
 class EvalReport(BaseModel):
@@ -34,30 +34,28 @@ def plot_confusion_matrix(y_true: list[str], y_pred: list[str], labels: list[str
 def plot_confusion_matrices(
     y_true: list[str], predictions: dict[str, list[str]], labels: list[str], path: Path
 ) -> Path:
-    """One confusion matrix per model (title -> its predictions), side by side on the same labels:
-    colours are shares of each true class, cells hold the counts."""
+    """One confusion matrix per model (title -> its predictions), side by side on the same labels,
+    drawn by scikit-learn's ConfusionMatrixDisplay: cells hold the counts, colours are shares of each
+    true class (so a small class's errors show as clearly as a big one's)."""
     plt = pyplot()
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
     size = max(4.0, 0.9 * len(labels) + 2)
     figure, panels = plt.subplots(1, len(predictions), figsize=(len(predictions) * size + 1, size), squeeze=False)
     for axes, (title, y_pred) in zip(panels[0], predictions.items(), strict=True):
         counts = confusion_matrix(y_true, y_pred, labels=labels)
         shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-        axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        axes.set_yticks(range(len(labels)), labels)
+        display = ConfusionMatrixDisplay(counts, display_labels=labels)
+        display.plot(ax=axes, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d")
+        display.im_.set_data(shares)
+        display.im_.set_clim(0, 1)
+        for (row, column), text in np.ndenumerate(display.text_):
+            text.set_color("white" if shares[row, column] > 0.5 else "black")
         axes.set_xlabel("predicted")
         axes.set_ylabel("true")
         axes.set_title(title)
-        for row in range(len(labels)):
-            for column in range(len(labels)):
-                colour = "white" if shares[row, column] > 0.5 else "black"
-                axes.text(column, row, str(counts[row, column]), ha="center", va="center", color=colour)
-    figure.colorbar(image, ax=panels[0].tolist(), fraction=0.046, label="share of true class")
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    figure.colorbar(display.im_, ax=panels[0].tolist(), fraction=0.046, label="share of true class")
+    return save_figure(figure, path)
 
 
 def score_model(

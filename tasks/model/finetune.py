@@ -27,6 +27,7 @@ from tasks.model.plan import (
     best_epoch,
     choose_device,
     choose_max_length,
+    epoch_losses,
     epoch_scores,
     eval_scores,
     lora_config,
@@ -139,7 +140,7 @@ def encode_splits(frames: dict[str, Any], labels: list[str], tokenizer: Any, max
 
 def epoch_history(log_history: list[dict[str, Any]], seconds: dict[int, float]) -> list[EpochRecord]:
     """Per-epoch records from the Trainer's log history (which survives a resume from checkpoint)."""
-    losses = {round(entry["epoch"]): float(entry["loss"]) for entry in log_history if "loss" in entry}
+    losses = epoch_losses(log_history)
     return [
         EpochRecord(
             epoch=round(entry["epoch"]),
@@ -161,19 +162,15 @@ def epoch_callback(seconds: dict[int, float], log: logging.Logger | Any, epochs:
     class EpochLog(TrainerCallback):
         def __init__(self) -> None:
             self.started = time.perf_counter()
-            self.loss: float | None = None
 
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.perf_counter()
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            if logs and "loss" in logs:
-                self.loss = float(logs["loss"])
-
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
             metrics, epoch = metrics or {}, round(state.epoch or 0)
             seconds[epoch] = round(time.perf_counter() - self.started, 2)
-            loss = f"{self.loss:.4f}" if self.loss is not None else "n/a"
+            mean = epoch_losses(state.log_history).get(epoch)
+            loss = f"{mean:.4f}" if mean is not None else "n/a"
             log.info(
                 "epoch %d/%d: train loss %s, val f1_macro %.4f, accuracy %.4f (%.1f s)",
                 epoch,
@@ -325,13 +322,14 @@ def finetune_model(
     eval_config: EvalConfig,
     folder: Path,
     trust_remote_code: bool = False,
-    stream: Callable[[list[tuple[str, float, int]]], None] | None = None,
+    stream: Callable[[list[tuple[str, float, int, int]]], None] | None = None,
     grace_seconds: float = 120.0,
+    loss_every: int = 50,
 ) -> TrainedModelRef:
     """Fine-tune, logging one line per epoch (and progress within it), with a Prefect progress artifact
-    on the flow run; each epoch's metrics go to `stream` (the live MLflow run) as they happen. A rerun
-    of the same run resumes from its last checkpoint. Never retried blindly: a retry of the flow run
-    resumes instead."""
+    on the flow run; the loss every `loss_every` steps and each epoch's metrics go to `stream` (the
+    live MLflow run) as they happen. A rerun of the same run resumes from its last checkpoint. Never
+    retried blindly: a retry of the flow run resumes instead."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     artifact = create_progress_artifact(0.0, key="training-progress", description="Fine-tuning: planned steps done")
@@ -341,7 +339,7 @@ def finetune_model(
         update_progress_artifact(artifact, percent)
 
     log = get_run_logger()
-    callbacks = [metric_stream(stream, log, folder, grace_seconds)] if stream else None
+    callbacks = [metric_stream(stream, log, folder, grace_seconds, loss_every)] if stream else None
     trained = finetune(
         splits, model, config, eval_config, folder, trust_remote_code, log=log, callbacks=callbacks, progress=progress
     )

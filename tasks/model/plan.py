@@ -174,6 +174,21 @@ def lora_config(config: TrainConfig) -> Any:
     )
 
 
+def epoch_losses(log_history: list[dict[str, Any]]) -> dict[int, float]:
+    """Each evaluated epoch's mean training loss, from the loss windows the Trainer logged (every N
+    optimizer steps and at the epoch's end), weighted by the steps each window covers."""
+    ends = [(entry["step"], round(entry["epoch"])) for entry in log_history if "eval_loss" in entry]
+    totals: dict[int, tuple[float, int]] = {}
+    previous = 0
+    for entry in sorted((entry for entry in log_history if "loss" in entry), key=lambda entry: entry["step"]):
+        epoch = next((number for step, number in ends if step >= entry["step"]), None)
+        steps, previous = max(entry["step"] - previous, 1), entry["step"]
+        if epoch is not None:
+            total, count = totals.get(epoch, (0.0, 0))
+            totals[epoch] = (total + float(entry["loss"]) * steps, count + steps)
+    return {epoch: total / count for epoch, (total, count) in totals.items()}
+
+
 def eval_scores(metrics: dict[str, Any]) -> dict[str, float]:
     """Our validation scores (METRIC_KEYS) from a Trainer evaluation's `eval_*` entries."""
     return {key: float(metrics[f"eval_{key}"]) for key in METRIC_KEYS if f"eval_{key}" in metrics}

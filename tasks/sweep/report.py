@@ -10,7 +10,7 @@ from typing import Any
 from prefect import task
 
 from tasks.config.pipeline import SweepPipelineConfig
-from tasks.core.plots import pyplot
+from tasks.core.plots import pyplot, save_figure
 from tasks.registry.versions import PromotionResult
 from tasks.sweep.state import BestModel, SweepState, TrialResult
 from tasks.tracking.leaderboard import LeaderboardRow, leaderboard, leaderboard_markdown, read_runs, shown_params
@@ -48,10 +48,7 @@ def plot_parameters(trials: list[TrialResult], searched: Sequence[str], metric: 
         axis.set_xlabel(name)
         axis.set_ylabel(f"validation {metric}")
     figure.suptitle("Score by hyperparameter (colour: round)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def plot_per_class(scores: dict[str, dict[str, float]], path: Path) -> Path | None:
@@ -72,10 +69,7 @@ def plot_per_class(scores: dict[str, dict[str, float]], path: Path) -> Path | No
     axis.set_ylabel("F1")
     axis.set_title("F1 per class")
     axis.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def top_trials_per_class(
@@ -158,22 +152,20 @@ def sweep_report(
     trials = all_trials(state)
     pictures = report_pictures(pipeline, state, trials, best, promotion, folder)
     rows = leaderboard(read_runs(target.uri, target.experiment, state.sweep_id), config.metric, top=10)
-    lines = [
-        f"# Sweep {state.sweep_id}",
-        "",
+    summary = [
         f"{len(state.rounds)} round(s), {len(trials)} trials, {sum(t.state == 'pruned' for t in trials)} pruned; "
         f"target {config.metric} {config.target_f1}.",
     ]
     if best is not None:
-        lines.append(
+        summary.append(
             f"Best trial {best.trial.number}: validation {best.trial.score:.4f}, "
             f"test {getattr(best.evaluation.test, config.metric):.4f}."
         )
     if promotion is not None:
-        lines.append(f"Registry: {promotion.message}")
-    summary, table = list(lines), leaderboard_markdown(rows, config.metric)
+        summary.append(f"Registry: {promotion.message}")
+    title, table = f"Sweep {state.sweep_id}", leaderboard_markdown(rows, config.metric)
     report = folder / "report.html"
-    report.write_text(report_html(f"Sweep {state.sweep_id}", summary[2:], rows, config.metric, pictures), "utf-8")
+    report.write_text(report_html(title, summary, rows, config.metric, pictures), "utf-8")
     # One file with its pictures inside (MLflow's artifact viewer shows HTML, not linked images);
     # the pictures drawn for the report sit beside it, the others stay where they were logged.
     mlflow_client(target.uri).log_artifacts(state.parent_run_id, str(folder), "report")
@@ -182,7 +174,15 @@ def sweep_report(
         key="sweep-report",
         description=f"Comparison report of {state.sweep_id}",
         markdown="\n".join(
-            [*summary, "", table, "", f"Report and plots: artifact `report/` of the sweep's MLflow run: {link}"]
+            [
+                f"# {title}",
+                "",
+                *summary,
+                "",
+                table,
+                "",
+                f"Report and plots: artifact `report/` of the sweep's MLflow run: {link}",
+            ]
         ),
     )
     return report
@@ -213,7 +213,7 @@ def report_html(
     table = "<table><tr>" + "".join(f"<th>{escape(cell)}</th>" for cell in head) + "</tr>"
     table += "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in line) + "</tr>" for line in body)
     parts = [f"<h1>{escape(title)}</h1>", *(f"<p>{escape(line)}</p>" for line in summary if line)]
-    parts += ["<h2>Leaderboard</h2>", table + "</table>"]
+    parts += ["<h2>Leaderboard</h2>", "<div style='overflow-x:auto'>" + table + "</table></div>"]
     for name, path in pictures.items():
         if path is not None and Path(path).is_file():
             data = base64.b64encode(Path(path).read_bytes()).decode()
@@ -244,11 +244,11 @@ def plot_trials(trials: list[TrialResult], metric: str, target_f1: float, path: 
                     label=f"round {round_number}" + (" (pruned)" if state == "pruned" else ""),
                 )
     axes.axhline(target_f1, color="red", linestyle="--", linewidth=1, label=f"target {target_f1}")
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers, not 0.2 steps
     axes.set_xlabel("trial")
     axes.set_ylabel(f"validation {metric}")
     axes.set_title("Sweep history")
-    axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    axes.legend(fontsize=8, loc="best")  # not over the low scores of a first round
+    return save_figure(figure, path)

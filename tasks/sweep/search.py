@@ -13,7 +13,7 @@ from tasks.config.sweep import DEFAULT_SEARCH, SweepConfig
 from tasks.config.train import TrainConfig
 from tasks.core.errors import ConfigError
 from tasks.core.home import tuneloop_home
-from tasks.core.plots import pyplot
+from tasks.core.plots import pyplot, save_figure
 
 # Parameter importances mean something only with a few completed trials.
 IMPORTANCE_MIN_TRIALS = 5
@@ -106,32 +106,23 @@ def space_lines(config: SweepConfig, searched: list[str] | None = None) -> list[
 
 
 def plot_importances(study: Any, path: Path) -> Path | None:
-    """Optuna's parameter importances as a bar chart; None until there are IMPORTANCE_MIN_TRIALS
-    completed trials over two or more parameters (with fewer, fANOVA gives every parameter the same
-    share and Optuna warns)."""
+    """Optuna's own parameter-importance plot; None until there are IMPORTANCE_MIN_TRIALS completed
+    trials over two or more parameters (with fewer, fANOVA gives every parameter the same share and
+    Optuna warns)."""
     import optuna
 
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(completed) < IMPORTANCE_MIN_TRIALS or len({name for t in completed for name in t.params}) < 2:
         return None
-    plt = pyplot()
+    pyplot()  # the Agg backend before Optuna draws
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            importances = optuna.importance.get_param_importances(study)
+            warnings.simplefilter("ignore")  # the matplotlib plots are marked experimental
+            axes = optuna.visualization.matplotlib.plot_param_importances(study)
     except (RuntimeError, ValueError):
         return None
-    if not importances:
-        return None
-    figure, axes = plt.subplots(figsize=(6, 0.5 * len(importances) + 1.5))
-    names = list(importances)[::-1]
-    axes.barh(names, [importances[name] for name in names], color="tab:blue")
-    axes.set_xlabel("importance (fANOVA)")
-    axes.set_title("Hyperparameter importance")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    axes.set_title("Hyperparameter importance (fANOVA)")
+    return save_figure(axes.figure, path)
 
 
 def search_space(config: SweepConfig, train: TrainConfig) -> tuple[list[str], dict[str, Any]]:

@@ -5,7 +5,6 @@ state hooks when the flow run fails, crashes or is cancelled."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -30,11 +29,10 @@ class MetricSender(BaseModel):
     uri: str
     run_id: str
 
-    def __call__(self, metrics: list[tuple[str, float, int]]) -> None:
+    def __call__(self, metrics: list[tuple[str, float, int, int]]) -> None:
         from mlflow.entities import Metric
 
-        stamp = int(time.time() * 1000)
-        batch = [Metric(key, value, stamp, step) for key, value, step in metrics]
+        batch = [Metric(key, value, stamp, step) for key, value, step, stamp in metrics]
         mlflow_client(self.uri).log_batch(self.run_id, metrics=batch)
 
 
@@ -68,7 +66,7 @@ def open_training_run(target: TrackingTarget, tracking: TrackingConfig, dataset_
 
 
 def metric_sender(run: TrackedRun) -> MetricSender:
-    """What the training sends its epoch metrics through."""
+    """What the training sends its metrics through."""
     return MetricSender(uri=run.uri, run_id=run.run_id)
 
 

@@ -128,11 +128,12 @@ def metric_name(*parts: str) -> str:
 
 
 def epoch_metrics(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
-    """(key, value, step=epoch) for the training loss and every validation score of every epoch."""
+    """(key, value, step=epoch) for the epoch's mean training loss and every validation score of every
+    epoch (a live run also has `train/loss` every N optimizer steps: tasks/model/progress.py)."""
     rows = []
     for record in history:
         if record["train_loss"] is not None:
-            rows.append(("train/loss", record["train_loss"], record["epoch"]))
+            rows.append(("train/epoch_loss", record["train_loss"], record["epoch"]))
         rows += [(metric_name("val", key), value, record["epoch"]) for key, value in record["val"].items()]
     return rows
 

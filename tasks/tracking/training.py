@@ -53,22 +53,22 @@ def log_training(
     artifacts: dict[str, Path],
     metric: str = "f1_macro",
     model: tuple[Path, str] | None = None,
-    live: tuple[str, list[tuple[str, float, int]]] | None = None,
+    live: tuple[str, list[tuple[str, float, int, int]]] | None = None,
 ) -> TrackedRun:
     """Log everything in a few batched calls, into the run opened for the training (`live`: its id,
-    and the epoch metrics its stream could not send) or into a new run with the whole history;
+    and the metrics its stream could not send) or into a new run with the whole history;
     `model` (its folder and an example text) is logged as the run's MLflow Model, then the run FINISHED."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = mlflow_client(target.uri)
     try:
+        stamp = int(time.time() * 1000)
         if live is None:
             run_id = client.create_run(target.experiment_id, run_name=run_name, tags=tags).info.run_id
-            epochs = epoch_metrics(history)
+            metrics = [Metric(key, value, stamp, step) for key, value, step in epoch_metrics(history)]
         else:
-            run_id, epochs = live
-        stamp = int(time.time() * 1000)
-        metrics = [Metric(key, value, stamp, step) for key, value, step in epochs]
+            run_id, unsent = live
+            metrics = [Metric(key, value, sent_at, step) for key, value, step, sent_at in unsent]
         metrics += [Metric(key, value, stamp, 0) for key, value in final_metrics(evaluation).items()]
         metrics.append(Metric("best_epoch", float(best_epoch), stamp, 0))
         chosen = [record for record in history if record["epoch"] == best_epoch]
@@ -176,13 +176,14 @@ def training_markdown(trained: TrainedModelRef, scores: dict[str, Any], verdict:
     )
 
 
-def pending_metrics(folder: Path) -> list[tuple[str, float, int]]:
-    """The epoch metrics the live stream could not send (tasks/model/progress.py); the file goes once
-    they are logged."""
+def pending_metrics(folder: Path) -> list[tuple[str, float, int, int]]:
+    """The metrics the live stream could not send (tasks/model/progress.py), with their original
+    timestamps; the file goes once they are logged."""
     path = folder / PENDING_METRICS
     if not path.is_file():
         return []
-    return [(str(key), float(value), int(step)) for key, value, step in json.loads(path.read_text())]
+    rows = json.loads(path.read_text())
+    return [(str(key), float(value), int(step), int(stamp)) for key, value, step, stamp in rows]
 
 
 @task(name="log_run", retries=2, retry_delay_seconds=5)

@@ -92,7 +92,7 @@ def test_train_deployment_run_by_the_cpu_worker_lands_in_the_mlflow_server(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    first = run_train_deployment(stack, client, tiny_bert, "e2e-stack")
+    first = run_train_deployment(stack, client, tiny_bert, "e2e-stack", epochs=4)
     second = run_train_deployment(stack, client, tiny_bert, "e2e-stack")
     # The second run scored the first run's champion on its own test split: the champion came from
     # the server's artifact store (mlflow-artifacts:), resolved through the server's registry.

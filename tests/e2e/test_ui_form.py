@@ -1,13 +1,16 @@
-"""The Prefect UI's custom-run form of the train deployment, in headless Chromium: our typed,
-described, grouped fields are there, and submitting the form starts a run with its values."""
+"""The UIs in headless Chromium: the Prefect UI's custom-run form of the train deployment (our
+typed, described, grouped fields are there, and submitting the form starts a run with its values),
+and a sweep's report in MLflow's artifact viewer (its pictures drawn inline)."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.helpers.stack import runs_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -68,3 +71,47 @@ def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any
     assert run.parameters["config"]["tracking"]["experiment"] == "nightly-retrain"
     assert run.parameters["config"]["train"]["method"] == "full"
     assert run.parameters["config"]["data"]["text_columns"] == ["subject", "body"], "list defaults survive the form"
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
+def test_the_sweep_report_renders_with_its_pictures_in_mlflows_ui(
+    stack: dict[str, Any], tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-round sweep tracked in the stack's MLflow server; MLflow's artifact viewer shows its
+    report/report.html with every picture drawn (an image that failed to load has no natural width)."""
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.sweep import sweep
+    from tasks.config.load import load_config
+    from tasks.config.pipeline import SweepPipelineConfig
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack["mlflow_url"])
+    overrides = [f"model.candidates=[{tiny_bert}]", "train.batch_size=64", "train.max_length=32", "train.epochs=1"]
+    overrides += [
+        "sweep.trials_per_round=2",
+        "sweep.max_rounds=1",
+        "sweep.pruner=none",
+        "tracking.experiment=e2e-report",
+    ]
+    config = load_config(ROOT / "data/sample/config.yaml", overrides, SweepPipelineConfig)
+    with temporary_settings({PREFECT_API_URL: stack["prefect_api_url"]}):
+        result = sweep(config=config)
+    client = MlflowClient(stack["mlflow_url"])
+    experiment = client.get_experiment_by_name("e2e-report").experiment_id
+    url = f"{stack['mlflow_url']}/#/experiments/{experiment}/runs/{result.parent_run_id}/artifacts/report/report.html"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(url)
+            report = page.frame_locator("iframe").first
+            expect(report.get_by_text(f"Sweep {result.sweep_id}")).to_be_visible(timeout=60_000)
+            images = report.locator("img")
+            expect(images.first).to_be_visible()
+            widths = images.evaluate_all("(found) => found.map((image) => image.naturalWidth)")
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(widths) >= 3 and all(width > 100 for width in widths), widths

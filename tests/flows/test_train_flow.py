@@ -36,7 +36,7 @@ from tests.helpers.tables import clean_table
 def test_train_flow_logs_a_complete_comparable_mlflow_run(
     tiny_config: Callable[..., PipelineConfig], tiny_bert: Path, tuneloop_home: Path, method: str
 ) -> None:
-    config = tiny_config(f"train.method={method}", "train.early_stopping_patience=0")
+    config = tiny_config(f"train.method={method}", "train.early_stopping_patience=0", "tracking.loss_every_steps=5")
     state = train(config=config, return_state=True)
     result = state.result()
     assert result.model.method == method and result.model.device == "cpu" and result.model.precision == "fp32"
@@ -67,8 +67,12 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
     # MLflow 3 opens a model-training experiment on its runs, not in GenAI mode.
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    for key in ("val/f1_macro", "val/accuracy", "train/loss"):
+    for key in ("val/f1_macro", "val/accuracy", "train/epoch_loss"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    # The loss every 5 optimizer steps and at each epoch's end, by step.
+    per_epoch = result.model.plan.steps_per_epoch
+    expected = sorted({*range(5, 2 * per_epoch + 1, 5), per_epoch, 2 * per_epoch})
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == expected
     for key in METRIC_KEYS:
         assert f"test/{key}" in run.data.metrics
     assert "test/billing/f1" in run.data.metrics
@@ -272,9 +276,14 @@ def test_the_run_is_live_while_it_trains_and_opened_once_per_flow_run(tiny_bert:
     seen: list[tuple[str, list[int]]] = []
 
     class Watch(TrainerCallback):
-        def on_evaluate(self, args, state, control, **kwargs):  # after the stream sent the epoch
-            history = client.get_metric_history(run.run_id, "val/f1_macro")
-            seen.append((client.get_run(run.run_id).info.status, [m.step for m in history]))
+        def on_evaluate(self, args, state, control, **kwargs):  # the stream's thread sends the epoch now
+            epoch, deadline = round(state.epoch), time.monotonic() + 10
+            while time.monotonic() < deadline:
+                steps = [m.step for m in client.get_metric_history(run.run_id, "val/f1_macro")]
+                if epoch in steps:
+                    break
+                time.sleep(0.1)
+            seen.append((client.get_run(run.run_id).info.status, steps))
 
     @flow
     def train_live() -> list[str]:

@@ -45,9 +45,18 @@ def prefect_client(stack: dict[str, Any]) -> Iterator[Any]:
         yield client
 
 
-def run_train_deployment(stack: dict[str, Any], client: Any, model: Path, experiment: str) -> Any:
+def live_epochs(tracking: Any, experiment: str, flow_run_id: Any) -> list[int]:
+    """The epochs of val/f1_macro that the flow run's training run holds while it is RUNNING."""
+    found = tracking.get_experiment_by_name(experiment)
+    query = f"tags.`prefect.flow_run_id` = '{flow_run_id}' and attributes.status = 'RUNNING'"
+    runs = tracking.search_runs([found.experiment_id], query) if found else []
+    return [m.step for run in runs for m in tracking.get_metric_history(run.info.run_id, "val/f1_macro")]
+
+
+def run_train_deployment(stack: dict[str, Any], client: Any, model: Path, experiment: str, epochs: int = 1) -> Any:
     """Start `train/cpu` with custom parameters through the API, wait for the cpu worker to finish
-    it, and return its run in the stack's MLflow server (checked: metrics, params, artifacts)."""
+    it, and return its run in the stack's MLflow server (checked: live while it trained, metrics,
+    params, artifacts)."""
     from mlflow.tracking import MlflowClient
 
     from tasks.config.load import load_config
@@ -56,7 +65,8 @@ def run_train_deployment(stack: dict[str, Any], client: Any, model: Path, experi
         ROOT / "data/sample/config.yaml",
         [
             f"model.candidates=[{model}]",
-            "train.epochs=1",
+            f"train.epochs={epochs}",
+            "train.early_stopping_patience=0",
             "train.batch_size=64",
             "train.max_length=32",
             f"tracking.experiment={experiment}",
@@ -65,12 +75,16 @@ def run_train_deployment(stack: dict[str, Any], client: Any, model: Path, experi
     # Only what differs from the defaults, as a person would type into the form.
     parameters = {"config": config.model_dump(mode="json", exclude_defaults=True)}
     run = client.create_flow_run_from_deployment(client.read_deployment_by_name("train/cpu").id, parameters=parameters)
-    finished = wait_for(
-        lambda: (found := client.read_flow_run(run.id)).state.is_final() and found, 420, "the train run to finish"
-    )
-    assert finished.state.is_completed(), finished.state.message
-
     tracking = MlflowClient(tracking_uri=stack["mlflow_url"])
+    seen_live: list[int] = []
+    deadline = time.monotonic() + 420
+    while not (finished := client.read_flow_run(run.id)).state.is_final():
+        assert time.monotonic() < deadline, "timed out waiting for the train run to finish"
+        seen_live = seen_live or live_epochs(tracking, experiment, run.id)
+        time.sleep(0.3)
+    assert finished.state.is_completed(), finished.state.message
+    assert seen_live and seen_live[0] == 1, "the run was RUNNING in MLflow with its first epoch before it ended"
+
     found = tracking.get_experiment_by_name(experiment)
     [tracked] = tracking.search_runs([found.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{run.id}'")
     assert 0 <= tracked.data.metrics["test/f1_macro"] <= 1

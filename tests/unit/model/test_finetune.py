@@ -149,9 +149,9 @@ def test_gpu_trains_in_bf16_or_fp16() -> None:
 def test_epoch_history_reads_the_trainer_log() -> None:
     log = [
         {"loss": 0.9, "epoch": 1.0, "step": 4},
-        {"eval_loss": 0.8, "eval_f1_macro": 0.5, "eval_selection": 0.5, "epoch": 1.0},
+        {"eval_loss": 0.8, "eval_f1_macro": 0.5, "eval_selection": 0.5, "epoch": 1.0, "step": 4},
         {"loss": 0.5, "epoch": 2.0, "step": 8},
-        {"eval_loss": 0.4, "eval_f1_macro": 0.75, "eval_selection": 0.75, "epoch": 2.0},
+        {"eval_loss": 0.4, "eval_f1_macro": 0.75, "eval_selection": 0.75, "epoch": 2.0, "step": 8},
         {"train_runtime": 3.0, "epoch": 2.0},
     ]
     history = epoch_history(log, {2: 1.5})

@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,33 +38,69 @@ def test_without_a_terminal_progress_is_plain_lines_and_a_share_of_all_steps(mon
     assert shares[0] == 62.5 and shares[-1] == 100.0
 
 
-def test_a_tracking_outage_loses_no_metric(tmp_path: Path) -> None:
-    """Sends that fail keep their metrics for the next one; what is still unsent when the grace
-    period ends is left for the run's final logging."""
-    sent: list[list[tuple[str, float, int]]] = []
+def test_a_tracking_outage_loses_no_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sends that fail keep their rows (with their first timestamp) for the next one; what is still
+    unsent when the grace period ends is left for the run's final logging."""
+    monkeypatch.setattr(progress, "FLUSH_SECONDS", 3600.0)  # this test flushes by hand
+    sent: list[list[tuple[str, float, int, int]]] = []
     down = {"calls": 2}
 
-    def send(metrics: list[tuple[str, float, int]]) -> None:
+    def send(metrics: list[tuple[str, float, int, int]]) -> None:
         if down["calls"] > 0:
             down["calls"] -= 1
             raise ConnectionError("tracking server down")
         sent.append(list(metrics))
 
-    stream = progress.metric_stream(send, Lines(), tmp_path, grace_seconds=0)
-    for epoch in (1, 2, 3):
-        stream.on_log(None, SimpleNamespace(epoch=epoch), None, logs={"loss": 1.0 / epoch})
-        stream.on_evaluate(None, SimpleNamespace(epoch=float(epoch)), None, metrics={"eval_f1_macro": epoch / 10})
-    assert len(sent) == 1 and [(key, step) for key, _, step in sent[0]] == [
-        ("train/loss", 1),
-        ("val/f1_macro", 1),
-        ("train/loss", 2),
-        ("val/f1_macro", 2),
-        ("train/loss", 3),
-        ("val/f1_macro", 3),
+    log = Lines()
+    queue = progress.MetricQueue(send, log)
+    queue.add("train/loss", 0.9, 50)
+    assert not queue.flush()
+    stamp = queue.rows[0][3]
+    queue.add("val/f1_macro", 0.5, 1)
+    later = queue.rows[1][3]
+    assert not queue.flush() and queue.flush()
+    assert sent == [[("train/loss", 0.9, 50, stamp), ("val/f1_macro", 0.5, 1, later)]]
+    assert queue.rows == [] and queue.sent == 2
+    assert log.lines[0].startswith("MLflow did not take") and len(log.lines) == 2 and "back" in log.lines[1]
+    down["calls"] = 10**6  # down for good: the last rows are returned for the run folder
+    queue.add("val/f1_macro", 0.6, 2)
+    assert [(key, step) for key, _, step, _ in queue.close(grace_seconds=0)] == [("val/f1_macro", 2)]
+
+
+def test_the_stream_logs_the_loss_every_n_steps_and_each_epoch_from_a_thread(tmp_path: Path) -> None:
+    sent: list[tuple[str, float, int, int]] = []
+    stream = progress.metric_stream(sent.extend, Lines(), tmp_path, grace_seconds=5, loss_every=2)
+    history: list[dict[str, float]] = []
+    state = SimpleNamespace(epoch=0.0, global_step=0, log_history=history)
+    stream.on_train_begin(None, state, None)
+    for step in (1, 2, 3, 4):
+        state.global_step, state.epoch = step, step / 4
+        control = SimpleNamespace(should_log=False)
+        stream.on_step_end(None, state, control)
+        assert control.should_log == (step % 2 == 0)
+        if control.should_log:
+            history.append({"loss": 1.0 / step, "step": step, "epoch": state.epoch})
+            stream.on_log(None, state, control, logs=history[-1])
+    history.append({"eval_loss": 0.4, "eval_f1_macro": 0.7, "step": 4, "epoch": 1.0})
+    stream.on_evaluate(None, state, None, metrics=history[-1])
+    stream.on_train_end(None, state, None)
+    assert [(key, value, step) for key, value, step, _ in sent] == [
+        ("train/loss", 0.5, 2),
+        ("train/loss", 0.25, 4),
+        ("train/epoch_loss", 0.375, 1),
+        ("val/f1_macro", 0.7, 1),
     ]
-    down["calls"] = 10**6  # down for good: the last epoch's metrics wait in the run folder
-    stream.on_log(None, SimpleNamespace(epoch=4), None, logs={"loss": 0.2})
-    stream.on_evaluate(None, SimpleNamespace(epoch=4.0), None, metrics={"eval_f1_macro": 0.5})
-    stream.on_train_end(None, SimpleNamespace(epoch=4.0), None)
-    pending = json.loads((tmp_path / progress.PENDING_METRICS).read_text())
-    assert [(key, step) for key, _, step in pending] == [("train/loss", 4), ("val/f1_macro", 4)]
+    assert not (tmp_path / progress.PENDING_METRICS).exists()
+
+
+def test_the_epoch_loss_is_the_step_weighted_mean_of_its_windows() -> None:
+    from tasks.model.plan import epoch_losses
+
+    history = [
+        {"loss": 1.0, "step": 3, "epoch": 0.6},
+        {"loss": 0.5, "step": 5, "epoch": 1.0},
+        {"eval_loss": 0.9, "step": 5, "epoch": 1.0},
+        {"loss": 0.2, "step": 10, "epoch": 2.0},
+        {"eval_loss": 0.8, "step": 10, "epoch": 2.0},
+    ]
+    assert epoch_losses(history) == pytest.approx({1: (3 * 1.0 + 2 * 0.5) / 5, 2: 0.2})

@@ -21,7 +21,7 @@ def test_metric_names_are_namespaced_and_safe() -> None:
             {"epoch": 2, "train_loss": None, "val": {"f1_macro": 0.8}},
         ]
     )
-    assert rows == [("train/loss", 0.5, 1), ("val/f1_macro", 0.7, 1), ("val/f1_macro", 0.8, 2)]
+    assert rows == [("train/epoch_loss", 0.5, 1), ("val/f1_macro", 0.7, 1), ("val/f1_macro", 0.8, 2)]
     scores = final_metrics(
         {
             "val": {"f1_macro": 0.8, "per_class": {}},
