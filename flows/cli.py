@@ -197,9 +197,39 @@ def sweep(
     max_rounds: Annotated[int | None, typer.Option(help="Most rounds.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Most trials over all rounds.")] = None,
     max_hours: Annotated[float | None, typer.Option(help="Most hours from the start.")] = None,
+    continue_: Annotated[
+        str | None,
+        typer.Option(
+            "--continue",
+            help="Continue this sweep (its id) with its stored config; --max-rounds/--max-trials/--max-hours "
+            "then extend its stored budget (recorded).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Tune hyperparameters in rounds (Optuna, pruning) until validation F1 reaches the target."""
+    if continue_:
+        others: dict[str, Any] = {
+            "--data": data,
+            "--test-data": test_data,
+            "--text-column": text_column,
+            "--label-column": label_column,
+        }
+        others |= {"--config": config, "--set": set_, "--target-f1": target_f1, "--metric": metric}
+        others |= {"--trials-per-round": trials_per_round}
+        with user_errors():
+            given = [name for name, value in others.items() if value]
+            if given:
+                raise ConfigError(
+                    f"--continue runs the sweep with the config it started with; {', '.join(given)} cannot change "
+                    "it (only --max-rounds, --max-trials and --max-hours extend its budget). Start a new sweep instead."
+                )
+            from tasks.sweep.record import continue_sweep
+
+            limits = {"max_rounds": max_rounds, "max_trials": max_trials, "max_hours": max_hours}
+            pipeline, next_round = continue_sweep(continue_, limits)
+            quiet_known_tracebacks()
+        return finish_sweep_command(pipeline, as_json, continue_, next_round)
     sweep_options = {
         "target_f1": target_f1,
         "metric": metric,
@@ -213,18 +243,27 @@ def sweep(
         pipeline = prepare_run(
             SweepPipelineConfig, config, overrides + list(set_ or []), data, test_data, text_column, label_column
         )
+    finish_sweep_command(pipeline, as_json)
+
+
+def finish_sweep_command(
+    pipeline: SweepPipelineConfig, as_json: bool, sweep_id: str | None = None, round_number: int = 1
+) -> None:
+    """Run the sweep flow (a new sweep, or `sweep_id` from `round_number`) and report it; exit 5
+    when the budget ran out before the target, with or without --json."""
+    with user_errors():
         from flows.sweep import sweep as sweep_flow
         from tasks.sweep.state import SweepResult
 
-        result = sweep_flow(config=pipeline)
+        result = sweep_flow(config=pipeline, sweep_id=sweep_id, round_number=round_number)
         # the flow's final state carries the SweepResult; called directly, the flow returns that result
         assert isinstance(result, SweepResult)
     if as_json:
         emit_json({"status": result.outcome, **result.model_dump(mode="json")})
     else:
         print_sweep(result)
-    if result.outcome == "budget_spent":
-        raise typer.Exit(5)
+    if result.outcome in ("budget_spent", "already_claimed"):
+        raise typer.Exit(5 if result.outcome == "budget_spent" else 6)
 
 
 @app.command()

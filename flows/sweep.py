@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.states import State
 from pydantic import Field
 
 from flows.promote import champion_challenger
+from flows.trial import trial
 from flows.validate import check_data
 from tasks.config.pipeline import SweepPipelineConfig
 from tasks.data.split import split_dataset
 from tasks.model.select import select_base_model
 from tasks.registry.versions import PromotionResult
+from tasks.sweep.dispatch import Handle, in_process, on_workers, run_round
+from tasks.sweep.record import round_lease
 from tasks.sweep.report import sweep_report
 from tasks.sweep.requeue import check_round, queue_next_round
-from tasks.sweep.rounds import trial_batches, trials_this_round
 from tasks.sweep.state import RoundDecision, SweepResult, SweepState
 from tasks.sweep.steps import (
+    ask_trials,
     begin_sweep,
     check_trial_device,
     close_round,
@@ -27,7 +32,6 @@ from tasks.sweep.steps import (
     final_state,
     finish_sweep,
     plan_search_space,
-    run_sweep_trial,
     start_sweep,
 )
 from tasks.tracking.store import TrackingTarget, check_tracking, run_link
@@ -72,6 +76,24 @@ def register_best(
     return promotion
 
 
+def trial_starter(config: SweepPipelineConfig, sweep_id: str) -> Callable[[int], Handle]:
+    """How this round starts a trial: a run of the trial deployment when this round runs from a
+    deployment and `sweep.trial_deployment` is set, else the trial flow in this process."""
+    from prefect.runtime import deployment
+
+    settings = config.sweep
+    if deployment.id and settings.trial_deployment:
+        parameters = config.model_dump(mode="json")
+        return on_workers(
+            settings.trial_deployment,
+            lambda number: {"config": parameters, "sweep_id": sweep_id, "trial_number": number},
+        )
+    return in_process(
+        lambda number: trial(config=config, sweep_id=sweep_id, trial_number=number, return_state=True),
+        settings.max_concurrent_trials,
+    )
+
+
 @flow(name="sweep")
 def sweep(
     config: SweepPipelineConfig = SweepPipelineConfig(),  # noqa: B008
@@ -81,14 +103,17 @@ def sweep(
     """Tune hyperparameters in rounds until validation F1 reaches `sweep.target_f1`.
 
     Round 1 validates and splits the data once and chooses the base model; every round asks Optuna
-    (seeded TPE, warm-started from all earlier trials) for trials, fine-tunes them with per-epoch
-    pruning, and logs each as a child of the sweep's MLflow run. Below target with budget left, the
-    next round is handed on: run from a deployment, as a new flow run (by this run or by the
-    deployment's trigger on `tuneloop.sweep.below-threshold`); run locally, in this process. A
-    round that was already claimed is skipped, and the budget (`max_rounds`, `max_trials`,
-    `max_hours`) always ends the sweep. At the end the best trial is scored on the test split and
-    registered (alias `candidate`); when the target was met it is compared with the `champion` on
-    the same split and promoted per `promotion.mode`. A comparison report goes to the sweep's run.
+    (seeded TPE, warm-started from all earlier trials) for trials and runs each as a `trial` flow
+    run (on the work pool of `sweep.trial_deployment` when set, else in this process), which
+    fine-tunes it with per-epoch pruning and logs it as a child of the sweep's MLflow run. The
+    study in the sweep's database is the record of trials, rounds, claims and the budget. Below
+    target with budget left, the next round is handed on: run from a deployment, as a new flow run
+    (by this run or by the deployment's trigger on `tuneloop.sweep.below-threshold`); run locally,
+    in this process. A round that was already claimed is skipped, and the budget fixed when the
+    sweep started (`max_rounds`, `max_trials`, `max_hours`) always ends it. At the end the best
+    trial is scored on the test split and registered (alias `candidate`); when the target was met
+    it is compared with the `champion` on the same split and promoted per `promotion.mode`. A
+    comparison report goes to the sweep's run.
 
     Args:
         config: Every setting of the sweep, grouped by step; the search space, target and budget
@@ -100,7 +125,7 @@ def sweep(
     target = check_tracking(config.tracking)
     check_trial_device(config)
     config = plan_search_space(config)
-    sweep_id, folder, state = begin_sweep(sweep_id)
+    sweep_id, folder, state = begin_sweep(config, sweep_id)
     if state is None:
         data = check_data(config, folder)
         clean, test = data.clean_tables()
@@ -111,13 +136,11 @@ def sweep(
         refusal = check_round(config, state, round_number)
         if refusal:
             return final_state(finish_sweep(state, refusal, target))
-        trials = []
-        count = trials_this_round(config.sweep, round_number, state.trial_count)
-        for first, size in trial_batches(state.trial_count, count, config.sweep.max_concurrent_trials):
-            slots = range(first, first + size)
-            futures = [run_sweep_trial.submit(config, state, round_number, slot, target) for slot in slots]
-            trials += [future.result() for future in futures]
-        state, decision = close_round(config, state, round_number, trials, target)
+        with round_lease(state.storage, state.sweep_id, round_number, str(flow_run.id)):
+            new, unfinished = ask_trials(config, state, round_number)
+            start = trial_starter(config, state.sweep_id)
+            run_round(state, new, unfinished, config.sweep.max_concurrent_trials, start, get_run_logger())
+            state, decision = close_round(config, state, round_number, target)
         if decision.action != "next_round":
             promotion = register_best(config, state, decision, target)
             return final_state(finish_sweep(state, decision, target, promotion=promotion))

@@ -66,6 +66,21 @@ def read_record() -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def cpu_workers() -> int:
+    """How many cpu workers `up` starts (TUNELOOP_CPU_WORKERS, default 1): sweep trials on the cpu
+    pool run on whichever is free."""
+    text = os.environ.get("TUNELOOP_CPU_WORKERS", "1")
+    if not text.isdigit() or not 1 <= int(text) <= 32:
+        raise StackError(f"TUNELOOP_CPU_WORKERS={text!r} is not a worker count: set it to 1..32 (default 1).")
+    return int(text)
+
+
+def workers() -> list[tuple[str, str]]:
+    """(pool, worker name) of every worker `up` starts: TUNELOOP_CPU_WORKERS on cpu, one on gpu."""
+    counts = {"cpu": cpu_workers(), "gpu": 1}
+    return [(pool, f"{pool}-{n}" if n > 1 else pool) for pool in POOLS for n in range(1, counts[pool] + 1)]
+
+
 def port(name: str, default: int) -> int:
     text = os.environ.get(name, str(default))
     if not text.isdigit() or not 0 < int(text) < 65536:
@@ -218,6 +233,7 @@ def bring_up() -> dict[str, Any]:
     if record and any(alive(process) for process in record["processes"]):
         raise StackError("The stack already runs (see `make status`); stop it with `make down` first.")
     prefect_port, mlflow_port = port("TUNELOOP_PREFECT_PORT", 4200), port("TUNELOOP_MLFLOW_PORT", 5000)
+    planned = workers()  # a bad TUNELOOP_CPU_WORKERS fails before anything starts
     for name, number in (("TUNELOOP_PREFECT_PORT", prefect_port), ("TUNELOOP_MLFLOW_PORT", mlflow_port)):
         if not free(number):
             raise StackError(f"Port {number} is taken: stop what listens there or set {name} to a free port.")
@@ -259,10 +275,10 @@ def bring_up() -> dict[str, Any]:
         save()
         wait_until("The Prefect server", http_ok(f"{prefect_url}/health"), server)
         wait_until("The MLflow server", http_ok(f"{mlflow_url}/health"), mlflow)
-        for pool in POOLS:
-            name = f"tuneloop-{pool}"
+        for pool, label in planned:
+            name = f"tuneloop-{label}"
             command = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", name]
-            worker = start(f"worker-{pool}", command, env, folder)
+            worker = start(f"worker-{label}", command, env, folder)
             processes.append(worker)
             save()
             wait_until(f"The {pool} worker", worker_online(prefect_url, pool, name), worker)
@@ -281,7 +297,8 @@ def up() -> None:
     typer.echo(f"Prefect UI   {record['prefect_ui_url']}")
     typer.echo(f"Prefect API  {record['prefect_api_url']}")
     typer.echo(f"MLflow       {record['mlflow_url']}")
-    typer.echo(f"Workers      {', '.join(POOLS)} (logs in {stack_folder()})")
+    names = ", ".join(process["name"].removeprefix("worker-") for process in record["processes"][2:])
+    typer.echo(f"Workers      {names} (logs in {stack_folder()})")
     typer.echo("Point your shell at them:  eval $(make -s env)")
 
 

@@ -38,7 +38,17 @@ class SweepConfig(BaseModel):
         12.0, gt=0, le=720, description="Most hours from the sweep's start; no round starts after that."
     )
     max_concurrent_trials: int = Field(
-        1, ge=1, le=64, description="Trials run at the same time (threads here; flow runs on workers in a cluster)."
+        1,
+        ge=1,
+        le=64,
+        description="Trials run at the same time (flow runs on the work pool; threads when run locally).",
+    )
+    trial_deployment: str | None = Field(
+        None,
+        max_length=200,
+        pattern=r"^[^/]+/[^/]+$",
+        description="Run from a deployment: the deployment (flow/name, e.g. trial/gpu) whose flow runs run the "
+        "trials, each placed by its work pool; unset: trials run in the round's own process.",
     )
     requeue: Literal["run_deployment", "trigger"] = Field(
         "run_deployment",

@@ -143,17 +143,19 @@ def sweep_report(
     and summed up in a Prefect artifact that links to it."""
     from prefect.artifacts import create_markdown_artifact
 
-    from tasks.sweep.state import all_trials
+    from tasks.sweep.record import closed_rounds, study_trials, sweep_study
     from tasks.tracking.store import run_link
 
     config = pipeline.sweep
     folder = Path(state.folder) / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    trials = all_trials(state)
+    study = sweep_study(state)
+    trials = study_trials(study)
     pictures = report_pictures(pipeline, state, trials, best, promotion, folder)
     rows = leaderboard(read_runs(target.uri, target.experiment, state.sweep_id), config.metric, top=10)
     summary = [
-        f"{len(state.rounds)} round(s), {len(trials)} trials, {sum(t.state == 'pruned' for t in trials)} pruned; "
+        f"{len(closed_rounds(study))} round(s), {len(trials)} trials, "
+        f"{sum(t.state == 'pruned' for t in trials)} pruned; "
         f"target {config.metric} {config.target_f1}.",
     ]
     if best is not None:

@@ -9,8 +9,9 @@ two ways (`sweep.requeue`):
   `deployments/prefect.yaml` queues round N+1 with the parameters in the event's payload.
 
 Either way, a queued round first passes `check_round`: a round that another flow run already
-claimed is skipped, and no round starts past the budget, so neither a duplicate event nor a
-misconfigured trigger can loop.
+claimed (atomically, in the sweep's database: tasks/sweep/record.py) or that is closed is skipped,
+and no round starts past the sweep's stored budget, so neither a duplicate event nor a
+misconfigured trigger nor a later run with a bigger budget can loop.
 """
 
 from __future__ import annotations
@@ -22,46 +23,73 @@ from prefect import get_run_logger, task
 from tasks.config.pipeline import SweepPipelineConfig
 from tasks.config.sweep import SweepConfig
 from tasks.sweep.rounds import spent_budget
-from tasks.sweep.state import QueuedRound, RoundDecision, SweepState, save_state
+from tasks.sweep.state import QueuedRound, RoundDecision, SweepState
 
 BELOW_THRESHOLD = "tuneloop.sweep.below-threshold"
 
 
-def round_guard(config: SweepConfig, state: SweepState, round_number: int, flow_run_id: str) -> RoundDecision | None:
-    """None when this flow run may run `round_number`; else why not (already claimed, or no budget)."""
-    claimant = state.claims.get(str(round_number))
-    if any(entry["round"] == round_number for entry in state.rounds) or claimant not in (None, flow_run_id):
-        return RoundDecision(
-            action="already_claimed",
-            best_score=None,
-            best_trial=None,
-            message=f"Round {round_number} of {state.sweep_id} was already run"
-            f"{f' by flow run {claimant}' if claimant else ''}: skipped.",
-        )
-    spent = spent_budget(config, state, round_number)
-    if spent:
-        return RoundDecision(
-            action="budget_spent",
-            best_score=None,
-            best_trial=None,
-            message=f"Round {round_number} of {state.sweep_id} not started: budget spent ({', '.join(spent)}).",
-        )
-    return None
+def already_run(state: SweepState, round_number: int, claimant: str | None) -> RoundDecision:
+    return RoundDecision(
+        action="already_claimed",
+        best_score=None,
+        best_trial=None,
+        message=f"Round {round_number} of {state.sweep_id} was already run"
+        f"{f' by flow run {claimant}' if claimant else ''}: skipped.",
+    )
+
+
+def budget_refusal(state: SweepState, round_number: int, trials_so_far: int) -> RoundDecision | None:
+    """Why round `round_number` must not start under the sweep's stored budget, or None."""
+    spent = spent_budget(state, round_number, trials_so_far)
+    if not spent:
+        return None
+    return RoundDecision(
+        action="budget_spent",
+        best_score=None,
+        best_trial=None,
+        message=f"Round {round_number} of {state.sweep_id} not started: budget spent ({', '.join(spent)}); "
+        f"extend it with `tuneloop sweep --continue {state.sweep_id} --max-rounds N`.",
+    )
+
+
+def budget_differences(config: SweepConfig, state: SweepState) -> list[str]:
+    """The budget settings of this run that differ from the sweep's stored budget (and do not apply)."""
+    stored = state.budget.limits()
+    return [
+        f"{name}={getattr(config, name)} (stored: {stored[name]:g})"
+        for name in stored
+        if getattr(config, name) != stored[name]
+    ]
 
 
 @task(name="check_round")
 def check_round(pipeline: SweepPipelineConfig, state: SweepState, round_number: int) -> RoundDecision | None:
-    """Claim `round_number` for this flow run, or say why it must not run (see `round_guard`)."""
+    """Claim `round_number` for this flow run, or say why it must not run: closed already, claimed by
+    another flow run (one INSERT in the sweep's database decides), or past the stored budget."""
     from prefect.runtime import flow_run
 
-    run_id = str(flow_run.id or "local")
-    refusal = round_guard(pipeline.sweep, state, round_number, run_id)
+    from tasks.sweep.record import claim_round, closed_rounds, study_trials, sweep_study
+
+    log, run_id = get_run_logger(), str(flow_run.id)
+    study = sweep_study(state)
+    differences = budget_differences(pipeline.sweep, state)
+    if differences:
+        log.warning(
+            "This run's %s do not apply: the budget of %s was fixed when it started; extend it with "
+            "`tuneloop sweep --continue %s --max-rounds N`.",
+            ", ".join(differences),
+            state.sweep_id,
+            state.sweep_id,
+        )
+    if round_number in closed_rounds(study):
+        refusal: RoundDecision | None = already_run(state, round_number, None)
+    else:
+        refusal = budget_refusal(state, round_number, len(study_trials(study)))
+        if refusal is None and (holder := claim_round(state.storage, state.sweep_id, round_number, run_id)):
+            refusal = already_run(state, round_number, holder)
     if refusal:
-        get_run_logger().warning(refusal.message)
-        return refusal
-    state.claims[str(round_number)] = run_id
-    save_state(state)
-    return None
+        log.warning(refusal.message)
+    return refusal
 
 
 @task(name="queue_next_round")

@@ -7,31 +7,35 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks.config.sweep import SweepConfig
-from tasks.sweep.state import RoundDecision, SweepState, TrialResult, best_of
+from tasks.sweep.state import Budget, RoundDecision, SweepState, TrialResult, best_of
 
 
-def trials_this_round(config: SweepConfig, round_number: int, trials_so_far: int) -> int:
-    """How many trials the round runs: the escalated count, within the trial budget."""
-    return max(0, min(escalated(config, round_number).trials_per_round, config.max_trials - trials_so_far))
+def trials_this_round(config: SweepConfig, budget: Budget, round_number: int, trials_so_far: int) -> int:
+    """How many trials the round runs: the escalated count, within the sweep's trial budget."""
+    return max(0, min(escalated(config, round_number).trials_per_round, budget.max_trials - trials_so_far))
 
 
-def spent_budget(config: SweepConfig, state: SweepState, round_number: int) -> list[str]:
-    """The budget limits that round `round_number`, starting now, would break."""
+def spent_budget(state: SweepState, round_number: int, trials_so_far: int) -> list[str]:
+    """The limits of the sweep's stored budget that round `round_number`, starting now, would
+    break (`trials_so_far`: every trial that ran, a retried one once)."""
+    budget = state.budget
     hours = (datetime.now(UTC) - state.started_at).total_seconds() / 3600
     limits = (
-        ("max_rounds", round_number > config.max_rounds),
-        ("max_trials", state.trial_count >= config.max_trials),
-        ("max_hours", hours >= config.max_hours),
+        ("max_rounds", round_number > budget.max_rounds),
+        ("max_trials", trials_so_far >= budget.max_trials),
+        ("max_hours", hours >= budget.max_hours),
     )
     return [name for name, over in limits if over]
 
 
-def decide(config: SweepConfig, state: SweepState, round_number: int, trials: list[TrialResult]) -> RoundDecision:
+def decide(
+    config: SweepConfig, state: SweepState, round_number: int, trials: list[TrialResult], trials_so_far: int
+) -> RoundDecision:
     """Target met, next round, or budget spent: never loop without bound."""
     best = best_of(trials)
     best_score = best.score if best else None
     shown = f"{best_score:.4f}" if best_score is not None else "none"
-    spent = spent_budget(config, state, round_number + 1)
+    spent = spent_budget(state, round_number + 1, trials_so_far)
     if best is not None and best_score is not None and best_score >= config.target_f1:
         action, message = (
             "target_met",
@@ -58,11 +62,6 @@ def decide(config: SweepConfig, state: SweepState, round_number: int, trials: li
         )
     best_number = best.number if best else None
     return RoundDecision(action=action, message=message, best_score=best_score, best_trial=best_number)
-
-
-def trial_batches(first_slot: int, count: int, concurrent: int) -> list[tuple[int, int]]:
-    """(first slot, size) of the batches a round's `count` trials run in, at most `concurrent` at once."""
-    return [(first_slot + start, min(concurrent, count - start)) for start in range(0, count, concurrent)]
 
 
 def round_table(trials: list[TrialResult]) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@ trial tries, the searched space in words, and parameter importances."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,17 +11,11 @@ from typing import Any
 from tasks.config.sweep import DEFAULT_SEARCH, SweepConfig
 from tasks.config.train import TrainConfig
 from tasks.core.errors import ConfigError
-from tasks.core.home import tuneloop_home
 from tasks.core.plots import pyplot, save_figure
+from tasks.sweep.record import rdb_storage
 
 # Parameter importances mean something only with a few completed trials.
 IMPORTANCE_MIN_TRIALS = 5
-
-
-def optuna_storage(config: SweepConfig) -> str:
-    """The configured storage, else TUNELOOP_OPTUNA_STORAGE (where a password may live, out of
-    the form), else a SQLite file in the home folder."""
-    return config.storage or os.environ.get("TUNELOOP_OPTUNA_STORAGE") or f"sqlite:///{tuneloop_home() / 'optuna.db'}"
 
 
 def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0) -> Any:
@@ -46,7 +39,7 @@ def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0
     }[config.pruner]
     return optuna.create_study(
         study_name=study_name,
-        storage=storage,
+        storage=rdb_storage(storage),
         direction="maximize",
         sampler=sampler,
         pruner=pruner,

@@ -1,5 +1,6 @@
-"""What a sweep's rounds share: the state on disk in the sweep's folder, each trial's result, the
-decision after a round and the sweep's result. The bottom of tasks/sweep/: it imports no sweep module."""
+"""What a sweep's rounds share: the sweep's setup and budget (kept in its study: tasks/sweep/record.py),
+each trial's result, the decision after a round and the sweep's result. The bottom of tasks/sweep/:
+it imports no sweep module."""
 
 from __future__ import annotations
 
@@ -17,26 +18,33 @@ from tasks.model.resolve import ModelRef
 from tasks.registry.versions import PromotionResult
 
 
+class Budget(BaseModel):
+    """The sweep's budget, fixed when it starts and stored with it; `history` records every
+    deliberate extension (`tuneloop sweep --continue ID --max-rounds N`)."""
+
+    max_rounds: int
+    max_trials: int
+    max_hours: float
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+    def limits(self) -> dict[str, float]:
+        return {"max_rounds": self.max_rounds, "max_trials": self.max_trials, "max_hours": self.max_hours}
+
+
 class SweepState(BaseModel):
-    """What every round of one sweep shares, kept on disk in the sweep's folder."""
+    """What every round and trial of one sweep shares, kept in the sweep's study."""
 
     sweep_id: str
     folder: str
     started_at: datetime
     study_name: str
-    storage: str
+    storage: str = Field(description="The study's storage URL: in memory only, never stored (it may hold a password).")
     splits: SplitReport
     dataset_sha256: str = Field("", description="The validated dataset's hash, as on a training run.")
     model: ModelRef
     candidates: list[ModelRef] = Field(default_factory=list)
     parent_run_id: str
-    rounds: list[dict[str, Any]] = Field(default_factory=list)
-    claims: dict[str, str] = Field(default_factory=dict, description="Round number -> the flow run that runs it.")
-
-    @property
-    def trial_count(self) -> int:
-        """Trials run in the finished rounds."""
-        return sum(len(entry["trials"]) for entry in self.rounds)
+    budget: Budget
 
 
 class RoundDecision(BaseModel):
@@ -69,36 +77,15 @@ def sweep_folder(sweep_id: str) -> Path:
     return folder
 
 
-def save_state(state: SweepState) -> None:
-    """Write the sweep's state file."""
-    (Path(state.folder) / "state.json").write_text(state.model_dump_json(indent=2), encoding="utf-8")
-
-
-def load_state(sweep_id: str) -> SweepState | None:
-    """The sweep's state, or None for a new sweep."""
-    path = tuneloop_home() / "sweeps" / sweep_id / "state.json"
-    return SweepState.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def all_trials(state: SweepState) -> list[TrialResult]:
-    """Every trial of every finished round."""
-    return [TrialResult.model_validate(trial) for entry in state.rounds for trial in entry["trials"]]
-
-
 def best_of(trials: list[TrialResult]) -> TrialResult | None:
     """The completed trial with the highest score."""
     scored = [trial for trial in trials if trial.state == "complete" and trial.score is not None]
     return max(scored, key=lambda trial: trial.score or 0.0, default=None)
 
 
-def best_trial(state: SweepState) -> TrialResult | None:
-    """The best finished trial over every round so far."""
-    return best_of(all_trials(state))
-
-
-def best_learning_rate(state: SweepState) -> float | None:
+def best_learning_rate(trials: list[TrialResult]) -> float | None:
     """The learning rate of the best finished trial so far, when the sweep searched it."""
-    best = best_trial(state)
+    best = best_of(trials)
     return best.params.get("learning_rate") if best else None
 
 
@@ -108,7 +95,7 @@ class TrialResult(BaseModel):
     number: int
     round: int
     params: dict[str, Any]
-    state: Literal["complete", "pruned", "failed"]
+    state: Literal["complete", "pruned", "failed", "running", "waiting"]
     score: float | None
     history: list[dict[str, Any]]
     model_path: str | None
@@ -117,6 +104,7 @@ class TrialResult(BaseModel):
     mlflow_run_id: str | None = None
     error: str | None = None
     plan: dict[str, Any] | None = Field(None, description="The training plan of a trial that finished.")
+    retry_of: int | None = Field(None, description="The trial whose worker died and that this one retries.")
 
 
 class SweepResult(BaseModel):

@@ -1,5 +1,6 @@
-"""The sweep's Prefect tasks, called by flows/sweep.py: plan the space, start the sweep (study and
-MLflow parent run), run a trial, close a round, evaluate the best trial, finish."""
+"""The sweep's Prefect tasks, called by flows/sweep.py and flows/trial.py: plan the space, start
+the sweep (study and MLflow parent run), ask a round's trials, run a trial, close a round, evaluate
+the best trial, finish. The study is the record (tasks/sweep/record.py)."""
 
 from __future__ import annotations
 
@@ -16,25 +17,35 @@ from tasks.data.split import SplitReport
 from tasks.model.plan import TrainingPlan, effective_train
 from tasks.model.select import SelectionReport
 from tasks.registry.versions import PromotionResult
+from tasks.sweep.record import (
+    ask,
+    close_round_record,
+    closed_rounds,
+    frozen_trial,
+    load_sweep,
+    optuna_storage,
+    save_setup,
+    study_trials,
+    sweep_study,
+    sweep_trials,
+)
 from tasks.sweep.report import plot_trials
-from tasks.sweep.rounds import decide, escalated, round_table
-from tasks.sweep.search import open_study, optuna_storage, plot_importances, search_space, space_lines
+from tasks.sweep.rounds import decide, escalated, round_table, trials_this_round
+from tasks.sweep.search import open_study, plot_importances, search_space, space_lines, suggest
 from tasks.sweep.state import (
     BestModel,
+    Budget,
     QueuedRound,
     RoundDecision,
     SweepResult,
     SweepState,
     TrialResult,
-    all_trials,
     best_learning_rate,
-    best_trial,
-    load_state,
+    best_of,
     new_sweep_id,
-    save_state,
     sweep_folder,
 )
-from tasks.sweep.trial import gpu_limit_problem, gpu_slot, run_trial, trains_on_gpu
+from tasks.sweep.trial import gpu_limit_problem, gpu_slot, run_trial, trains_on_gpu, trial_folder
 from tasks.tracking.store import TrackingTarget
 
 
@@ -63,10 +74,10 @@ def check_trial_device(pipeline: SweepPipelineConfig) -> None:
 
 
 @task(name="begin_sweep")
-def begin_sweep(sweep_id: str | None) -> tuple[str, Path, SweepState | None]:
-    """The sweep's id and folder, and its saved state when this is a later round of an existing sweep."""
+def begin_sweep(pipeline: SweepPipelineConfig, sweep_id: str | None) -> tuple[str, Path, SweepState | None]:
+    """The sweep's id and folder, and its setup (from its study) when this is a later round of an existing sweep."""
     sweep_id = sweep_id or new_sweep_id()
-    return sweep_id, sweep_folder(sweep_id), load_state(sweep_id)
+    return sweep_id, sweep_folder(sweep_id), load_sweep(pipeline.sweep, sweep_id)
 
 
 @task(name="start_sweep")
@@ -86,7 +97,7 @@ def start_sweep(
 
     config: SweepConfig = pipeline.sweep
     storage = optuna_storage(config)
-    open_study(config, sweep_id, storage)
+    study = open_study(config, sweep_id, storage)
     parent = start_sweep_run(
         target,
         sweep_id,
@@ -105,45 +116,76 @@ def start_sweep(
         model=selection.chosen,
         candidates=selection.runners_up(),
         parent_run_id=parent,
+        budget=Budget(max_rounds=config.max_rounds, max_trials=config.max_trials, max_hours=config.max_hours),
     )
-    save_state(state)
+    save_setup(study, state)
     return state
 
 
-@task(name="run_trial")
-def run_sweep_trial(
-    pipeline: SweepPipelineConfig, state: SweepState, round_number: int, slot: int, target: TrackingTarget
-) -> TrialResult:
-    """One trial: fine-tune a proposed configuration (on a GPU, holding the GPU concurrency limit).
-    `slot` numbers the trial within the sweep; it seeds the sampler."""
-    from tasks.tracking.store import flatten
-    from tasks.tracking.sweep import log_trial
+@task(name="ask_trials")
+def ask_trials(pipeline: SweepPipelineConfig, state: SweepState, round_number: int) -> tuple[list[int], list[int]]:
+    """Ask the study for the round's new trials (parameters suggested and stored, so any process can
+    run them); with them, the trials of this round still running from an earlier attempt of it (the
+    round waits for their heartbeat to settle them). Returns (new, unfinished) trial numbers."""
+    study = sweep_study(state)
+    trials = study_trials(study)
+    config = escalated(pipeline.sweep, round_number, best_learning_rate(trials))
+    this_round = [trial for trial in trials if trial.round == round_number]
+    earlier = len(trials) - len(this_round)
+    wanted = trials_this_round(pipeline.sweep, state.budget, round_number, earlier) - len(this_round)
+    study = open_study(config, state.study_name, state.storage, slot=len(trials))
+    asked: list[int] = []
+    while sum(1 for number in asked if number not in retries(study)) < wanted:
+        trial = ask(study)  # a dead trial's retry (WAITING) comes first, with its parameters
+        if "failed_trial" not in frozen_trial(state.storage, state.study_name, trial.number).system_attrs:
+            trial.set_user_attr("round", round_number)
+            suggest(trial, config, pipeline.train)
+        asked.append(trial.number)
+    unfinished = [trial.number for trial in this_round if trial.state in ("running", "waiting")]
+    if asked:
+        get_run_logger().info("Round %d: trials %s asked", round_number, ", ".join(map(str, asked)))
+    return asked, unfinished
 
-    config = escalated(pipeline.sweep, round_number, best_learning_rate(state))
-    args = (
-        config,
-        state,
-        pipeline.train,
-        pipeline.eval,
-        round_number,
-        slot,
-        pipeline.model.trust_remote_code,
-        get_run_logger(),
+
+def retries(study: Any) -> set[int]:
+    """Numbers of the trials that retry a dead one."""
+    return {trial.number for trial in study.get_trials(deepcopy=False) if "failed_trial" in trial.system_attrs}
+
+
+@task(name="run_trial")
+def run_sweep_trial(pipeline: SweepPipelineConfig, sweep_id: str, number: int, target: TrackingTarget) -> TrialResult:
+    """One trial (the trial flow's work): fine-tune the study's trial `number` (on a GPU, holding the
+    GPU concurrency limit), its epochs streamed to a live MLflow child run, and record the outcome
+    in the study and the run."""
+    from tasks.core.errors import ConfigError
+    from tasks.model.progress import PENDING_METRICS, metric_stream
+    from tasks.tracking.live import MetricSender
+    from tasks.tracking.store import flatten
+    from tasks.tracking.sweep import log_trial, open_trial_run
+    from tasks.tracking.training import pending_metrics
+
+    state = load_sweep(pipeline.sweep, sweep_id)
+    if state is None:
+        raise ConfigError(f"No sweep {sweep_id} in the Optuna storage {pipeline.sweep.storage or 'of this home'}.")
+    frozen = sweep_study(state).trials[number]
+    log = get_run_logger()
+    run_id = open_trial_run(target, state.parent_run_id, sweep_id, int(frozen.user_attrs.get("round", 1)), number)
+    sender = MetricSender(uri=target.uri, run_id=run_id)
+    folder = trial_folder(state, frozen)
+    folder.mkdir(parents=True, exist_ok=True)
+    stream = metric_stream(
+        sender, log, folder, pipeline.tracking.outage_grace_seconds, pipeline.tracking.loss_every_steps
     )
-    with gpu_slot(config, on_gpu=trains_on_gpu(pipeline.train)):
-        result = run_trial(*args)
+    args = (pipeline.sweep, state, pipeline.train, pipeline.eval, number, pipeline.model.trust_remote_code, log)
+    with gpu_slot(pipeline.sweep, on_gpu=trains_on_gpu(pipeline.train)):
+        result = run_trial(*args, callbacks=[stream], attributes={"mlflow_run_id": run_id})
     train = pipeline.train.model_copy(update=result.params)
     if result.plan:  # a finished trial: log what it ran with (epochs, learning rate, length)
         train = effective_train(train, TrainingPlan.model_validate(result.plan))
     trial_config = pipeline.model_copy(update={"train": train})
-    result.mlflow_run_id = log_trial(
-        target,
-        state.parent_run_id,
-        state.sweep_id,
-        flatten(trial_config.model_dump(mode="json")),
-        result.model_dump(),
-        config.metric,
-    )
+    params = flatten(trial_config.model_dump(mode="json"))
+    log_trial(target, run_id, params, result.model_dump(), pipeline.sweep.metric, pending_metrics(folder))
+    (folder / PENDING_METRICS).unlink(missing_ok=True)
     return result
 
 
@@ -152,22 +194,31 @@ def close_round(
     pipeline: SweepPipelineConfig,
     state: SweepState,
     round_number: int,
-    trials: list[TrialResult],
     target: TrackingTarget,
 ) -> tuple[SweepState, RoundDecision]:
-    """Record the round, decide what comes next, and show it: MLflow parent metrics and pictures,
-    a Prefect table of the round's trials."""
+    """Record the round in the study, decide what comes next, and show it: MLflow parent metrics
+    and pictures, a Prefect table of the round's trials."""
+    import optuna
     from prefect.artifacts import create_table_artifact
 
     from tasks.tracking.store import run_link
-    from tasks.tracking.sweep import log_round
+    from tasks.tracking.sweep import end_dead_trial_runs, log_round
 
     config: SweepConfig = pipeline.sweep
-    state.rounds.append({"round": round_number, "trials": [trial.model_dump() for trial in trials]})
-    save_state(state)
-    decision = decide(config, state, round_number, trials)
-    decision.searched = space_lines(escalated(config, round_number, best_learning_rate(state)))
-    history, folder = all_trials(state), Path(state.folder)
+    study = sweep_study(state)
+    history = study_trials(study)
+    trials = [trial for trial in history if trial.round == round_number]
+    decision = decide(config, state, round_number, trials, len(history))
+    decision.searched = space_lines(escalated(config, round_number, best_learning_rate(history)))
+    summary = {"trials": [trial.number for trial in trials], "decision": decision.action, "best": decision.best_score}
+    close_round_record(study, round_number, summary)
+    dead = [
+        trial.user_attrs["mlflow_run_id"]
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        if trial.user_attrs.get("round") == round_number and "mlflow_run_id" in trial.user_attrs
+    ]
+    end_dead_trial_runs(target, dead)
+    folder = Path(state.folder)
     pictures = {"history": plot_trials(history, config.metric, config.target_f1, folder / "sweep_history.png")}
     importance = plot_importances(open_study(config, state.study_name, state.storage), folder / "importances.png")
     if importance:
@@ -205,7 +256,9 @@ def finish_sweep(
     """The sweep's result; when it is over, close the MLflow parent run with the outcome."""
     from tasks.tracking.sweep import finish_sweep_run
 
-    trials, best = all_trials(state), best_trial(state)
+    study = sweep_study(state)
+    trials = study_trials(study)
+    best = best_of(trials)
     outcome = "next_round_queued" if queued else decision.action
     if outcome in ("target_met", "budget_spent"):
         finish_sweep_run(target, state.parent_run_id, outcome, decision.message)
@@ -213,7 +266,7 @@ def finish_sweep(
         sweep_id=state.sweep_id,
         outcome=outcome,
         message=decision.message,
-        rounds=len(state.rounds),
+        rounds=len(closed_rounds(study)),
         trials=len(trials),
         pruned=sum(trial.state == "pruned" for trial in trials),
         best_score=best.score if best else None,
@@ -246,7 +299,7 @@ def evaluate_best_trial(pipeline: SweepPipelineConfig, state: SweepState, target
     from tasks.tracking.model import example_text
     from tasks.tracking.sweep import log_final_model
 
-    best = best_trial(state)
+    best = best_of(sweep_trials(state))
     if best is None or best.model_path is None or best.mlflow_run_id is None:
         return None
     folder = Path(best.model_path).parent / "evaluation"

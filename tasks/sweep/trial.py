@@ -1,5 +1,6 @@
-"""One trial: ask the study for a configuration, fine-tune it with per-epoch pruning on the
-validation score (on a GPU, holding the GPU concurrency limit), and tell the study the result."""
+"""One trial, in whichever process runs its flow run: fine-tune the configuration the round asked
+the study for, with per-epoch pruning on the validation score (on a GPU, holding the GPU
+concurrency limit) and a heartbeat in the study, and tell the study the outcome."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from tasks.config.eval import EvalConfig
 from tasks.config.sweep import SweepConfig
 from tasks.config.train import TrainConfig
 from tasks.model.resolve import ModelRef
-from tasks.sweep.search import open_study, suggest
+from tasks.sweep.record import heartbeat, trial_id, trial_result
+from tasks.sweep.search import open_study
 from tasks.sweep.state import SweepState, TrialResult
 
 
@@ -89,67 +91,74 @@ def trial_history(callback_history: list[dict[str, Any]]) -> list[dict[str, Any]
     return [{"epoch": entry["epoch"], "train_loss": None, "val": entry["val"]} for entry in callback_history]
 
 
+def trial_folder(state: SweepState, trial: Any) -> Path:
+    """Where a trial trains: a retry of a dead trial uses the dead trial's folder, so it resumes
+    from that trial's last checkpoint instead of starting over."""
+    number = trial.system_attrs.get("failed_trial", trial.number)
+    return Path(state.folder) / f"trial-{number:03d}"
+
+
 def run_trial(
     config: SweepConfig,
     state: SweepState,
     train: TrainConfig,
     eval_config: EvalConfig,
-    round_number: int,
-    slot: int,
+    number: int,
     trust_remote_code: bool,
     log: Any,
+    callbacks: list[Any] | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> TrialResult:
-    """Ask the study for one configuration, fine-tune it with pruning, tell the study the result.
-    `slot` (unique within the sweep) seeds the sampler."""
+    """Fine-tune trial `number` of the study (asked by the round, parameters fixed) with pruning
+    and a heartbeat, and tell the study the outcome; the trial's record is in its user attributes
+    (with `attributes`, set when it starts)."""
     import shutil
 
     import optuna
 
     from tasks.model.finetune import finetune
 
-    study = open_study(config, state.study_name, state.storage, slot)
-    trial = study.ask()
-    trial.set_user_attr("round", round_number)
-    params = suggest(trial, config, train)
-    folder = Path(state.folder) / f"trial-{trial.number:03d}"
+    study = open_study(config, state.study_name, state.storage)
+    frozen = study.trials[number]
+    if frozen.state.is_finished():  # a retried flow run of a trial that already ended
+        return trial_result(frozen)
+    trial = optuna.trial.Trial(study, trial_id(state.storage, state.study_name, number))
+    round_number = int(frozen.user_attrs.get("round", 1))
+    params = dict(frozen.params)
+    folder = trial_folder(state, frozen)
     reporter = pruning_callback(trial, config.metric)
     started = time.perf_counter()
-    result = TrialResult(
-        number=trial.number,
-        round=round_number,
-        params=params,
-        state="complete",
-        score=None,
-        history=[],
-        model_path=None,
-        seconds=0.0,
-        started_at=time.time(),
-    )
-    try:
-        trained = finetune(
-            state.splits,
-            model_for_round(config, state, round_number),
-            train.model_copy(update=params),
-            eval_config.model_copy(update={"metric": config.metric}),
-            folder,
-            trust_remote_code,
-            log=log,
-            callbacks=[reporter],
-        )
-        result.history = [record.model_dump() for record in trained.history]
-        result.score = max(record.val[config.metric] for record in trained.history)
-        result.model_path = trained.path
-        result.plan = trained.plan.model_dump()
-        study.tell(trial, result.score)
-    except optuna.TrialPruned as pruned:
-        result.state, result.history = "pruned", trial_history(reporter.history)
-        result.score = max((entry["val"][config.metric] for entry in reporter.history), default=None)
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        log.info("Trial %d %s", trial.number, pruned)
-    except Exception as error:  # a failed trial must not end the sweep; it is recorded and reported
-        result.state, result.error = "failed", f"{type(error).__name__}: {error}"[:500]
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        log.warning("Trial %d failed: %s", trial.number, result.error)
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the saved model is all a trial keeps
-    result.seconds = round(time.perf_counter() - started, 2)
-    return result
+    for key, value in {"started_at": time.time(), **(attributes or {})}.items():
+        trial.set_user_attr(key, value)
+    outcome: dict[str, Any] = {}
+    with heartbeat(state.storage, state.study_name, number):
+        try:
+            trained = finetune(
+                state.splits,
+                model_for_round(config, state, round_number),
+                train.model_copy(update=params),
+                eval_config.model_copy(update={"metric": config.metric}),
+                folder,
+                trust_remote_code,
+                log=log,
+                callbacks=[reporter, *(callbacks or [])],
+            )
+            history = [record.model_dump() for record in trained.history]
+            outcome = {"history": history, "model_path": trained.path, "plan": trained.plan.model_dump()}
+            outcome["resumed_from"] = trained.resumed_from  # a retry of a dead trial: its last checkpoint
+            tell: tuple[Any, ...] = (max(record.val[config.metric] for record in trained.history),)
+        except optuna.TrialPruned as pruned:
+            scores = [entry["val"][config.metric] for entry in reporter.history]
+            outcome = {"history": trial_history(reporter.history), "score": max(scores, default=None)}
+            tell = (None, optuna.trial.TrialState.PRUNED)
+            log.info("Trial %d %s", number, pruned)
+        except Exception as error:  # a failed trial must not end the sweep; it is recorded and reported
+            outcome = {"error": f"{type(error).__name__}: {error}"[:500], "history": trial_history(reporter.history)}
+            tell = (None, optuna.trial.TrialState.FAIL)
+            log.warning("Trial %d failed: %s", number, outcome["error"])
+        outcome["seconds"] = round(time.perf_counter() - started, 2)
+        for key, value in outcome.items():
+            trial.set_user_attr(key, value)
+        study.tell(number, tell[0], state=tell[1] if len(tell) > 1 else None, skip_if_finished=True)
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the trial ended: its saved model is all it keeps
+    return trial_result(study.trials[number])

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from tasks.config.tracking import TrackingConfig
 from tasks.core.errors import TrackingError, first_line
 from tasks.core.home import tuneloop_home
+from tasks.core.locks import creation_lock
 
 # MLflow 3's experiment kind: the UI opens an experiment without one in GenAI mode (traces, evaluations).
 EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -63,6 +64,7 @@ def configure_tracking() -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs or `predict`
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # tuneloop logs the run's link itself
     return tracking_uri()
 
 
@@ -73,10 +75,17 @@ def ensure_experiment(name: str) -> TrackingTarget:
     uri = configure_tracking()
     client = mlflow_client(uri)
     try:
-        experiment = client.get_experiment_by_name(name)
+        with creation_lock(uri):  # a fresh SQLite store's schema, and the experiment, made once
+            experiment = client.get_experiment_by_name(name)
         if experiment is None:
             location = (tuneloop_home() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-            experiment_id = client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+            with creation_lock(uri):
+                found = client.get_experiment_by_name(name)  # another process may have just made it
+                experiment_id = (
+                    found.experiment_id
+                    if found
+                    else client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+                )
             return TrackingTarget(uri=uri, experiment=name, experiment_id=experiment_id)
         if EXPERIMENT_KIND not in experiment.tags:
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])

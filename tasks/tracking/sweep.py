@@ -12,7 +12,6 @@ from tasks.tracking.model import log_model
 from tasks.tracking.store import (
     TrackingTarget,
     best_epoch_metrics,
-    epoch_metrics,
     final_metrics,
     metric_name,
     mlflow_client,
@@ -35,38 +34,59 @@ def start_sweep_run(
     return run.info.run_id
 
 
-def log_trial(
-    target: TrackingTarget,
-    parent_run_id: str,
-    sweep_id: str,
-    params: dict[str, str],
-    trial: dict[str, Any],
-    metric: str,
-) -> str:
-    """One trial as a child run: the same parameter keys as every run, per-epoch validation scores."""
-    from mlflow.entities import Metric, Param
-
+def open_trial_run(target: TrackingTarget, parent_run_id: str, sweep_id: str, round_number: int, number: int) -> str:
+    """The trial's child run, RUNNING while it trains (a retried flow run of the trial reuses it); its id."""
     client = mlflow_client(target.uri)
+    query = f"tags.sweep_id = '{sweep_id}' and tags.trial_number = '{number}' and tags.kind = 'trial'"
+    found = client.search_runs([target.experiment_id], query, max_results=1)
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
     tags = {
         "mlflow.parentRunId": parent_run_id,
         "sweep_id": sweep_id,
-        "round": str(trial["round"]),
-        "trial_number": str(trial["number"]),
-        "pruned": str(trial["state"] == "pruned"),
-        "state": trial["state"],
+        "round": str(round_number),
+        "trial_number": str(number),
         "kind": "trial",
     }
-    # Logged when the trial is over: the run starts when the trial did, so its duration is the trial's.
-    started = int((trial.get("started_at") or time.time() - trial["seconds"]) * 1000)
-    run = client.create_run(
-        target.experiment_id, start_time=started, run_name=f"{sweep_id} trial {trial['number']}", tags=tags
+    return client.create_run(target.experiment_id, run_name=f"{sweep_id} trial {number}", tags=tags).info.run_id
+
+
+def log_trial(
+    target: TrackingTarget,
+    run_id: str,
+    params: dict[str, str],
+    trial: dict[str, Any],
+    metric: str,
+    unsent: list[tuple[str, float, int, int]],
+) -> None:
+    """End a trial's child run: the same parameter keys as every run, the best epoch's scores, its
+    outcome (its epochs were streamed while it trained), and the metrics the stream could not send."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = mlflow_client(target.uri)
+    tags = {"pruned": str(trial["state"] == "pruned"), "state": trial["state"]}
+    if trial.get("error"):
+        tags["error"] = trial["error"][:5000]
+    stamp = int(time.time() * 1000)
+    metrics = [Metric(key, value, stamp, 0) for key, value in best_epoch_metrics(trial["history"], metric).items()]
+    metrics += [Metric(key, value, sent_at, step) for key, value, step, sent_at in unsent]
+    client.log_batch(
+        run_id,
+        metrics=metrics,
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(key, value) for key, value in tags.items()],
     )
-    stamp = run.info.start_time
-    metrics = [Metric(key, value, stamp, step) for key, value, step in epoch_metrics(trial["history"])]
-    metrics += [Metric(key, value, stamp, 0) for key, value in best_epoch_metrics(trial["history"], metric).items()]
-    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
-    client.set_terminated(run.info.run_id, "FINISHED" if trial["state"] != "failed" else "FAILED")
-    return run.info.run_id
+    client.set_terminated(run_id, "FINISHED" if trial["state"] != "failed" else "FAILED")
+
+
+def end_dead_trial_runs(target: TrackingTarget, run_ids: list[str]) -> None:
+    """The child runs of trials whose worker died, still RUNNING: ended FAILED with the reason."""
+    client = mlflow_client(target.uri)
+    for run_id in run_ids:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "error", "the trial's worker died (no heartbeat); the trial was retried")
+            client.set_terminated(run_id, "FAILED")
 
 
 def log_round(

@@ -35,7 +35,7 @@ RUNS = list(effective_parameters())
 
 def test_every_deployment_and_schedule_is_covered() -> None:
     names = [what for what, _, _ in RUNS]
-    assert len(names) == 8, names  # 5 deployments, 3 schedules
+    assert len(names) == 10, names  # 7 deployments (2 of them trial runs, started by sweeps), 3 schedules
     assert sum("schedule" in name for name in names) == 3
 
 

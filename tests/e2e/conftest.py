@@ -22,8 +22,9 @@ from tests.helpers.stack import postgres_bin, running_stack
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The default stack (SQLite) with the deployments registered: its URLs, home folder and environment."""
-    with running_stack(tmp_path_factory.mktemp("stack-home")) as running:
+    """The default stack (SQLite, two cpu workers) with the deployments registered: its URLs, home
+    folder and environment."""
+    with running_stack(tmp_path_factory.mktemp("stack-home"), TUNELOOP_CPU_WORKERS="2") as running:
         yield running
 
 

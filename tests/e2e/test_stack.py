@@ -30,9 +30,9 @@ def client(stack: dict[str, Any]) -> Iterator[Any]:
 
 def test_stack_reports_every_process_running(stack: dict[str, Any]) -> None:
     status = stack_command("status", stack["env"]).stdout
-    for name in ("prefect-server", "mlflow-server", "worker-cpu", "worker-gpu"):
+    for name in ("prefect-server", "mlflow-server", "worker-cpu", "worker-cpu-2", "worker-gpu"):
         assert f"{name}" in status
-    assert "STOPPED" not in status and status.count("running") == 4
+    assert "STOPPED" not in status and status.count("running") == 5
 
 
 def test_prefect_yaml_deploys_pools_schedules_limits_and_the_trigger(stack: dict[str, Any], client: Any) -> None:
@@ -158,3 +158,99 @@ def test_below_threshold_event_queues_the_next_round_through_the_trigger(stack: 
     assert run.state.is_scheduled() and run.created_by and run.created_by.type == "AUTOMATION"
     time.sleep(3)
     assert queued_for(ignored) == [] and len(queued_for(wanted)) == 1
+
+
+def sweep_round_config(tiny_bert: Path, experiment: str, *overrides: str) -> dict[str, Any]:
+    """The sweep/cpu form for one round of two tiny trials at once (only what differs from the defaults)."""
+    settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=64", "train.max_length=32", "train.epochs=2"]
+    settings += ["train.early_stopping_patience=0", "sweep.trials_per_round=2", "sweep.max_rounds=1"]
+    settings += ["sweep.max_concurrent_trials=2", "sweep.target_f1=1.0", "sweep.pruner=none"]
+    settings += ["sweep.trial_deployment=trial/cpu", f"tracking.experiment={experiment}", *overrides]
+    config = load_config(ROOT / "data/sample/config.yaml", settings, SweepPipelineConfig)
+    return {"config": config.model_dump(mode="json", exclude_defaults=True)}
+
+
+def trial_runs(client: Any, round_run_id: Any) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    children = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[round_run_id]))
+    return sorted(client.read_flow_runs(flow_run_filter=children), key=lambda run: run.parameters["trial_number"])
+
+
+def test_a_sweep_round_runs_its_trials_as_trial_flow_runs_on_the_cpu_workers(
+    stack: dict[str, Any], client: Any, tiny_bert: Path
+) -> None:
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    sweeps = client.read_deployment_by_name("sweep/cpu")
+    round_run = client.create_flow_run_from_deployment(sweeps.id, parameters=sweep_round_config(tiny_bert, "e2e-scale"))
+    done = wait_for(lambda: (found := client.read_flow_run(round_run.id)).state.is_final() and found, 600, "the round")
+    assert done.state.is_completed(), done.state.message
+    trials = trial_runs(client, round_run.id)
+    assert [run.parameters["trial_number"] for run in trials] == [0, 1]
+    assert all(run.state.is_completed() and run.work_pool_name == "cpu" for run in trials)
+    first, second = trials
+    assert first.start_time < second.end_time and second.start_time < first.end_time, "the two trials overlapped"
+    sweep_id = first.parameters["sweep_id"]
+
+    tracking = MlflowClient(stack["mlflow_url"])
+    experiment = tracking.get_experiment_by_name("e2e-scale").experiment_id
+    runs = tracking.search_runs([experiment], f"tags.sweep_id = '{sweep_id}'")
+    [parent] = [run for run in runs if run.data.tags["kind"] == "sweep"]
+    children = [run for run in runs if run.data.tags["kind"] == "trial"]
+    assert sorted(run.data.tags["trial_number"] for run in children) == ["0", "1"]
+    assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id for run in children)
+    study = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{stack['home']}/optuna.db")
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+def flow_run_process(flow_run_id: Any) -> Any:
+    """The process a worker started for a flow run (its environment names the run)."""
+    import psutil
+
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("PREFECT__FLOW_RUN_ID") == str(flow_run_id):
+                return process
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return None
+
+
+def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint_and_counted_once(
+    stack: dict[str, Any], client: Any, tiny_bert: Path
+) -> None:
+    import signal
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    overrides = ("sweep.trials_per_round=1", "sweep.max_concurrent_trials=1", "train.epochs=12", "train.batch_size=8")
+    parameters = sweep_round_config(tiny_bert, "e2e-crash", *overrides)
+    deployment = client.read_deployment_by_name("sweep/cpu")
+    round_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+    [trial] = wait_for(lambda: trial_runs(client, round_run.id), 300, "the trial's flow run")
+    sweep_id = trial.parameters["sweep_id"]
+    checkpoints = Path(stack["home"]) / "sweeps" / sweep_id / "trial-000" / "checkpoints"
+    wait_for(lambda: checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")), 300, "a checkpoint")
+    process = wait_for(lambda: flow_run_process(trial.id), 30, "the trial's process")
+    process.send_signal(signal.SIGKILL)  # the worker's child dies mid-training, as on a lost node
+
+    done = wait_for(lambda: (found := client.read_flow_run(round_run.id)).state.is_final() and found, 600, "the round")
+    assert done.state.is_completed(), done.state.message
+    dead, retry = trial_runs(client, round_run.id)
+    assert not dead.state.is_completed() and retry.state.is_completed()
+    study = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{stack['home']}/optuna.db")
+    first, second = study.trials
+    assert first.state.name == "FAIL" and second.state.name == "COMPLETE"
+    assert second.system_attrs["failed_trial"] == 0 and second.params == first.params
+    assert "checkpoint-" in second.user_attrs["resumed_from"], "the retry resumed instead of starting over"
+    from tasks.sweep.record import study_trials
+
+    assert [trial.number for trial in study_trials(study)] == [1], "a retried trial counts once"
+    assert "1 round(s)" in done.state.message and "max_trials" not in done.state.message
+    tracking = MlflowClient(stack["mlflow_url"])
+    runs = tracking.search_runs([tracking.get_experiment_by_name("e2e-crash").experiment_id], "tags.kind = 'trial'")
+    states = {run.data.tags["trial_number"]: run.info.status for run in runs}
+    assert states == {"0": "FAILED", "1": "FINISHED"}, states

@@ -32,7 +32,7 @@ def test_stack_on_postgres_keeps_prefect_and_mlflow_state_there(
 
     with psycopg2.connect(f"{postgres_url}/tuneloop_prefect") as prefect_db, prefect_db.cursor() as rows:
         rows.execute("SELECT name FROM deployment ORDER BY name")
-        assert [name for (name,) in rows.fetchall()] == ["cpu", "cpu", "daily", "nightly", "weekly"]
+        assert [name for (name,) in rows.fetchall()] == ["cpu", "cpu", "cpu", "daily", "gpu", "nightly", "weekly"]
         rows.execute("SELECT state_type FROM flow_run WHERE id = %s", (flow_run_id,))
         assert rows.fetchone() == ("COMPLETED",)
     with psycopg2.connect(f"{postgres_url}/tuneloop_mlflow") as mlflow_db, mlflow_db.cursor() as rows:

@@ -17,9 +17,18 @@ from flows.sweep import sweep
 from tasks.config.pipeline import SweepPipelineConfig
 from tasks.config.sweep import SweepConfig
 from tasks.core.errors import ConfigError
-from tasks.sweep.state import SweepResult, all_trials, load_state
+from tasks.sweep.record import closed_rounds, load_sweep, study_trials, sweep_study
+from tasks.sweep.state import SweepResult, SweepState, TrialResult
 from tasks.sweep.trial import gpu_limit_problem, gpu_slot
 from tests.helpers import ROOT, configs
+
+
+def record(sweep_id: str) -> tuple[SweepState, list[TrialResult], dict[int, dict]]:
+    """A sweep as its study in the home folder records it: setup, trials, closed rounds."""
+    state = load_sweep(SweepConfig(), sweep_id)
+    assert state is not None
+    study = sweep_study(state)
+    return state, study_trials(study), closed_rounds(study)
 
 
 def test_unreachable_target_runs_exactly_max_rounds_warm_started(
@@ -28,8 +37,7 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(
     result = sweep(config=sweep_config("sweep.target_f1=1.0"))
     assert result.outcome == "budget_spent" and result.rounds == 2 and result.trials == 6
     assert "Target not reached after 2 round(s)" in result.message and "max_rounds" in result.message
-    state = load_state(result.sweep_id)
-    assert [entry["round"] for entry in state.rounds] == [1, 2]
+    assert list(record(result.sweep_id)[2]) == [1, 2]
     study = optuna.load_study(study_name=result.sweep_id, storage=f"sqlite:///{tuneloop_home / 'optuna.db'}")
     numbers = {trial.number: trial.user_attrs["round"] for trial in study.trials}
     assert sorted(numbers) == list(range(6)) and [numbers[n] for n in range(6)] == [1, 1, 1, 2, 2, 2]
@@ -62,6 +70,7 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(
     version = client.get_model_version("tuneloop-classifier", result.promotion.version.version)
     assert version.tags["sweep_id"] == result.sweep_id and version.tags["trial_number"] == str(result.best_trial)
     # Tagged with the validated dataset's hash, as training runs are (comparable across both).
+    state = record(result.sweep_id)[0]
     assert len(state.dataset_sha256) == 64 and state.dataset_sha256 != state.splits.train.sha256
     assert parent.data.tags["dataset_sha256"] == version.tags["dataset_sha256"] == state.dataset_sha256
     report = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
@@ -98,9 +107,24 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(
     assert duplicate.name == "Skipped" and "already run" in duplicate.message
     past_budget = sweep(config=config, sweep_id=result.sweep_id, round_number=3, return_state=True)
     assert past_budget.name == "TargetNotReached" and "max_rounds" in past_budget.message
-    assert len(load_state(result.sweep_id).rounds) == 2
+    # The budget is the sweep's, fixed when it started: a later run's bigger one does not apply.
+    bigger = sweep_config("sweep.target_f1=1.0", "sweep.max_rounds=5")
+    refused = sweep(config=bigger, sweep_id=result.sweep_id, round_number=3, return_state=True)
+    assert refused.name == "TargetNotReached" and "--continue" in refused.message
+    assert list(record(result.sweep_id)[2]) == [1, 2]
     storage = f"sqlite:///{tuneloop_home / 'optuna.db'}"
     assert len(optuna.load_study(study_name=result.sweep_id, storage=storage).trials) == 6
+    # Only the deliberate extension runs more, and it is recorded; --json exits 5 like the plain output.
+    extended = CliRunner().invoke(app, ["sweep", "--continue", result.sweep_id, "--max-rounds", "3", "--json"])
+    assert extended.exit_code == 5, extended.output
+    payload = json.loads(extended.stdout.strip().splitlines()[-1])
+    assert payload["status"] == "budget_spent" and payload["rounds"] == 3 and payload["trials"] == 9
+    state, trials, rounds = record(result.sweep_id)
+    assert list(rounds) == [1, 2, 3] and state.budget.max_rounds == 3 and len(trials) == 9
+    [change] = state.budget.history
+    assert (change["from"]["max_rounds"], change["to"]["max_rounds"]) == (2, 3)
+    shrink = CliRunner().invoke(app, ["sweep", "--continue", result.sweep_id, "--max-rounds", "1"])
+    assert shrink.exit_code == 2 and "would shrink it" in shrink.output
 
 
 def test_reachable_target_stops_after_round_one(sweep_config: Callable[..., SweepPipelineConfig]) -> None:
@@ -144,7 +168,7 @@ def test_a_parameter_the_user_set_is_not_searched(
         [client.get_run(result.parent_run_id).info.experiment_id], "tags.kind = 'trial'", max_results=10
     )
     assert {run.data.params["train.learning_rate"] for run in trials} == {"0.0003"}
-    assert all(len(trial.history) == 1 for trial in all_trials(load_state(result.sweep_id)))
+    assert all(len(trial.history) == 1 for trial in record(result.sweep_id)[1])
 
 
 def test_searching_a_parameter_the_config_also_sets_is_refused(tiny_bert: Path, tuneloop_home: Path) -> None:
@@ -195,14 +219,13 @@ def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tmp_path: Path) 
         "sweep.seed=3",
     )
     result = sweep(config=config)
-    state = load_state(result.sweep_id)
-    trials = state.rounds[0]["trials"]
-    pruned = [trial for trial in trials if trial["state"] == "pruned"]
-    assert pruned, [(t["params"], t["score"], t["state"]) for t in trials]
-    assert all(len(trial["history"]) < 4 for trial in pruned)
+    trials = [trial for trial in record(result.sweep_id)[1] if trial.round == 1]
+    pruned = [trial for trial in trials if trial.state == "pruned"]
+    assert pruned, [(t.params, t.score, t.state) for t in trials]
+    assert all(len(trial.history) < 4 for trial in pruned)
     assert result.pruned == len(pruned)
-    finished = [trial["score"] for trial in trials if trial["state"] == "complete"]
-    assert max(trial["score"] for trial in pruned) < max(finished), "the pruned ones were the worse ones"
+    finished = [trial.score for trial in trials if trial.state == "complete"]
+    assert max(trial.score for trial in pruned) < max(finished), "the pruned ones were the worse ones"
 
 
 def test_budget_in_trials_caps_the_rounds(sweep_config: Callable[..., SweepPipelineConfig]) -> None:
@@ -238,15 +261,11 @@ def test_next_candidate_escalation_moves_to_the_runner_up(
         f"model.candidates=[{tiny_bert}, {second}]",
     )
     result = sweep(config=config, return_state=True).result()
-    state = load_state(result.sweep_id)
+    state, trials, _ = record(result.sweep_id)
     assert [model.base_model for model in state.candidates] == [state.model.base_model] + [
         m.base_model for m in state.candidates[1:]
     ]
-    used = [
-        json.loads(Path(trial["model_path"], "tuneloop.json").read_text())["base_model"]
-        for entry in state.rounds
-        for trial in entry["trials"]
-    ]
+    used = [json.loads(Path(trial.model_path, "tuneloop.json").read_text())["base_model"] for trial in trials]
     assert used == [state.candidates[0].base_model, state.candidates[1].base_model]
 
 
@@ -257,9 +276,9 @@ def test_default_escalation_grows_the_next_round(sweep_config: Callable[..., Swe
         "sweep.escalation=[more_trials, more_epochs, widen]",
     )
     result = sweep(config=config, return_state=True).result()
-    state = load_state(result.sweep_id)
-    assert [len(entry["trials"]) for entry in state.rounds] == [2, 3]
-    assert max(trial["params"]["epochs"] for trial in state.rounds[1]["trials"]) <= 3
+    trials = record(result.sweep_id)[1]
+    assert [sum(trial.round == number for trial in trials) for number in (1, 2)] == [2, 3]
+    assert max(trial.params["epochs"] for trial in trials if trial.round == 2) <= 3
 
 
 def test_gpu_limit_check_names_a_missing_or_inactive_limit() -> None:
@@ -276,7 +295,7 @@ def test_gpu_limit_check_names_a_missing_or_inactive_limit() -> None:
 
 def trial_spans(result: SweepResult) -> list[tuple[float, float]]:
     """(start, end) of each trial's training, in start order."""
-    trials = all_trials(load_state(result.sweep_id))
+    trials = record(result.sweep_id)[1]
     return sorted((trial.started_at, trial.started_at + trial.seconds) for trial in trials)
 
 
@@ -336,3 +355,28 @@ def test_a_precision_this_machine_lacks_stops_the_sweep_before_any_work(tiny_ber
     assert answer.exit_code == 2 and "train.precision=bf16 needs a CUDA GPU" in answer.output
     assert "Traceback" not in answer.output
     assert not (tuneloop_home / "sweeps").exists(), "no sweep folder, no split, no trial"
+
+
+def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
+    sweep_config: Callable[..., SweepPipelineConfig],
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    state = sweep(
+        config=sweep_config("sweep.target_f1=1.0", "sweep.max_rounds=1", "sweep.max_concurrent_trials=2"),
+        return_state=True,
+    )
+    result = state.result()
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["trial"])),
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])
+            ),
+        )
+    assert sorted(run.name for run in runs) == [f"{result.sweep_id} trial {n}" for n in range(3)]
+    assert all(run.state.is_completed() for run in runs)
+    spans = trial_spans(result)
+    assert len(spans) == 3 and spans[1][0] < spans[0][1], "the first two trained at the same time"
+    assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 1, "the third waited for a free slot"

@@ -5,18 +5,19 @@ from tasks.config.sweep import SweepConfig
 from tasks.data.load import DatasetRef
 from tasks.data.split import SplitReport
 from tasks.model.resolve import ModelRef
-from tasks.sweep.requeue import below_threshold_event, round_guard
-from tasks.sweep.state import RoundDecision, SweepState
+from tasks.sweep.requeue import below_threshold_event, budget_differences, budget_refusal
+from tasks.sweep.state import Budget, RoundDecision, SweepState
 
 
-def sweep_state(rounds: int = 1, trials_per_round: int = 2, hours_ago: float = 0.0, **claims: str) -> SweepState:
+def sweep_state(hours_ago: float = 0.0, storage: str = "sqlite://", **budget: float) -> SweepState:
     table = DatasetRef(path="x.parquet", sha256="0" * 64, rows=10)
+    limits = {"max_rounds": 3, "max_trials": 24, "max_hours": 12.0, **budget}
     return SweepState(
         sweep_id="sweep-test",
         folder="/tmp/sweep-test",
         started_at=datetime.now(UTC) - timedelta(hours=hours_ago),
         study_name="sweep-test",
-        storage="sqlite://",
+        storage=storage,
         splits=SplitReport(
             train=table,
             validation=table,
@@ -29,31 +30,31 @@ def sweep_state(rounds: int = 1, trials_per_round: int = 2, hours_ago: float = 0
         ),
         model=ModelRef(base_model="tiny", path="/tmp/tiny", source="folder"),
         parent_run_id="parent",
-        rounds=[{"round": n + 1, "trials": [{}] * trials_per_round} for n in range(rounds)],
-        claims={key.removeprefix("r"): value for key, value in claims.items()},
+        budget=Budget(**limits),
     )
 
 
-def test_next_round_within_budget_may_run() -> None:
-    assert round_guard(SweepConfig(max_rounds=3), sweep_state(rounds=1), 2, "run-b") is None
+def test_next_round_within_the_stored_budget_may_run() -> None:
+    assert budget_refusal(sweep_state(), 2, trials_so_far=4) is None
 
 
-def test_round_that_already_ran_or_was_claimed_by_another_run_is_skipped() -> None:
-    ran = round_guard(SweepConfig(), sweep_state(rounds=2), 2, "run-c")
-    claimed = round_guard(SweepConfig(), sweep_state(rounds=1, r2="run-b"), 2, "run-c")
-    assert ran and ran.action == "already_claimed"
-    assert claimed and claimed.action == "already_claimed" and "run-b" in claimed.message
-    # The claimant itself, retried, goes on (its checkpointed trials resume).
-    assert round_guard(SweepConfig(), sweep_state(rounds=1, r2="run-b"), 2, "run-b") is None
-
-
-def test_no_round_starts_past_the_budget() -> None:
-    rounds = round_guard(SweepConfig(max_rounds=2), sweep_state(rounds=2), 3, "run-d")
-    trials = round_guard(SweepConfig(max_trials=4), sweep_state(rounds=2, trials_per_round=2), 3, "run-d")
-    hours = round_guard(SweepConfig(max_hours=1), sweep_state(hours_ago=2), 2, "run-d")
+def test_no_round_starts_past_the_stored_budget() -> None:
+    rounds = budget_refusal(sweep_state(max_rounds=2), 3, trials_so_far=4)
+    trials = budget_refusal(sweep_state(max_trials=4), 2, trials_so_far=4)
+    hours = budget_refusal(sweep_state(hours_ago=2, max_hours=1), 2, trials_so_far=0)
     assert rounds and rounds.action == "budget_spent" and "max_rounds" in rounds.message
+    assert "tuneloop sweep --continue sweep-test --max-rounds N" in rounds.message
     assert trials and "max_trials" in trials.message
     assert hours and "max_hours" in hours.message
+
+
+def test_a_bigger_budget_in_a_later_runs_config_is_named_and_does_not_apply() -> None:
+    state = sweep_state(max_rounds=1)
+    assert budget_differences(SweepConfig(max_rounds=1, max_trials=24, max_hours=12), state) == []
+    assert budget_differences(SweepConfig(max_rounds=3, max_trials=24, max_hours=12), state) == [
+        "max_rounds=3 (stored: 1)"
+    ]
+    assert budget_refusal(state, 2, trials_so_far=1), "the stored budget decides, not the run's config"
 
 
 def test_below_threshold_event_carries_the_next_rounds_parameters_and_the_trigger_labels() -> None:

@@ -6,7 +6,7 @@ import pytest
 from tasks.config.sweep import SweepConfig
 from tasks.config.train import TrainConfig
 from tasks.core.errors import ConfigError
-from tasks.sweep.rounds import escalated, trial_batches
+from tasks.sweep.rounds import escalated
 from tasks.sweep.search import open_study, search_space, space_lines
 from tasks.sweep.trial import pruning_callback
 
@@ -44,11 +44,6 @@ def test_the_search_space_in_words() -> None:
         "batch_size one of [16, 32]",
         "lora_r one of [4, 8, 16, 32] (LoRA trials)",
     ]
-
-
-def test_trials_run_in_batches_with_unique_slots() -> None:
-    assert trial_batches(6, 5, 2) == [(6, 2), (8, 2), (10, 1)]
-    assert trial_batches(0, 3, 1) == [(0, 1), (1, 1), (2, 1)]
 
 
 def study_with_two_good_trials(tmp_path: Path, pruner: str = "median") -> str:

@@ -1,0 +1,157 @@
+"""Running a round's trials: each trial is a flow run of the `trial` flow, at most
+`sweep.max_concurrent_trials` at a time. From a deployment they are runs of the trial deployment
+(`sweep.trial_deployment`, started with `run_deployment(..., as_subflow=True)`: children of the
+round's run), so the work pool decides where each runs; locally they run in this process (in
+threads when more than one at a time). The round waits on the study, not on the flow runs: a
+trial is over when the study has its outcome. A trial whose worker died is failed by its stale
+heartbeat, or as soon as its flow run ends without an outcome, and retried once (the retry
+resumes from its checkpoints)."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+from tasks.sweep.record import ask, frozen_trial, sweep_study
+from tasks.sweep.state import SweepState
+
+POLL_SECONDS = 2.0
+
+
+class Handle(Protocol):
+    def done(self) -> bool: ...
+
+
+class Finished:
+    """A trial that ran to its end in the calling thread."""
+
+    def done(self) -> bool:
+        return True
+
+
+class InThread:
+    """A trial running in a thread of this process."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+
+    def done(self) -> bool:
+        return self.future.done()
+
+
+class OnWorker:
+    """A trial flow run that a worker runs; done when Prefect says its state is final."""
+
+    def __init__(self, flow_run_id: Any) -> None:
+        self.flow_run_id = flow_run_id
+
+    def done(self) -> bool:
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(self.flow_run_id).state
+        return state is not None and state.is_final()
+
+
+def in_process(run: Callable[[int], Any], concurrent: int) -> Callable[[int], Handle]:
+    """Start trials by calling `run(number)` (the trial flow) here: one at a time in this thread,
+    else in a pool of `concurrent` threads, each with a copy of this context (the trial flow runs
+    are children of the round's run)."""
+    if concurrent <= 1:
+
+        def start(number: int) -> Handle:
+            run(number)
+            return Finished()
+
+        return start
+    pool = ThreadPoolExecutor(concurrent, thread_name_prefix="tuneloop-trial")
+
+    def start_in_thread(number: int) -> Handle:
+        return InThread(pool.submit(contextvars.copy_context().run, run, number))
+
+    return start_in_thread
+
+
+def on_workers(deployment: str, parameters: Callable[[int], dict[str, Any]]) -> Callable[[int], Handle]:
+    """Start trials as runs of the trial deployment, children of the round's flow run."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    def start(number: int) -> Handle:
+        # run_deployment is sync/async-dual; called from sync code it returns the FlowRun itself.
+        run: FlowRun = run_deployment(  # type: ignore[assignment]
+            deployment,
+            parameters=parameters(number),
+            timeout=0,
+            as_subflow=True,
+            idempotency_key=f"{parameters(number)['sweep_id']}:trial:{number}",
+        )
+        return OnWorker(run.id)
+
+    return start
+
+
+def waiting_retry(study: Any) -> bool:
+    """Whether a dead trial's retry waits to run."""
+    import optuna
+
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+def died(state: SweepState, study: Any, number: int) -> None:
+    """Fail a trial whose run ended without an outcome and queue its one retry, as a stale
+    heartbeat would (sooner: Prefect saw the process end)."""
+    import optuna
+
+    from tasks.sweep.record import frozen_trial, rdb_storage
+
+    study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    retried = any(trial.system_attrs.get("failed_trial") == number for trial in study.get_trials(deepcopy=False))
+    callback = rdb_storage(state.storage).get_heartbeat_stale_trial_callback()
+    if callback is not None and not retried:
+        callback(study, frozen_trial(state.storage, state.study_name, number))
+
+
+def run_round(
+    state: SweepState, new: list[int], unfinished: list[int], concurrent: int, start: Callable[[int], Handle], log: Any
+) -> list[int]:
+    """Run the trials `new` (at most `concurrent` at once) and wait for `unfinished` ones (an earlier
+    attempt's, settled by their heartbeats) until the study has an outcome for every one of them
+    and their retries; the numbers of the trials that ran."""
+    import optuna
+
+    study = sweep_study(state)
+    queue, waiting_on = list(new), set(unfinished)
+    running: dict[int, Handle] = {}
+    ran: list[int] = list(unfinished)
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial fails; its retry waits
+        trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+        if any(trial.state == optuna.trial.TrialState.WAITING for trial in trials.values()):
+            retry = ask(study)  # the oldest waiting retry, with the dead trial's parameters
+            dead = frozen_trial(state.storage, state.study_name, retry.number).system_attrs.get("failed_trial")
+            log.info("Trial %s died: retrying it as trial %d from its last checkpoint", dead, retry.number)
+            queue.append(retry.number)
+            continue
+        for number, handle in list(running.items()):
+            if trials[number].state.is_finished():
+                del running[number]
+            elif handle.done():  # its flow run ended without telling the study: its process died
+                died(state, study, number)
+                log.warning("Trial %d's run ended without an outcome (its process died)", number)
+                del running[number]
+        waiting_on = {number for number in waiting_on if not trials[number].state.is_finished()}
+        while queue and len(running) < concurrent:
+            number = queue.pop(0)
+            ran.append(number)
+            running[number] = start(number)
+        if not (queue or running or waiting_on or waiting_retry(study)):
+            break
+        time.sleep(POLL_SECONDS)
+    return ran
