@@ -90,6 +90,9 @@ def prepare_run(schema: type[Schema], config: Path | None, overrides: list[str] 
     """The run's config, read before any flow starts (bad values cost nothing), and a quiet console."""
 
     pipeline = resolve_config(schema, config, overrides, *shortcuts)
+    from tasks.data.load import check_sources
+
+    check_sources(pipeline.data)  # a missing file fails in a second, before any server starts
     from prefect.settings import PREFECT_API_URL
 
     if pipeline.promotion.mode == "approval" and not PREFECT_API_URL.value():
@@ -429,9 +432,14 @@ def show_config(config: ConfigOption = None, set_: SetOption = None) -> None:
 
 def main() -> None:
     """Console entry point: the environment first, before anything imports Prefect or MLflow."""
+    from tasks.core.errors import TuneloopError
     from tasks.core.home import configure_environment
 
-    configure_environment()
+    try:
+        configure_environment()
+    except TuneloopError as error:  # an unusable home folder: one message, before anything else
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
     sys.exit(app())
 
 

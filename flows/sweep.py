@@ -33,6 +33,7 @@ from tasks.sweep.steps import (
     finish_sweep,
     plan_search_space,
     start_sweep,
+    use_stored_config,
 )
 from tasks.tracking.store import TrackingTarget, check_tracking, run_link
 
@@ -126,6 +127,8 @@ def sweep(
     check_trial_device(config)
     config = plan_search_space(config)
     sweep_id, folder, state = begin_sweep(config, sweep_id)
+    if state is not None:  # a later round: the sweep's own config, never one from an event or a form
+        config = use_stored_config(config, state)
     if state is None:
         data = check_data(config, folder)
         clean, test = data.clean_tables()

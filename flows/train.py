@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from prefect import flow
 from pydantic import BaseModel, computed_field
 
@@ -106,6 +108,8 @@ def train(
             },
             links={"candidate run": tracked.link},
         )
+    if not config.train.keep_checkpoints:  # the run succeeded: the final model is all it needs
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
     return TrainResult(
         folder=str(folder),
         data=data,

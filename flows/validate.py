@@ -9,7 +9,7 @@ from prefect import flow
 from tasks.config.pipeline import PipelineConfig
 from tasks.core.workspace import create_run_folder
 from tasks.data.load import load_dataset
-from tasks.data.validate import DataReport, validate_dataset
+from tasks.data.validate import DataReport, check_test_labels, validate_dataset
 
 
 def check_data(config: PipelineConfig, folder: Path) -> DataReport:
@@ -22,7 +22,7 @@ def check_data(config: PipelineConfig, folder: Path) -> DataReport:
     test_report = validate_dataset(
         test, config.data.test_path, config.validation, config.data, folder / "validation-test"
     )
-    return DataReport(data=report, test=test_report)
+    return DataReport(data=report, test=check_test_labels(report, test_report, config.validation))
 
 
 @flow(name="validate-data")

@@ -245,8 +245,11 @@ def bring_up() -> dict[str, Any]:
     record = {"prefect_api_url": prefect_url, "prefect_ui_url": prefect_url[: -len("/api")], "mlflow_url": mlflow_url}
     record["processes"] = processes = []
 
-    def save() -> None:
-        record_path().write_text(json.dumps(record, indent=2), encoding="utf-8")
+    def save() -> None:  # process ids and URLs; readable by its owner only
+        path = record_path()
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(json.dumps(record, indent=2), encoding="utf-8")
 
     try:
         server_env = {
@@ -265,10 +268,9 @@ def bring_up() -> dict[str, Any]:
             "mlflow-server",
             [
                 *(str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port)),
-                *("--backend-store-uri", mlflow_db, "--artifacts-destination", str(folder / "mlflow-artifacts")),
-                *("--workers", "1"),
+                *("--artifacts-destination", str(folder / "mlflow-artifacts"), "--workers", "1"),
             ],
-            env,
+            {**env, "MLFLOW_BACKEND_STORE_URI": mlflow_db},  # in the environment: a password stays out of `ps`
             folder,
         )
         processes += [server, mlflow]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,19 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sample = pd.read_csv(ROOT / "data" / "sample" / "support_tickets.csv", dtype=str).fillna("")
     texts = clean_table(40)["text"].tolist() + (sample["subject"] + " " + sample["body"]).tolist()
     return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert", texts)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Prefect API for the session (it takes 15 s to start), for the flow and fault tests; yields
+    its URL. Task results go to a temp folder."""
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    # Bind Prefect's console handler to the session's stderr now, not to the stream of whichever
+    # CliRunner call happens to run the first flow (that stream is closed after the call).
+    ensure_logging_setup()
+    storage: Path = tmp_path_factory.mktemp("prefect-results")
+    with prefect_test_harness(server_startup_timeout=120), temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        yield str(PREFECT_API_URL.value())

@@ -77,6 +77,17 @@ class DataConfig(BaseModel):
         None, min_length=1, max_length=1, description="CSV/TSV field delimiter; unset: `,` for .csv, tab for .tsv."
     )
     encoding: str = Field("utf-8", description="Text encoding of CSV, TSV and JSON Lines files.")
+    quoting: Literal["auto", "standard", "none"] = Field(
+        "auto",
+        description="Quotes in CSV/TSV fields: standard (a quoted field may hold delimiters, newlines and "
+        "doubled quotes, as pandas and spreadsheets write them) or none (quotes are text, as in the SMS "
+        "Spam Collection); auto: standard for CSV, and for TSV whatever the file's quotes show.",
+    )
+    null_labels: list[str] = Field(
+        default=["nan", "none", "null", "n/a", "na", "<na>"],
+        description="Label spellings that mean 'no label' (compared ignoring case and spaces): such rows are "
+        "quarantined as missing a label instead of becoming a class.",
+    )
     hub_split: str = Field("train", description="Split to load from a Hub dataset or a DatasetDict folder.")
     hub_config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
     hub_revision: str | None = Field(None, description="Git revision of a Hub dataset, for reproducibility.")

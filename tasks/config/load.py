@@ -85,6 +85,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"Config file not found: {path}. Pass --config with the path of a YAML file.")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"Config file {path} is not valid YAML{where}: {error.problem or first_line(error)}."
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"Config file {path} is not valid YAML: {first_line(error)}.") from None
     if raw is None:

@@ -64,6 +64,11 @@ class TrainConfig(BaseModel):
         le=100,
         description="Stop after this many epochs without a better validation score; 0 turns early stopping off.",
     )
+    keep_checkpoints: bool = Field(
+        False,
+        description="Keep the epoch checkpoints after a successful run (they let a crashed run resume; "
+        "several times the model's size). Off: only the final model stays.",
+    )
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling (alpha / r scales the update).")
     lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA branch.")

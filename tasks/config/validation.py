@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -29,6 +31,11 @@ class ValidationConfig(BaseModel):
         0.05, ge=0.0, le=1.0, description="Largest share of rows that may be quarantined before the run stops instead."
     )
     data_docs: bool = Field(True, description="Write Great Expectations Data Docs (HTML) into the run folder.")
+    unseen_test_labels: Literal["quarantine", "fail"] = Field(
+        "quarantine",
+        description="Rows of the separate test set whose label the training data never has (the model could "
+        "never predict it): quarantine them with that reason, or stop the run.",
+    )
 
     @model_validator(mode="after")
     def _lengths_ordered(self) -> ValidationConfig:

@@ -12,9 +12,20 @@ RESULTS_FOLDER = "prefect-results"
 
 
 def tuneloop_home() -> Path:
-    """The home folder, absolute; created on first use, never at import."""
+    """The home folder, absolute; created on first use, never at import. One that cannot be a
+    writable folder (a file, read-only, no permission) is a ConfigError naming the fix."""
+    from tasks.core.errors import ConfigError
+
     home = Path(os.environ.get(HOME_VARIABLE) or ".tuneloop").expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    fix = f"set {HOME_VARIABLE} to a folder you can write (unset: ./.tuneloop)"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"The tuneloop home {home} is a file, not a folder: {fix}.") from None
+    except OSError as error:
+        raise ConfigError(f"The tuneloop home {home} cannot be created ({error.strerror}): {fix}.") from None
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise ConfigError(f"The tuneloop home {home} is not writable: {fix}.")
     return home
 
 

@@ -39,15 +39,30 @@ class DatasetRef(BaseModel):
     rows: int
 
 
+COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zip": "zip"}
+MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+
+
+def compression_of(path: Path) -> str | None:
+    """How a file is compressed, from its first bytes (a gzip file named .csv is still gzip)."""
+    with path.open("rb") as handle:
+        start = handle.read(8)
+    return next((kind for magic, kind in MAGIC.items() if start.startswith(magic)), None)
+
+
 def detect_format(source: str, config: DataConfig) -> str:
-    """The concrete format of `source`: the configured one, else from its suffix or shape."""
+    """The concrete format of `source`: the configured one, else from its suffix (under a
+    compression suffix such as .gz) or shape."""
     if config.format != "auto":
         return config.format
     path = Path(source)
     if path.is_dir():
         return "disk"
-    if path.suffix.lower() in SUFFIX_FORMATS:
-        return SUFFIX_FORMATS[path.suffix.lower()]
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED:
+        suffixes.pop()
+    if suffixes and suffixes[-1] in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[suffixes[-1]]
     if path.exists():
         raise DataLoadError(
             f"Cannot tell the format of {source} from its suffix. Use one of "
@@ -56,6 +71,13 @@ def detect_format(source: str, config: DataConfig) -> str:
     if source.count("/") == 1 and not source.startswith((".", "/", "~")) and not path.suffix:
         return "hub"
     raise DataLoadError(missing_data(source))
+
+
+def check_sources(config: DataConfig) -> None:
+    """The data (and test) paths exist and have a format tuneloop reads: raises DataLoadError."""
+    for source in filter(None, (config.path, config.test_path)):
+        if detect_format(source, config) != "hub" and not Path(source).exists():
+            raise DataLoadError(missing_data(source))
 
 
 def missing_data(source: str) -> str:
@@ -77,8 +99,10 @@ def read_source(source: str, config: DataConfig) -> pd.DataFrame:
     if path.is_file() and path.stat().st_size == 0:
         raise DataLoadError(f"Data file is empty: {source}. It needs a header row and labelled rows.")
     try:
+        compression = compression_of(path) if path.is_file() else None
         if kind in ("csv", "tsv"):
             delimiter = config.delimiter or ("\t" if kind == "tsv" else ",")
+            check_header(path, delimiter, config.encoding, compression, source)
             return pd.read_csv(
                 path,
                 sep=delimiter,
@@ -86,10 +110,12 @@ def read_source(source: str, config: DataConfig) -> pd.DataFrame:
                 dtype=str,
                 keep_default_na=False,
                 na_values=[""],
-                quoting=3 if kind == "tsv" else 0,
+                quoting=csv_quoting(path, kind, delimiter, config, compression),
+                compression=compression,
             )
         if kind == "jsonl":
-            return pd.read_json(path, lines=True, encoding=config.encoding, dtype=False)
+            lines = not starts_with(path, "[", config.encoding, compression)  # a JSON array of records is read too
+            return pd.read_json(path, lines=lines, encoding=config.encoding, dtype=False, compression=compression)
         if kind == "parquet":
             return pd.read_parquet(path)
         return read_saved_dataset(path, config)
@@ -98,10 +124,78 @@ def read_source(source: str, config: DataConfig) -> pd.DataFrame:
             f"{source} is not valid {config.encoding} text (byte 0x{error.object[error.start]:02x} at "
             f"offset {error.start}). Re-save it as UTF-8, or set data.encoding (e.g. latin-1)."
         ) from None
+    except EOFError as error:  # a truncated compressed file
+        raise DataLoadError(f"{source} is cut short ({first_line(error)}): copy or download it again.") from None
     except (ValueError, pd.errors.ParserError, OSError) as error:
         raise DataLoadError(
             f"Cannot read {source} as {kind}: {first_line(error)}. Check the file, or set data.format / data.delimiter."
         ) from None
+
+
+def sample_text(path: Path, encoding: str, compression: str | None, size: int = 262_144) -> str:
+    """The start of a text file (decompressed), for sniffing its header and quoting."""
+    import bz2
+    import gzip
+    import lzma
+
+    openers = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+    if compression not in (None, *openers):
+        return ""  # zip, zstd: pandas reads them; nothing to sniff
+    opener: Any = openers.get(compression or "", open)
+    with opener(path, "rt", encoding=encoding, errors="replace", newline="") as handle:
+        return str(handle.read(size))
+
+
+def starts_with(path: Path, symbol: str, encoding: str, compression: str | None) -> bool:
+    return sample_text(path, encoding, compression, 4096).lstrip("\ufeff \t\r\n").startswith(symbol)
+
+
+def check_header(path: Path, delimiter: str, encoding: str, compression: str | None, source: str) -> None:
+    """Two columns with the same name are an error (pandas would rename the second `name.1`)."""
+    import csv
+    from collections import Counter
+
+    first = sample_text(path, encoding, compression, 65_536).lstrip("\ufeff").splitlines()[:1]
+    header = next(csv.reader(first, delimiter=delimiter), []) if first else []
+    repeated = [name for name, count in Counter(name.strip() for name in header).items() if count > 1 and name]
+    if repeated:
+        raise DataLoadError(
+            f"{source} has {len(repeated)} column name(s) twice in its header: {', '.join(map(repr, repeated))}. "
+            "Rename the duplicate so that every column has its own name (tuneloop would not know which to read)."
+        )
+
+
+def standard_quotes(text: str, delimiter: str) -> bool:
+    """Whether the quotes in `text` are standard CSV quoting: every field that starts with a quote
+    ends with one (inner quotes doubled) right before a delimiter or the line's end, and at least
+    one field is quoted. The SMS Spam Collection's `"Happy valentines day" I know...` is not."""
+    quoted, index, start = False, 0, True
+    while index < len(text):
+        if start and text[index] == '"':
+            end = index + 1
+            while (end := text.find('"', end)) != -1 and text[end + 1 : end + 2] == '"':
+                end += 2
+            if end == -1:
+                return quoted  # the sample ends inside a quoted field
+            if text[end + 1 : end + 2] not in (delimiter, "\n", "\r", ""):
+                return False
+            quoted, index, start = True, end + 1, False
+            continue
+        start = text[index] in (delimiter, "\n")
+        index += 1
+    return quoted
+
+
+def csv_quoting(path: Path, kind: str, delimiter: str, config: DataConfig, compression: str | None) -> int:
+    """csv.QUOTE_MINIMAL (standard) or csv.QUOTE_NONE, per data.quoting (see DataConfig)."""
+    import csv
+
+    if config.quoting != "auto":
+        return csv.QUOTE_MINIMAL if config.quoting == "standard" else csv.QUOTE_NONE
+    if kind == "csv":
+        return csv.QUOTE_MINIMAL
+    sample = sample_text(path, config.encoding, compression)
+    return csv.QUOTE_MINIMAL if standard_quotes(sample, delimiter) else csv.QUOTE_NONE
 
 
 def read_saved_dataset(path: Path, config: DataConfig) -> pd.DataFrame:
@@ -184,12 +278,74 @@ def check_columns(frame: pd.DataFrame, config: DataConfig, source: str, labelled
             "Set data.text_columns / data.label_column to the columns with the text and the label "
             f"(--text-column / --label-column on the command line).{delimiter_hint(frame)}"
         )
+    if labelled and config.label_column in config.text_columns:
+        raise DataLoadError(
+            f"'{config.label_column}' is both the label column and a text column: the model would read the answer. "
+            "Set data.text_columns (--text-column) to the column with the text and data.label_column "
+            "(--label-column) to the one with the label."
+        )
+    for key, name in wanted:
+        kinds = non_scalar(frame[name])
+        if kinds:
+            raise DataLoadError(
+                f"Column '{name}' ({key}) in {source} holds {kinds} values "
+                f"(e.g. {str(first_non_scalar(frame[name]))[:80]}), not one text or label per row. Join or "
+                f"pick one value per row before loading, or point {key} at another column."
+            )
     for name in config.text_columns:
         if pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(frame[name]):
             raise DataLoadError(
                 f"Text column '{name}' in {source} holds {frame[name].dtype} values, "
                 "not text. Set data.text_columns (--text-column) to the column with the text."
             )
+
+
+NON_SCALAR = (list, tuple, dict, set, np.ndarray)
+
+
+def non_scalar(column: pd.Series) -> str:
+    """The container types (list, dict, array) in a column, as words; empty when every value is scalar."""
+    if column.dtype != object:
+        return ""
+    kinds = {type(value).__name__ for value in column if isinstance(value, NON_SCALAR)}
+    return " and ".join(sorted("array" if kind == "ndarray" else kind for kind in kinds))
+
+
+def first_non_scalar(column: pd.Series) -> Any:
+    return next(value for value in column if isinstance(value, NON_SCALAR))
+
+
+def null_labels(label: pd.Series, spellings: list[str]) -> pd.Series:
+    """The labels, with the spellings that mean 'no label' (ignoring case and spaces) as nulls."""
+    nulls = {spelling.strip().casefold() for spelling in spellings}
+    spelled = label.str.strip().str.casefold()
+    return label.mask((spelled.isin(nulls) | (spelled == "")).fillna(False).astype(bool))
+
+
+def label_key(label: str) -> str:
+    """What two spellings of the same class share: no case, no surrounding space, numbers as numbers."""
+    text = label.strip().casefold()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return repr(int(number)) if number.is_integer() else repr(number)
+
+
+def check_label_spellings(label: pd.Series, source: str) -> None:
+    """Labels that differ only in case, spaces or number format ("1", "1.0", "01") are one class
+    written several ways: an error naming them, not silently several classes."""
+    values = sorted(set(label.dropna()))
+    groups: dict[str, list[str]] = {}
+    for value in values:
+        groups.setdefault(label_key(value), []).append(value)
+    clashes = [spellings for spellings in groups.values() if len(spellings) > 1]
+    if clashes:
+        shown = "; ".join(" = ".join(repr(value) for value in spellings) for spellings in clashes[:5])
+        raise DataLoadError(
+            f"{source} writes {len(clashes)} label(s) in several ways that would become separate classes: {shown}. "
+            "Write each label one way in the data (the same case, spaces and number format)."
+        )
 
 
 def join_text(frame: pd.DataFrame, columns: list[str], separator: str) -> pd.Series:
@@ -219,12 +375,13 @@ def normalize(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFr
         raise DataLoadError(f"{source} has no data rows (a header only, or an empty table). Add labelled rows.")
     check_columns(frame, config, source)
     label = frame[config.label_column]
-    label = label.where(label.notna(), None).astype("string").str.strip()
+    label = null_labels(label.where(label.notna(), None).astype("string").str.strip(), config.null_labels)
+    check_label_spellings(label, source)
     table = pd.DataFrame(
         {
             "id": row_ids(frame, config),
             "text": join_text(frame, config.text_columns, config.text_separator),
-            "label": label.mask(label == ""),
+            "label": label,
         }
     )
     return table.reset_index(drop=True)
@@ -300,6 +457,9 @@ def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
     if bool(texts) == bool(input_file):
         raise ConfigError("Give texts with --text TEXT (repeatable) or --input FILE, not both and not neither.")
     if texts:
+        blank = [number for number, text in enumerate(texts, start=1) if not text.strip()]
+        if blank:
+            raise ConfigError(f"--text number {blank[0]} is empty: give each --text some words to label.")
         return list(texts)
     assert input_file is not None
     if input_file.suffix.lower() in (".txt", ""):

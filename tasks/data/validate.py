@@ -302,7 +302,8 @@ def report_markdown(report: ValidationReport) -> str:
         "|---|---|---|---|---|",
     ]
     for check in report.checks:
-        result = "ok" if check.success else ("warning" if check.severity == "warning" else "FAILED")
+        failed = "rows quarantined" if check.scope == "row" and report.passed else "FAILED"
+        result = "ok" if check.success else ("warning" if check.severity == "warning" else failed)
         lines.append(
             f"| {check.check} | {check.scope} | {check.severity} | {result} | {check.detail.replace('|', '/')} |"
         )
@@ -346,6 +347,56 @@ def validate_dataset(
     )
     raise_if_failed(report)
     return report
+
+
+def set_aside_unseen_labels(
+    data: ValidationReport, test: ValidationReport, validation: ValidationConfig
+) -> ValidationReport:
+    """The separate test set's rows whose label the training data never has: quarantined with that
+    reason (the model could never predict them; scored, they would drop out of macro F1 and make
+    the model look better), or the run stops (`validation.unseen_test_labels`)."""
+    if data.clean is None or test.clean is None:
+        return test
+    known = set(read_table(data.clean)["label"])
+    table = read_table(test.clean)
+    unseen = ~table["label"].isin(known)
+    if not unseen.any():
+        return test
+    names = ", ".join(repr(label) for label in sorted(set(table.loc[unseen, "label"]))[:10])
+    if validation.unseen_test_labels == "fail" or unseen.all():
+        raise DataValidationError(
+            f"{int(unseen.sum())} rows of the test set {test.source} have labels the training data never has: "
+            f"{names}. The model could never predict them. Add training examples of those labels, or set "
+            "validation.unseen_test_labels=quarantine to set those test rows aside."
+        )
+    folder = Path(test.folder)
+    quarantined = table.loc[unseen, ["id", "text", "label"]].assign(reason="label never seen in training")
+    path = folder / "quarantine.csv"
+    if path.is_file():
+        quarantined = pd.concat([pd.read_csv(path, dtype=str), quarantined], ignore_index=True)
+    quarantined.to_csv(path, index=False)
+    clean = write_table(table.loc[~unseen].reset_index(drop=True), folder / "clean.parquet")
+    warning = f"{int(unseen.sum())} test rows quarantined: labels never seen in training ({names})"
+    updated = test.model_copy(
+        update={
+            "clean": clean,
+            "clean_rows": clean.rows,
+            "quarantined_rows": test.quarantined_rows + int(unseen.sum()),
+            "quarantine_path": str(path),
+            "warnings": [*test.warnings, warning],
+        }
+    )
+    Path(updated.summary_path).write_text(updated.model_dump_json(indent=2), encoding="utf-8")
+    return updated
+
+
+@task(name="check_test_labels")
+def check_test_labels(data: ValidationReport, test: ValidationReport, validation: ValidationConfig) -> ValidationReport:
+    """See set_aside_unseen_labels; the warning goes to the run's log."""
+    checked = set_aside_unseen_labels(data, test, validation)
+    if checked is not test:
+        get_run_logger().warning("Data warning: %s", checked.warnings[-1])
+    return checked
 
 
 class DataReport(BaseModel):

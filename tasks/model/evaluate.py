@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from tasks.config.eval import EvalConfig
-from tasks.core.errors import QualityGateError
+from tasks.core.errors import DataValidationError, QualityGateError
 from tasks.core.metrics import SplitMetrics, split_metrics
 from tasks.core.plots import pyplot, save_figure
 
@@ -68,6 +68,15 @@ def score_model(
 
     classifier = load_classifier(model_dir)
     labels = classifier.labels
+    unscored = sorted(set(test["label"]) - set(labels))
+    if unscored:  # they would drop out of every score, and the model would look better than it is
+        rows = int(test["label"].isin(unscored).sum())
+        raise DataValidationError(
+            f"The test set has {rows} rows with labels the model never saw in training: "
+            f"{', '.join(repr(label) for label in unscored[:10])}. They cannot be scored, so nothing is "
+            "registered or promoted. Quarantine them (validation.unseen_test_labels=quarantine) or add "
+            "training examples of those labels."
+        )
     scored = {}
     for name, frame in (("val", validation), ("test", test)):
         predicted = [row["label"] for row in predict_texts(classifier, frame["text"].tolist(), config.batch_size)]

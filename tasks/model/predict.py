@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.core.errors import ModelNotFoundError
+from tasks.core.errors import ModelNotFoundError, first_line
 from tasks.core.quiet import quiet_libraries
 
 MODEL_INFO_FILE = "tuneloop.json"
@@ -59,12 +59,21 @@ def load_classifier(location: str | Path) -> Classifier:
     info = model_info(folder)
     weights, vocabulary = weights_and_tokenizer(folder)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    network = (
-        AutoModelForSequenceClassification.from_pretrained(str(weights), use_safetensors=True, local_files_only=True)
-        .to(device)
-        .eval()
-    )
-    tokenizer = AutoTokenizer.from_pretrained(str(vocabulary), local_files_only=True)
+    try:
+        network = (
+            AutoModelForSequenceClassification.from_pretrained(
+                str(weights), use_safetensors=True, local_files_only=True
+            )
+            .to(device)
+            .eval()
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(vocabulary), local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as error:  # a missing, truncated or foreign weights file
+        raise ModelNotFoundError(
+            f"The model in {folder} cannot be loaded ({first_line(error)}): its files are missing or damaged. "
+            "Fetch it again (remove it from the model cache, or copy the run's model folder again) or "
+            "train a new one."
+        ) from None
     return Classifier(
         network=network,
         tokenizer=tokenizer,

@@ -37,7 +37,7 @@ from tasks.sweep.state import Budget, SweepState, TrialResult
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30  # a trial without a heartbeat for this long is failed (and retried once)
 LEASE_SECONDS = 60  # a round claim not renewed for this long belongs to a run that died
-SETUP, BUDGET, ROUND = "tuneloop.setup", "tuneloop.budget", "tuneloop.round."
+SETUP, BUDGET, ROUND, CONFIG = "tuneloop.setup", "tuneloop.budget", "tuneloop.round.", "tuneloop.config"
 CLAIMS = sa.Table(
     "tuneloop_round_claims",
     sa.MetaData(),
@@ -179,10 +179,25 @@ def sweep_trials(state: SweepState) -> list[TrialResult]:
     return study_trials(sweep_study(state))
 
 
-def save_setup(study: Any, state: SweepState) -> None:
-    """The sweep's setup and budget, once, when it starts (the storage URL is not stored: it may hold a password)."""
+def save_setup(study: Any, state: SweepState, config: dict[str, Any]) -> None:
+    """The sweep's setup, budget and resolved config, once, when it starts (the storage URL is not
+    stored: it may hold a password)."""
     study.set_user_attr(SETUP, state.model_dump(mode="json", exclude={"storage", "budget"}))
     study.set_user_attr(BUDGET, state.budget.model_dump(mode="json"))
+    study.set_user_attr(CONFIG, {**config, "sweep": {**config["sweep"], "storage": None}})
+
+
+def stored_config(state: SweepState, given: Any) -> Any:
+    """The config the sweep started with, which every later round and trial runs: what decides trust
+    (model.trust_remote_code), the data and the model never come from a later run's parameters (an
+    event payload, a form). The storage stays the given run's (it found the study); None for a
+    sweep started before configs were stored."""
+    raw = sweep_study(state).user_attrs.get(CONFIG)
+    if raw is None:
+        return None
+    config = type(given).model_validate(raw)
+    update = {"storage": given.sweep.storage, **state.budget.limits()}  # the budget as stored, extensions included
+    return config.model_copy(update={"sweep": config.sweep.model_copy(update=update)})
 
 
 def load_setup(study: Any, storage: str) -> SweepState | None:

@@ -118,8 +118,30 @@ def start_sweep(
         parent_run_id=parent,
         budget=Budget(max_rounds=config.max_rounds, max_trials=config.max_trials, max_hours=config.max_hours),
     )
-    save_setup(study, state)
+    save_setup(study, state, pipeline.model_dump(mode="json"))
     return state
+
+
+@task(name="use_stored_config")
+def use_stored_config(pipeline: SweepPipelineConfig, state: SweepState) -> SweepPipelineConfig:
+    """A later round (or a trial) runs with the config its sweep started with (see stored_config);
+    the log names what this run's parameters wanted differently."""
+    from tasks.sweep.record import stored_config
+    from tasks.tracking.store import flatten
+
+    stored = stored_config(state, pipeline)
+    if stored is None:
+        return pipeline
+    given, kept = flatten(pipeline.model_dump(mode="json")), flatten(stored.model_dump(mode="json"))
+    differ = sorted(key for key in given if key in kept and given[key] != kept[key] and not key.startswith("sweep."))
+    if differ:
+        get_run_logger().warning(
+            "%s runs with the config stored when it started; this run's %s do not apply (start a new sweep "
+            "to change them).",
+            state.sweep_id,
+            ", ".join(differ[:10]),
+        )
+    return stored
 
 
 @task(name="ask_trials")
@@ -167,6 +189,7 @@ def run_sweep_trial(pipeline: SweepPipelineConfig, sweep_id: str, number: int, t
     state = load_sweep(pipeline.sweep, sweep_id)
     if state is None:
         raise ConfigError(f"No sweep {sweep_id} in the Optuna storage {pipeline.sweep.storage or 'of this home'}.")
+    pipeline = use_stored_config.fn(pipeline, state)
     frozen = sweep_study(state).trials[number]
     log = get_run_logger()
     run_id = open_trial_run(target, state.parent_run_id, sweep_id, int(frozen.user_attrs.get("round", 1)), number)

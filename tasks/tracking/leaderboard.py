@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks.core.errors import TrackingError, first_line
-from tasks.tracking.store import mlflow_client
+from tasks.tracking.store import masked_url, mlflow_client
 
 KEY_PARAMS = (
     "train.method",
@@ -45,14 +45,14 @@ class LeaderboardRow(BaseModel):
 def read_runs(tracking_uri: str, experiment: str | None, sweep_id: str | None) -> list[Any]:
     """Training runs and sweep trials of an experiment (or of every experiment, for one sweep)."""
 
-    client = mlflow_client(tracking_uri)
     try:
+        client = mlflow_client(tracking_uri)
         if experiment:
             found = client.get_experiment_by_name(experiment)
             if found is None:
                 names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
                 raise TrackingError(
-                    f"No MLflow experiment named {experiment!r} in {tracking_uri} (experiments: {names}). "
+                    f"No MLflow experiment named {experiment!r} in {masked_url(tracking_uri)} (experiments: {names}). "
                     "Pass --experiment with one of them."
                 )
             ids = [found.experiment_id]
@@ -64,8 +64,8 @@ def read_runs(tracking_uri: str, experiment: str | None, sweep_id: str | None) -
         raise
     except Exception as error:
         raise TrackingError(
-            f"Cannot read runs from MLflow at {tracking_uri}: {first_line(error)}. Start the server (make up) or "
-            "fix MLFLOW_TRACKING_URI."
+            f"Cannot read runs from MLflow at {masked_url(tracking_uri)}: {first_line(error)}. Start the server "
+            "(make up) or fix MLFLOW_TRACKING_URI."
         ) from None
     return [run for run in runs if run.data.tags.get("kind") in LISTED_KINDS]
 

@@ -53,9 +53,31 @@ def mlflow_client(uri: str) -> Any:
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+TRACKING_SCHEMES = ("http://", "https://", "sqlite:", "postgresql", "mysql", "mssql", "databricks", "file:")
+
+
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else a SQLite store in the tuneloop home folder."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{tuneloop_home() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, else a SQLite store in the tuneloop home folder. A value that is no
+    tracking URI (MLflow would take it for a folder of its retired file store) is a ConfigError."""
+    from tasks.core.errors import ConfigError
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{tuneloop_home() / 'mlflow.db'}"
+    if not uri.startswith(TRACKING_SCHEMES):
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={masked_url(uri)!r} is not a tracking URI: set it to a tracking server "
+            "(http://host:5000) or a database (sqlite:///path/mlflow.db), or unset it to use the home "
+            "folder's mlflow.db."
+        )
+    return uri
+
+
+def masked_url(url: str) -> str:
+    """A URL for messages and logs, its password (if any) as ***: `postgresql://user:***@host/db`."""
+    import re
+
+    return re.sub(r"(://[^/:@\s]+):[^@/\s]+@", r"\1:***@", url)
 
 
 def configure_tracking() -> str:
@@ -73,8 +95,8 @@ def ensure_experiment(name: str) -> TrackingTarget:
     is model training, so MLflow 3's UI opens it on runs and models, not on GenAI traces; an
     experiment whose kind someone already chose keeps it."""
     uri = configure_tracking()
-    client = mlflow_client(uri)
     try:
+        client = mlflow_client(uri)
         with creation_lock(uri):  # a fresh SQLite store's schema, and the experiment, made once
             experiment = client.get_experiment_by_name(name)
         if experiment is None:
@@ -93,7 +115,7 @@ def ensure_experiment(name: str) -> TrackingTarget:
     except Exception as error:  # connection errors, refused requests, a broken database
         reason = first_line(error)
         raise TrackingError(
-            f"MLflow tracking store {uri} cannot be used: {reason}. Start the server "
+            f"MLflow tracking store {masked_url(uri)} cannot be used: {reason}. Start the server "
             "(make up), fix MLFLOW_TRACKING_URI, or unset it to track in the local SQLite "
             "store."
         ) from None
@@ -245,5 +267,5 @@ def run_tags(dataset_sha256: str, extra: dict[str, str]) -> dict[str, str]:
 def check_tracking(config: TrackingConfig) -> TrackingTarget:
     """Reach the tracking store and create the experiment before any training starts."""
     target = ensure_experiment(config.experiment)
-    get_run_logger().info("Tracking to %s, experiment %s", target.uri, target.experiment)
+    get_run_logger().info("Tracking to %s, experiment %s", masked_url(target.uri), target.experiment)
     return target

@@ -3,6 +3,7 @@ real PostgreSQL server (started by the test), and a deployment run lands there."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ def test_stack_on_postgres_keeps_prefect_and_mlflow_state_there(
     import psycopg2
 
     assert not list((postgres_stack["home"] / "stack").glob("*.db")), "no SQLite file when Postgres is set"
+    # The database URL (and a password in it) is in the server's environment, not on its command line.
+    record = (postgres_stack["home"] / "stack" / "stack.json").read_text()
+    assert (
+        "postgresql" not in record and (postgres_stack["home"] / "stack" / "stack.json").stat().st_mode & 0o777 == 0o600
+    )
+    import psutil
+
+    [server] = [p for p in json.loads(record)["processes"] if p["name"] == "mlflow-server"]
+    assert "postgresql" not in " ".join(psutil.Process(server["pid"]).cmdline())
     with prefect_client(postgres_stack) as client:
         tracked = run_train_deployment(postgres_stack, client, tiny_bert, "e2e-postgres")
         flow_run_id = tracked.data.tags["prefect.flow_run_id"]

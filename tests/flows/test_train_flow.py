@@ -41,6 +41,8 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
     result = state.result()
     assert result.model.method == method and result.model.device == "cpu" and result.model.precision == "fp32"
     assert [record.epoch for record in result.model.history] == [1, 2]
+    # After success only the final model stays (train.keep_checkpoints=false): no epoch checkpoints.
+    assert Path(result.model.path, "tuneloop.json").is_file() and not Path(result.folder, "checkpoints").exists()
     if method == "lora":  # counted with the adapters, before they are merged into the saved model
         from transformers import AutoModelForSequenceClassification
 

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 import pytest
 
+from tasks.config.pipeline import SweepPipelineConfig
 from tasks.config.sweep import SweepConfig
 from tasks.sweep import record
 from tests.unit.sweep.test_requeue import sweep_state
@@ -90,7 +91,7 @@ def test_three_sweeps_started_at_once_in_a_fresh_home_all_get_their_storage(tmp_
 def test_the_budget_is_stored_with_the_sweep_and_extended_only_on_purpose(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="sweep-test", storage=record.rdb_storage(url))
-    record.save_setup(study, sweep_state(storage=url, max_rounds=1))
+    record.save_setup(study, sweep_state(storage=url, max_rounds=1), SweepPipelineConfig().model_dump(mode="json"))
     # A later run's config with a bigger budget does not change what is stored.
     loaded = record.load_sweep(SweepConfig(storage=url, max_rounds=5), "sweep-test")
     assert loaded and loaded.budget.max_rounds == 1 and loaded.storage == url
@@ -102,6 +103,21 @@ def test_the_budget_is_stored_with_the_sweep_and_extended_only_on_purpose(tmp_pa
     assert again and again.budget.max_rounds == 3 == extended.max_rounds
     [entry] = again.budget.history
     assert entry["from"]["max_rounds"] == 1 and entry["to"]["max_rounds"] == 3 and entry["reason"]
+
+
+def test_later_rounds_run_the_config_the_sweep_started_with(tmp_path: Path) -> None:
+    """What decides trust never comes from a later run's parameters (an event payload, a form)."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="sweep-test", storage=record.rdb_storage(url))
+    started = SweepPipelineConfig.model_validate({"sweep": {"storage": url}})
+    state = sweep_state(storage=url, max_rounds=2)
+    record.save_setup(study, state, started.model_dump(mode="json"))
+    payload = started.model_copy(deep=True)
+    payload.model.trust_remote_code, payload.data.path = True, "/elsewhere/data.csv"
+    used = record.stored_config(state, payload)
+    assert used.model.trust_remote_code is False and used.data.path == started.data.path
+    assert used.sweep.storage == url and used.sweep.max_rounds == 2
+    assert study.user_attrs[record.CONFIG]["sweep"]["storage"] is None, "no storage URL (maybe a password) stored"
 
 
 def test_a_dead_workers_trial_is_failed_by_its_heartbeat_retried_once_and_counted_once(

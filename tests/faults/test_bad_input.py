@@ -1,0 +1,272 @@
+"""Bad input and faults, tried as a new user would: each case asserts the documented exit code, one
+clear message (printed once) naming the problem and the fix, no traceback, and that nothing already
+stored in the home folder changed. Data that could be misread is read right or refused."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.helpers import ROOT
+
+SAMPLE = ROOT / "data/sample/support_tickets.csv"
+LABELS = ["account", "billing", "shipping", "technical"]
+
+
+def labelled(rows: int = 80, labels: list[str] | None = None) -> pd.DataFrame:
+    """A clean generic table (text, label) the gate accepts: `rows` rows over `labels`."""
+    labels = labels or LABELS
+    return pd.DataFrame(
+        {
+            "text": [f"ticket number {n} about {labels[n % len(labels)]} matters, please help" for n in range(rows)],
+            "label": [labels[n % len(labels)] for n in range(rows)],
+        }
+    )
+
+
+def stored(home: Path) -> dict[str, str]:
+    """Every file under the home folder and its hash."""
+    if not home.is_dir():
+        return {}
+    return {
+        str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in home.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture
+def seeded_home(tuneloop_home: Path) -> Path:
+    """A home that already holds something: an MLflow store with a finished run, which no failed
+    command may change."""
+    import mlflow
+
+    tuneloop_home.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    experiment = client.create_experiment("kept")
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "test/f1_macro", 0.9)
+    client.set_terminated(run.info.run_id)
+    (tuneloop_home / "keep.txt").write_text("a user's file")
+    return tuneloop_home
+
+
+def write(folder: Path, name: str, content: Any) -> Path:
+    path = folder / name
+    if isinstance(content, pd.DataFrame):
+        if name.endswith(".parquet"):
+            content.to_parquet(path)
+        elif name.endswith(".jsonl"):
+            content.to_json(path, orient="records", lines=True)
+        else:
+            content.to_csv(path, index=False, sep="\t" if name.endswith(".tsv") else ",")
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def case_files(folder: Path) -> dict[str, Path]:
+    """The bad (and tricky) files the cases point at."""
+    good = labelled()
+    files = {
+        "empty.csv": write(folder, "empty.csv", ""),
+        "header-only.csv": write(folder, "header-only.csv", "text,label\n"),
+        "one-class.csv": write(folder, "one-class.csv", labelled(80, ["billing"])),
+        "latin1.csv": write(folder, "latin1.csv", "text,label\ncaf\xe9 au lait please,billing\n".encode("latin-1")),
+        "noext": write(folder, "noext", "text,label\na,b\n"),
+        "semicolon.csv": write(folder, "semicolon.csv", good.to_csv(index=False, sep=";")),
+        "dupe-columns.csv": write(folder, "dupe-columns.csv", "text,label,label\nhello there,billing,account\n"),
+        "numbers.csv": write(folder, "numbers.csv", labelled(80, ["1", "1.0", "01", "2"])),
+        "case.csv": write(folder, "case.csv", labelled(80, ["Billing", "billing", "account", "shipping"])),
+        "broken.gz.csv": write(folder, "broken.gz.csv", gzip.compress(good.to_csv(index=False).encode())[:60]),
+        "dir": folder / "folder",
+        "bad.yaml": write(folder, "bad.yaml", "train:\n  epochs: 3\n   batch_size: 8\n"),
+        "list.yaml": write(folder, "list.yaml", "- train\n- eval\n"),
+        "texts.txt": write(folder, "texts.txt", "\n\n"),
+    }
+    (folder / "folder").mkdir()
+    lists = good.assign(text=[["Tracking", "not", "updated"]] * len(good))
+    files["lists.parquet"] = write(folder, "lists.parquet", lists)
+    files["model"] = folder / "model"
+    (folder / "model").mkdir()
+    (folder / "model" / "tuneloop.json").write_text(json.dumps({"labels": LABELS, "max_length": 32}))
+    (folder / "model" / "config.json").write_text("{}")
+    (folder / "model" / "model.safetensors").write_bytes(b"truncated")
+    return files
+
+
+# (case, command (with {file} placeholders), environment, exit code, a fragment of the message)
+CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
+    ("missing data file", ["validate", "--data", "{folder}/nope.csv"], {}, 2, "Data file not found"),
+    ("missing test file", ["validate", "--data", str(SAMPLE), "--test-data", "{folder}/nope.csv"], {}, 2, "not found"),
+    ("empty file", ["validate", "--data", "{empty.csv}"], {}, 2, "is empty"),
+    ("header only", ["validate", "--data", "{header-only.csv}"], {}, 2, "no data rows"),
+    ("wrong label column", ["validate", "--data", str(SAMPLE), "--label-column", "kind"], {}, 2, "'kind'"),
+    ("wrong text column", ["validate", "--data", str(SAMPLE), "--text-column", "message"], {}, 2, "'message'"),
+    (
+        "text column is the label",
+        ["validate", "--data", str(SAMPLE), "--text-column", "category"],
+        {},
+        2,
+        "both the label column",
+    ),
+    ("one class only", ["validate", "--data", "{one-class.csv}"], {}, 3, "class"),
+    ("not UTF-8", ["validate", "--data", "{latin1.csv}"], {}, 2, "data.encoding"),
+    ("unknown suffix", ["validate", "--data", "{noext}"], {}, 2, "data.format"),
+    ("wrong delimiter", ["validate", "--data", "{semicolon.csv}"], {}, 2, "data.delimiter=';'"),
+    ("duplicate column names", ["validate", "--data", "{dupe-columns.csv}"], {}, 2, "'label'"),
+    ("labels 1, 1.0, 01", ["validate", "--data", "{numbers.csv}"], {}, 2, "'01' = '1' = '1.0'"),
+    ("labels differing in case", ["validate", "--data", "{case.csv}"], {}, 2, "'Billing' = 'billing'"),
+    ("list column", ["validate", "--data", "{lists.parquet}"], {}, 2, "holds array"),
+    ("truncated gzip", ["validate", "--data", "{broken.gz.csv}"], {}, 2, "{broken.gz.csv}"),
+    ("a folder that is no dataset", ["validate", "--data", "{dir}"], {}, 2, "save_to_disk"),
+    ("missing config file", ["validate", "--config", "{folder}/none.yaml"], {}, 2, "Config file not found"),
+    ("YAML syntax error", ["validate", "--config", "{bad.yaml}"], {}, 2, "line 3"),
+    ("YAML that is a list", ["validate", "--config", "{list.yaml}"], {}, 2, "mapping of sections"),
+    ("unknown section", ["validate", "--set", "traning.epochs=3"], {}, 2, "traning"),
+    ("malformed --set", ["validate", "--set", "train.epochs"], {}, 2, "section.field=value"),
+    ("bad value", ["validate", "--set", "train.epochs=many"], {}, 2, "epochs"),
+    ("out of range", ["validate", "--set", "split.seed=-1"], {}, 2, "seed"),
+    ("sweep setting on run", ["run", "--set", "sweep.max_rounds=3"], {}, 2, "tuneloop sweep"),
+    ("empty --text", ["predict", "--model", "{model}", "--text", ""], {}, 2, "empty"),
+    ("no texts", ["predict", "--model", "{model}"], {}, 2, "--text"),
+    ("blank input file", ["predict", "--model", "{model}", "--input", "{texts.txt}"], {}, 2, "no texts"),
+    ("damaged model folder", ["predict", "--model", "{model}", "--text", "hello"], {}, 2, "missing or damaged"),
+    ("missing model folder", ["predict", "--model", "{folder}/no-model", "--text", "hello"], {}, 2, "no-model"),
+    ("missing registered model", ["predict", "--model", "models:/nobody@champion", "--text", "x"], {}, 2, "nobody"),
+    ("tracking URI that is no URI", ["compare"], {"MLFLOW_TRACKING_URI": "not a uri"}, 2, "not a tracking URI"),
+    ("unknown experiment", ["compare", "--experiment", "nope"], {}, 2, "No MLflow experiment named 'nope'"),
+    ("continue an unknown sweep", ["sweep", "--continue", "sweep-nope"], {}, 2, "No sweep 'sweep-nope'"),
+    ("continue with other data", ["sweep", "--continue", "sweep-x", "--data", str(SAMPLE)], {}, 2, "--continue runs"),
+]
+
+
+@pytest.mark.parametrize(("case", "command", "env", "code", "message"), CASES, ids=[case[0] for case in CASES])
+def test_bad_input_is_one_clear_message_and_changes_nothing(
+    case: str,
+    command: list[str],
+    env: dict[str, str],
+    code: int,
+    message: str,
+    seeded_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = {"folder": str(tmp_path), **{name: str(path) for name, path in case_files(tmp_path).items()}}
+
+    def fill(text: str) -> str:
+        for name, path in files.items():
+            text = text.replace("{" + name + "}", path)
+        return text
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    before = stored(seeded_home)
+    result = CliRunner().invoke(app, [fill(part) for part in command])
+    output = result.output
+    assert result.exit_code == code, (case, output[-2000:], result.exception)
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in output, result.exception
+    assert fill(message) in output, output[-2000:]
+    assert output.count("error:") == 1, output[-2000:]
+    assert all(stored(seeded_home).get(name) == digest for name, digest in before.items()), "stored files changed"
+
+
+def test_tricky_files_are_read_right(tmp_path: Path) -> None:
+    """A pandas-written TSV (a quoted tab, newline and quote), an SMS-style TSV whose quotes are text,
+    a gzip file named .csv, a JSON array in a .jsonl file, and null-like label spellings."""
+    from tasks.config.data import DataConfig
+    from tasks.data.load import load_table
+
+    def read(path: Path) -> pd.DataFrame:
+        return load_table(str(path), DataConfig(path=str(path)))
+
+    good = labelled(8)
+    tricky = good.assign(text=good["text"] + (['\tsecond "part"\nnext line'] + [""] * 7))
+    tricky.to_csv(tmp_path / "pandas.tsv", sep="\t", index=False)
+    table = read(tmp_path / "pandas.tsv")
+    assert len(table) == 8 and table["text"][0].endswith('second "part"\nnext line')
+    sms = 'label\ttext\nham\t"Happy valentines day" I know its early\nspam\tWIN "now\nham\tplain\n'
+    assert read(write(tmp_path, "sms.tsv", sms))["text"].tolist() == [
+        '"Happy valentines day" I know its early',
+        'WIN "now',
+        "plain",
+    ]
+    assert len(read(write(tmp_path, "zipped.csv", gzip.compress(good.to_csv(index=False).encode())))) == 8
+    assert len(read(write(tmp_path, "array.jsonl", good.to_json(orient="records")))) == 8
+    nulls = good.assign(label=["nan", "None", "NULL", " n/a ", "billing", "account", "billing", "account"])
+    assert read(write(tmp_path, "nulls.csv", nulls))["label"].isna().sum() == 4
+
+
+def test_the_sms_collection_reads_every_message(sms_spam: Path) -> None:
+    from tasks.config.data import DataConfig
+    from tasks.data.load import load_table
+
+    table = load_table(str(sms_spam), DataConfig(path=str(sms_spam), text_columns=["SMS"], label_column="Label"))
+    assert len(table) == 5574 and set(table["label"]) == {"ham", "spam"}
+
+
+def test_test_labels_the_model_never_saw_are_quarantined_or_stop_the_run(tmp_path: Path) -> None:
+    data = write(tmp_path, "data.csv", labelled(80))
+    unseen = pd.concat([labelled(60), labelled(12, ["refunds"])], ignore_index=True)
+    test = write(tmp_path, "test.csv", unseen)
+    quarantined = CliRunner().invoke(app, ["validate", "--data", str(data), "--test-data", str(test), "--json"])
+    assert quarantined.exit_code == 0, quarantined.output
+    report = json.loads(quarantined.stdout.strip().splitlines()[-1])
+    assert report["test"]["clean_rows"] == 60 and "never seen in training" in report["test"]["warnings"][-1]
+    reasons = pd.read_csv(report["test"]["quarantine_path"])["reason"]
+    assert (reasons == "label never seen in training").sum() == 12
+    args = ["validate", "--data", str(data), "--test-data", str(test), "--set", "validation.unseen_test_labels=fail"]
+    stopped = CliRunner().invoke(app, args)
+    assert stopped.exit_code == 3 and "'refunds'" in stopped.output and stopped.output.count("error:") == 1
+
+
+def test_a_model_is_never_scored_on_labels_it_never_saw(tiny_bert: Path, tmp_path: Path) -> None:
+    """The last guard before registration: evaluation refuses a test split with unscorable labels."""
+    from tasks.config.eval import EvalConfig
+    from tasks.core.errors import DataValidationError
+    from tasks.model.evaluate import score_model
+
+    model = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(tiny_bert, model)
+    (model / "tuneloop.json").write_text(json.dumps({"labels": LABELS, "max_length": 32}))
+    frame = labelled(8)
+    with pytest.raises(DataValidationError, match="never saw in training: 'refunds'"):
+        score_model(model, frame, pd.concat([frame, labelled(2, ["refunds"])]), EvalConfig(), tmp_path / "eval")
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("tuneloop")), *args]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=120, cwd=ROOT)
+
+
+def test_an_unusable_home_and_a_missing_file_fail_at_once(tmp_path: Path) -> None:
+    """Checked before any server starts: a home that is a file, or read-only; a missing data file
+    fails in seconds (it used to start Prefect's temporary server first: 31 s)."""
+    import time
+
+    plain = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    home_file = write(tmp_path, "home", "a file")
+    done = cli("validate", env={**plain, "TUNELOOP_HOME": str(home_file)})
+    assert done.returncode == 2 and "is a file, not a folder" in done.stderr and "Traceback" not in done.stderr
+    started = time.monotonic()
+    missing = cli("run", "--data", str(tmp_path / "missing.csv"), env={**plain, "TUNELOOP_HOME": str(tmp_path / "h")})
+    assert missing.returncode == 2 and missing.stderr.count("Data file not found") == 1, missing.stderr
+    assert time.monotonic() - started < 20
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        done = cli("validate", env={**plain, "TUNELOOP_HOME": str(locked)})
+        assert done.returncode == 2 and "not writable" in done.stderr
