@@ -123,12 +123,12 @@ def sweep(
         sweep_id: Continue this sweep (its id); empty: start a new one.
         round_number: The round this run performs (1 = the first).
     """
+    sweep_id, folder, state = begin_sweep(config, sweep_id)
+    # A later round runs the sweep's own config (tracking, trust, data, model included), never one
+    # from an event payload or a form; a new sweep plans its search space.
+    config = use_stored_config(config, state) if state is not None else plan_search_space(config)
     target = check_tracking(config.tracking)
     check_trial_device(config)
-    config = plan_search_space(config)
-    sweep_id, folder, state = begin_sweep(config, sweep_id)
-    if state is not None:  # a later round: the sweep's own config, never one from an event or a form
-        config = use_stored_config(config, state)
     if state is None:
         data = check_data(config, folder)
         clean, test = data.clean_tables()
