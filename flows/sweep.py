@@ -123,10 +123,12 @@ def sweep(
         sweep_id: Continue this sweep (its id); empty: start a new one.
         round_number: The round this run performs (1 = the first).
     """
-    sweep_id, folder, state = begin_sweep(config, sweep_id)
-    # A later round runs the sweep's own config (tracking, trust, data, model included), never one
-    # from an event payload or a form; a new sweep plans its search space.
-    config = use_stored_config(config, state) if state is not None else plan_search_space(config)
+    if sweep_id is None:  # a new sweep: a contradictory search is refused before any work
+        config = plan_search_space(config)
+        sweep_id, folder, state = begin_sweep(config, None)
+    else:  # a later round runs the sweep's own config (tracking, trust, data, model), never an event's
+        sweep_id, folder, state = begin_sweep(config, sweep_id)
+        config = use_stored_config(config, state) if state is not None else plan_search_space(config)
     target = check_tracking(config.tracking)
     check_trial_device(config)
     if state is None:
