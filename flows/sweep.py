@@ -123,14 +123,16 @@ def sweep(
         sweep_id: Continue this sweep (its id); empty: start a new one.
         round_number: The round this run performs (1 = the first).
     """
-    if sweep_id is None:  # a new sweep: a contradictory search is refused before any work
+    if sweep_id is None:  # a new sweep: bad settings are refused before it creates anything
         config = plan_search_space(config)
+        check_trial_device(config)
+        target = check_tracking(config.tracking)
         sweep_id, folder, state = begin_sweep(config, None)
     else:  # a later round runs the sweep's own config (tracking, trust, data, model), never an event's
         sweep_id, folder, state = begin_sweep(config, sweep_id)
         config = use_stored_config(config, state) if state is not None else plan_search_space(config)
-    target = check_tracking(config.tracking)
-    check_trial_device(config)
+        check_trial_device(config)
+        target = check_tracking(config.tracking)
     if state is None:
         data = check_data(config, folder)
         clean, test = data.clean_tables()
