@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-from tasks.sweep.record import ask, frozen_trial, sweep_study
+from tasks.sweep.record import ask, frozen_trial, rdb_storage, sweep_study
 from tasks.sweep.state import SweepState
 
 POLL_SECONDS = 2.0
@@ -82,13 +82,14 @@ def on_workers(deployment: str, parameters: Callable[[int], dict[str, Any]]) -> 
     from prefect.deployments import run_deployment
 
     def start(number: int) -> Handle:
+        given = parameters(number)
         # run_deployment is sync/async-dual; called from sync code it returns the FlowRun itself.
         run: FlowRun = run_deployment(  # type: ignore[assignment]
             deployment,
-            parameters=parameters(number),
+            parameters=given,
             timeout=0,
             as_subflow=True,
-            idempotency_key=f"{parameters(number)['sweep_id']}:trial:{number}",
+            idempotency_key=f"{given['sweep_id']}:trial:{number}",
         )
         return OnWorker(run.id)
 
@@ -106,8 +107,6 @@ def died(state: SweepState, study: Any, number: int) -> None:
     """Fail a trial whose run ended without an outcome and queue its one retry, as a stale
     heartbeat would (sooner: Prefect saw the process end)."""
     import optuna
-
-    from tasks.sweep.record import frozen_trial, rdb_storage
 
     study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     retried = any(trial.system_attrs.get("failed_trial") == number for trial in study.get_trials(deepcopy=False))

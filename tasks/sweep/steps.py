@@ -157,21 +157,18 @@ def ask_trials(pipeline: SweepPipelineConfig, state: SweepState, round_number: i
     wanted = trials_this_round(pipeline.sweep, state.budget, round_number, earlier) - len(this_round)
     study = open_study(config, state.study_name, state.storage, slot=len(trials))
     asked: list[int] = []
-    while sum(1 for number in asked if number not in retries(study)) < wanted:
+    fresh = 0  # new trials asked (a dead trial's retry, popped first, does not count)
+    while fresh < wanted:
         trial = ask(study)  # a dead trial's retry (WAITING) comes first, with its parameters
         if "failed_trial" not in frozen_trial(state.storage, state.study_name, trial.number).system_attrs:
             trial.set_user_attr("round", round_number)
             suggest(trial, config, pipeline.train)
+            fresh += 1
         asked.append(trial.number)
     unfinished = [trial.number for trial in this_round if trial.state in ("running", "waiting")]
     if asked:
         get_run_logger().info("Round %d: trials %s asked", round_number, ", ".join(map(str, asked)))
     return asked, unfinished
-
-
-def retries(study: Any) -> set[int]:
-    """Numbers of the trials that retry a dead one."""
-    return {trial.number for trial in study.get_trials(deepcopy=False) if "failed_trial" in trial.system_attrs}
 
 
 @task(name="run_trial")
