@@ -13,6 +13,7 @@ import typer
 from flows.console import (
     candidates_json,
     emit_json,
+    prepare_flows,
     print_candidates,
     print_leaderboard,
     print_predictions,
@@ -20,7 +21,6 @@ from flows.console import (
     print_sweep,
     print_training,
     print_validation,
-    quiet_known_tracebacks,
     run_summary,
     user_errors,
 )
@@ -101,7 +101,7 @@ def prepare_run(schema: type[Schema], config: Path | None, overrides: list[str] 
             "run has no Prefect server (PREFECT_API_URL is unset): start one (make up; eval $(make -s env)), or "
             "use promotion.mode=auto or never."
         )
-    quiet_known_tracebacks()
+    prepare_flows()
     return pipeline
 
 
@@ -135,14 +135,25 @@ def run(
     label_column: LabelOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start a new run even when an unfinished run of the same settings and data (its process died) "
+            "could be continued from its last checkpoint.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the pipeline: validate, split, fine-tune, evaluate and log to MLflow."""
-    with user_errors():
+    """Run the pipeline: validate, split, fine-tune, evaluate and log to MLflow. An unfinished run of the
+    same settings and data is continued (same folder and MLflow run, from its last checkpoint)."""
+    with user_errors(
+        on_interrupt="Run the same command again to continue from the last checkpoint (--fresh starts over)."
+    ):
         pipeline = prepare_run(PipelineConfig, config, set_, data, test_data, text_column, label_column)
         from flows.train import train
 
-        result = train(config=pipeline)
+        result = train(config=pipeline, fresh=fresh)
     if as_json:
         emit_json(run_summary(result))
     else:
@@ -231,7 +242,7 @@ def sweep(
 
             limits = {"max_rounds": max_rounds, "max_trials": max_trials, "max_hours": max_hours}
             pipeline, next_round = continue_sweep(continue_, limits)
-            quiet_known_tracebacks()
+            prepare_flows()
         return finish_sweep_command(pipeline, as_json, continue_, next_round)
     sweep_options = {
         "target_f1": target_f1,
@@ -254,7 +265,8 @@ def finish_sweep_command(
 ) -> None:
     """Run the sweep flow (a new sweep, or `sweep_id` from `round_number`) and report it; exit 5
     when the budget ran out before the target, with or without --json."""
-    with user_errors():
+    hint = "Continue it with `tuneloop sweep --continue <sweep id>` (the id is in the log above): its trials resume."
+    with user_errors(on_interrupt=hint):
         from flows.sweep import sweep as sweep_flow
         from tasks.sweep.state import SweepResult
 
@@ -291,7 +303,7 @@ def score(
         config = score_config(
             {**{k: v for k, v in options.items() if v is not None}, "data": {k: v for k, v in columns.items() if v}}
         )
-        quiet_known_tracebacks()
+        prepare_flows()
         from flows.score import score as score_flow
 
         report = score_flow(config=config)

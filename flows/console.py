@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -61,9 +62,39 @@ def quiet_known_tracebacks() -> None:
             handler.addFilter(HideKnownTracebacks())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: the command ends with its one line, not silently killed."""
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def prepare_flows() -> None:
+    """Before a command runs a flow: quiet Prefect's console for our own errors; SIGTERM ends the
+    command like Ctrl-C (Prefect marks the flow run crashed, then passes the signal on to this
+    handler); and Prefect's temporary server (when no PREFECT_API_URL is set) is tied to this
+    command, so it ends with it, even on kill -9."""
+    import signal
+
+    from tasks.core.prefect_server import start_temporary_server
+
+    quiet_known_tracebacks()
+    signal.signal(signal.SIGTERM, raise_terminated)
+    start_temporary_server()
+
+
+def terminated(error: BaseException) -> bool:
+    """Whether `error` is Prefect's TerminationSignal (SIGTERM during a flow run); Prefect is only
+    imported when a command ran a flow, and only then can it be."""
+    exceptions = sys.modules.get("prefect.exceptions")
+    return exceptions is not None and isinstance(error, exceptions.TerminationSignal)
+
+
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn TuneloopError into one message on stderr and its exit code."""
+def user_errors(on_interrupt: str = "") -> Iterator[None]:
+    """Turn TuneloopError into one message on stderr and its exit code; an interrupt (Ctrl-C,
+    SIGTERM) into one line, with `on_interrupt` saying how to go on."""
     from tasks.core.errors import TuneloopError
 
     try:
@@ -71,6 +102,11 @@ def user_errors() -> Iterator[None]:
     except TuneloopError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
+    except BaseException as error:
+        if not (isinstance(error, KeyboardInterrupt) or terminated(error)):
+            raise
+        typer.echo(f"error: interrupted.{' ' + on_interrupt if on_interrupt else ''}", err=True)
+        raise typer.Exit(143 if isinstance(error, Terminated) or terminated(error) else 130) from None
 
 
 def emit_json(payload: dict[str, Any]) -> None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.promote import champion_challenger
 from flows.trial import trial
 from flows.validate import check_data
 from tasks.config.pipeline import SweepPipelineConfig
+from tasks.config.sweep import MAX_CONCURRENT_TRIALS
 from tasks.data.split import split_dataset
 from tasks.model.select import select_base_model
 from tasks.registry.versions import PromotionResult
@@ -30,6 +32,7 @@ from tasks.sweep.steps import (
     close_round,
     evaluate_best_trial,
     final_state,
+    find_sweep,
     finish_sweep,
     plan_search_space,
     start_sweep,
@@ -89,13 +92,15 @@ def trial_starter(config: SweepPipelineConfig, sweep_id: str) -> Callable[[int],
             settings.trial_deployment,
             lambda number: {"config": parameters, "sweep_id": sweep_id, "trial_number": number},
         )
-    return in_process(
-        lambda number: trial(config=config, sweep_id=sweep_id, trial_number=number, return_state=True),
-        settings.max_concurrent_trials,
-    )
+    return in_process(lambda number: trial(config=config, sweep_id=sweep_id, trial_number=number, return_state=True))
 
 
-@flow(name="sweep")
+# Up to max_concurrent_trials trials of a local round run at once, each in a task run (typed loosely:
+# Prefect's decorator expects TaskRunner[PrefectFuture], which its own thread-pool runner is not to mypy).
+TRIAL_TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=MAX_CONCURRENT_TRIALS)
+
+
+@flow(name="sweep", task_runner=TRIAL_TASK_RUNNER)
 def sweep(
     config: SweepPipelineConfig = SweepPipelineConfig(),  # noqa: B008
     sweep_id: Annotated[str | None, Field(max_length=100)] = None,
@@ -127,18 +132,17 @@ def sweep(
         config = plan_search_space(config)
         check_trial_device(config)
         target = check_tracking(config.tracking)
-        sweep_id, folder, state = begin_sweep(config, None)
-    else:  # a later round runs the sweep's own config (tracking, trust, data, model), never an event's
-        sweep_id, folder, state = begin_sweep(config, sweep_id)
-        config = use_stored_config(config, state) if state is not None else plan_search_space(config)
-        check_trial_device(config)
-        target = check_tracking(config.tracking)
-    if state is None:
+        sweep_id, folder = begin_sweep()
         data = check_data(config, folder)
         clean, test = data.clean_tables()
         splits = split_dataset(clean, config.split, folder / "splits", test)
         selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
         state = start_sweep(config, sweep_id, folder, data.data.dataset_sha256, splits, selection, target)
+    else:  # a later round runs the sweep's own config (tracking, trust, data, model), never an event's
+        state = find_sweep(config, sweep_id)
+        config = use_stored_config(config, state)
+        check_trial_device(config)
+        target = check_tracking(config.tracking)
     while True:
         refusal = check_round(config, state, round_number)
         if refusal:

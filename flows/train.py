@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-
 from prefect import flow
 from pydantic import BaseModel, computed_field
 
 from flows.promote import champion_challenger
 from flows.validate import check_data
 from tasks.config.pipeline import PipelineConfig
-from tasks.core.workspace import create_run_folder
+from tasks.core.workspace import finish_run_folder, open_run_folder, run_failed, run_interrupted
+from tasks.data.load import source_stamps
 from tasks.data.split import SplitReport, split_dataset
 from tasks.data.validate import DataReport
 from tasks.model.baseline import BaselineReport, baseline_verdict, fit_baseline
@@ -43,9 +42,15 @@ class TrainResult(BaseModel):
         return baseline_verdict(self.evaluation.val, self.baseline, self.selection.metric)
 
 
-@flow(name="train", on_failure=[mark_failed], on_crashed=[mark_failed], on_cancellation=[mark_killed])
+@flow(
+    name="train",
+    on_failure=[mark_failed, run_failed],
+    on_crashed=[mark_failed, run_interrupted],
+    on_cancellation=[mark_killed, run_interrupted],
+)
 def train(
     config: PipelineConfig = PipelineConfig(),  # noqa: B008
+    fresh: bool = False,
 ) -> TrainResult:
     """Fine-tune a pre-trained Hugging Face model on labelled text: validate the data (Great
     Expectations gate with quarantine), split it leak-free, fit a TF-IDF baseline, choose the base
@@ -57,21 +62,25 @@ def train(
     the same test split (`promotion.mode`: auto, after an approval form, or never). The defaults
     run on the bundled sample.
 
-    A rerun of the same flow run resumes training from its last checkpoint.
+    A run whose process died before it finished (killed, out of memory, crashed, cancelled) is
+    continued by the next run of the same settings and data on the same host: same run folder, same
+    MLflow run, training from its last checkpoint (a retry of the same flow run does the same).
 
     Args:
         config: Every setting of the run, grouped by step; each has a default. Paths are relative
             to the deployment's working directory; endpoints and secrets come from the worker's
             environment, never from this form.
+        fresh: Start a new run even when an unfinished run of the same settings and data could be
+            continued.
     """
-    folder = create_run_folder("train")
+    folder = open_run_folder("train", config, source_stamps(config.data), fresh)
     target = check_tracking(config.tracking)
     data = check_data(config, folder)
     clean, test = data.clean_tables()
     splits = split_dataset(clean, config.split, folder / "splits", test)
     baseline = fit_baseline(splits, config.split.seed)
     selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
-    run = open_training_run(target, config.tracking, data.data.dataset_sha256)  # RUNNING from now on
+    run = open_training_run(target, config.tracking, data.data.dataset_sha256, folder)  # RUNNING from now on
     trained = finetune_model(
         splits,
         selection.chosen,
@@ -108,8 +117,7 @@ def train(
             },
             links={"candidate run": tracked.link},
         )
-    if not config.train.keep_checkpoints:  # the run succeeded: the final model is all it needs
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    finish_run_folder(folder, config.train.keep_checkpoints)
     return TrainResult(
         folder=str(folder),
         data=data,

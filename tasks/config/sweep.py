@@ -19,6 +19,8 @@ SearchedParameter = Literal[
 ]
 
 
+MAX_CONCURRENT_TRIALS = 64
+
 Escalation = Literal["more_trials", "more_epochs", "widen", "full_finetune", "next_candidate"]
 
 
@@ -40,8 +42,9 @@ class SweepConfig(BaseModel):
     max_concurrent_trials: int = Field(
         1,
         ge=1,
-        le=64,
-        description="Trials run at the same time (flow runs on the work pool; threads when run locally).",
+        le=MAX_CONCURRENT_TRIALS,
+        description="Trials run at the same time (flow runs on the work pool; task runs of the round when run "
+        "locally).",
     )
     trial_deployment: str | None = Field(
         None,

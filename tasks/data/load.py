@@ -80,6 +80,20 @@ def check_sources(config: DataConfig) -> None:
             raise DataLoadError(missing_data(source))
 
 
+def source_stamps(config: DataConfig) -> list[str]:
+    """What identifies the data a run reads, cheaply: each local file's (or a folder's files') path,
+    size and modification time; a Hub dataset's id (its revision is a setting)."""
+    stamps = []
+    for source in filter(None, (config.path, config.test_path)):
+        path = Path(source)
+        if detect_format(source, config) == "hub" or not path.exists():
+            stamps.append(source)
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        stamps += [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return stamps
+
+
 def missing_data(source: str) -> str:
     """Where to point when the data is not there (the form's field and the command's option)."""
     return (

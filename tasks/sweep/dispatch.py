@@ -9,12 +9,15 @@ resumes from its checkpoints)."""
 
 from __future__ import annotations
 
-import contextvars
 import time
 import warnings
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import wait as wait_futures
 from typing import Any, Protocol
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.sweep.record import ask, frozen_trial, rdb_storage, sweep_study
 from tasks.sweep.state import SweepState
@@ -26,21 +29,14 @@ class Handle(Protocol):
     def done(self) -> bool: ...
 
 
-class Finished:
-    """A trial that ran to its end in the calling thread."""
+class InTask:
+    """A trial flow run inside a task run of the round (on the round's thread-pool task runner)."""
 
-    def done(self) -> bool:
-        return True
-
-
-class InThread:
-    """A trial running in a thread of this process."""
-
-    def __init__(self, future: Future[Any]) -> None:
+    def __init__(self, future: Any) -> None:
         self.future = future
 
     def done(self) -> bool:
-        return self.future.done()
+        return bool(self.future.wrapped_future.done())
 
 
 class OnWorker:
@@ -57,23 +53,22 @@ class OnWorker:
         return state is not None and state.is_final()
 
 
-def in_process(run: Callable[[int], Any], concurrent: int) -> Callable[[int], Handle]:
-    """Start trials by calling `run(number)` (the trial flow) here: one at a time in this thread,
-    else in a pool of `concurrent` threads, each with a copy of this context (the trial flow runs
-    are children of the round's run)."""
-    if concurrent <= 1:
+@task(name="run_trial_here", cache_policy=NO_CACHE)
+def run_trial_here(run: Callable[[int], Any], number: int) -> None:
+    """Trial `number` as a flow run in this process, a child of the round's run (its outcome is in
+    the study). A task, so that the round's task runner runs several at once: subflows started from
+    plain threads of one flow run race for the same key and Prefect runs them one after another."""
+    run(number)
 
-        def start(number: int) -> Handle:
-            run(number)
-            return Finished()
 
-        return start
-    pool = ThreadPoolExecutor(concurrent, thread_name_prefix="tuneloop-trial")
+def in_process(run: Callable[[int], Any]) -> Callable[[int], Handle]:
+    """Start trials by calling `run(number)` (the trial flow) in this process, each in a task run of
+    the round (several at once on its thread-pool task runner)."""
 
-    def start_in_thread(number: int) -> Handle:
-        return InThread(pool.submit(contextvars.copy_context().run, run, number))
+    def start(number: int) -> Handle:
+        return InTask(run_trial_here.submit(run, number))
 
-    return start_in_thread
+    return start
 
 
 def on_workers(deployment: str, parameters: Callable[[int], dict[str, Any]]) -> Callable[[int], Handle]:
@@ -115,6 +110,15 @@ def died(state: SweepState, study: Any, number: int) -> None:
         callback(study, frozen_trial(state.storage, state.study_name, number))
 
 
+def pause(running: Iterable[Handle]) -> None:
+    """Wait POLL_SECONDS before looking again, or less when a trial running in this process ends sooner."""
+    futures = [handle.future.wrapped_future for handle in running if isinstance(handle, InTask)]
+    if futures:
+        wait_futures(futures, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+    else:
+        time.sleep(POLL_SECONDS)
+
+
 def run_round(
     state: SweepState, new: list[int], unfinished: list[int], concurrent: int, start: Callable[[int], Handle], log: Any
 ) -> list[int]:
@@ -152,5 +156,5 @@ def run_round(
             running[number] = start(number)
         if not (queue or running or waiting_on or waiting_retry(study)):
             break
-        time.sleep(POLL_SECONDS)
+        pause(running.values())
     return ran

@@ -319,6 +319,21 @@ def continue_sweep(sweep_id: str, limits: dict[str, float | None]) -> tuple[Any,
     return pipeline, max(closed_rounds(study), default=0) + 1
 
 
+def other_host_on_sqlite(state: SweepState) -> str | None:
+    """A warning when this process runs a sweep started on another host over a SQLite storage: the
+    file is then on a shared volume (SQLite's locking is unreliable over NFS) or not the sweep's at all."""
+    import socket
+
+    here = socket.gethostname()
+    if not sqlite_file(state.storage) or not state.host or state.host == here:
+        return None
+    return (
+        f"{state.sweep_id} started on host {state.host} and this run is on {here}, over the SQLite storage "
+        f"{masked(state.storage)}: SQLite is safe only on one host's local disk. With rounds and trials on several "
+        "hosts, use one Postgres database (TUNELOOP_OPTUNA_STORAGE=postgresql://...; make up with TUNELOOP_DB_URL)."
+    )
+
+
 def masked(url: str) -> str:
     """A database URL for messages: the password replaced by ***."""
     return sa.engine.make_url(url).render_as_string(hide_password=True)

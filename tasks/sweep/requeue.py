@@ -6,7 +6,9 @@ two ways (`sweep.requeue`):
   idempotency key `sweep_id:round` (a second request returns the same run), and emits the event
   `tuneloop.sweep.below-threshold` for automations and notifications;
 - `trigger`: it only emits the event, labelled so that the sweep deployment's trigger in
-  `deployments/prefect.yaml` queues round N+1 with the parameters in the event's payload.
+  `deployments/prefect.yaml` queues round N+1 with the sweep id and round number in the event's
+  payload. The payload carries no config: whoever can post an event can at most ask for a round of
+  an existing sweep, which runs with the config stored when that sweep started.
 
 Either way, a queued round first passes `check_round`: a round that another flow run already
 claimed (atomically, in the sweep's database: tasks/sweep/record.py) or that is closed is skipped,
@@ -163,7 +165,8 @@ def below_threshold_event(
             "target": config.target_f1,
             "metric": config.metric,
             "max_rounds": config.max_rounds,
-            "parameters": round_parameters(pipeline, sweep_id, round_number + 1),
+            # only which round of which sweep: the round runs the sweep's stored config (never an event's)
+            "parameters": {"sweep_id": sweep_id, "round_number": round_number + 1},
         },
     }
 

@@ -45,6 +45,7 @@ class SweepState(BaseModel):
     candidates: list[ModelRef] = Field(default_factory=list)
     parent_run_id: str
     budget: Budget
+    host: str = Field("", description="The host the sweep started on (a SQLite storage is safe on that host only).")
 
 
 class RoundDecision(BaseModel):

@@ -4,6 +4,7 @@ the best trial, finish. The study is the record (tasks/sweep/record.py)."""
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,47 @@ def check_trial_device(pipeline: SweepPipelineConfig) -> None:
 
 
 @task(name="begin_sweep")
-def begin_sweep(pipeline: SweepPipelineConfig, sweep_id: str | None) -> tuple[str, Path, SweepState | None]:
-    """The sweep's id and folder, and its setup (from its study) when this is a later round of an existing sweep."""
-    sweep_id = sweep_id or new_sweep_id()
-    return sweep_id, sweep_folder(sweep_id), load_sweep(pipeline.sweep, sweep_id)
+def begin_sweep() -> tuple[str, Path]:
+    """A new sweep's id and folder."""
+    sweep_id = new_sweep_id()
+    return sweep_id, sweep_folder(sweep_id)
+
+
+@task(name="find_sweep")
+def find_sweep(pipeline: SweepPipelineConfig, sweep_id: str) -> SweepState:
+    """An existing sweep's setup, from its study; a sweep id the storage does not hold is
+    refused (a later round never starts a new sweep under a given id)."""
+    state = load_sweep(pipeline.sweep, sweep_id)
+    if state is None:
+        raise ConfigError(missing_sweep(sweep_id, optuna_storage(pipeline.sweep)))
+    warn_other_host(state)
+    return state
+
+
+def warn_other_host(state: SweepState) -> None:
+    """Log the warning of other_host_on_sqlite, if any."""
+    from tasks.sweep.record import other_host_on_sqlite
+
+    warning = other_host_on_sqlite(state)
+    if warning:
+        get_run_logger().warning(warning)
+
+
+def missing_sweep(sweep_id: str, storage: str) -> str:
+    """Why a run of sweep `sweep_id` finds nothing, and what to do."""
+    from tasks.sweep.record import masked
+
+    message = (
+        f"No sweep {sweep_id!r} in the Optuna storage {masked(storage)}: leave sweep_id empty to start a new "
+        "sweep, or point sweep.storage (or TUNELOOP_OPTUNA_STORAGE) at the database the sweep started in."
+    )
+    if storage.startswith("sqlite"):
+        message += (
+            f" The storage is a SQLite file, which only the host holding it sees ({socket.gethostname()} runs "
+            "this): when rounds and trials run on several hosts, give them one Postgres database "
+            "(TUNELOOP_OPTUNA_STORAGE=postgresql://...)."
+        )
+    return message
 
 
 @task(name="start_sweep")
@@ -117,6 +155,7 @@ def start_sweep(
         candidates=selection.runners_up(),
         parent_run_id=parent,
         budget=Budget(max_rounds=config.max_rounds, max_trials=config.max_trials, max_hours=config.max_hours),
+        host=socket.gethostname(),
     )
     save_setup(study, state, pipeline.model_dump(mode="json"))
     return state
@@ -185,7 +224,8 @@ def run_sweep_trial(pipeline: SweepPipelineConfig, sweep_id: str, number: int, t
 
     state = load_sweep(pipeline.sweep, sweep_id)
     if state is None:
-        raise ConfigError(f"No sweep {sweep_id} in the Optuna storage {pipeline.sweep.storage or 'of this home'}.")
+        raise ConfigError(missing_sweep(sweep_id, optuna_storage(pipeline.sweep)))
+    warn_other_host(state)
     pipeline = use_stored_config.fn(pipeline, state)
     frozen = sweep_study(state).trials[number]
     log = get_run_logger()

@@ -5,6 +5,7 @@ state hooks when the flow run fails, crashes or is cancelled."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -43,17 +44,36 @@ def find_open_run(target: TrackingTarget, flow_run_id: str) -> Any | None:
     return found[0] if found else None
 
 
+def continued_run(target: TrackingTarget, run_id: str | None) -> Any | None:
+    """The MLflow run an unfinished run folder names, if it is still in this experiment."""
+    if not run_id:
+        return None
+    try:
+        run = mlflow_client(target.uri).get_run(run_id)
+    except Exception:  # deleted, or another tracking store now: the continued run gets a new one
+        return None
+    return run if run.info.experiment_id == target.experiment_id else None
+
+
 @task(name="open_training_run", retries=2, retry_delay_seconds=3)
-def open_training_run(target: TrackingTarget, tracking: TrackingConfig, dataset_sha256: str) -> TrackedRun:
-    """The training's MLflow run, RUNNING from now on; created once per flow run."""
+def open_training_run(
+    target: TrackingTarget, tracking: TrackingConfig, dataset_sha256: str, folder: Path | None = None
+) -> TrackedRun:
+    """The training's MLflow run, RUNNING from now on: the one this flow run opened before (a retry),
+    or the one of the unfinished run `folder` continues, else a new one (recorded in the folder)."""
     from prefect.runtime import flow_run
 
+    from tasks.core.workspace import read_record, update_record
+
     client, flow_run_id = mlflow_client(target.uri), str(flow_run.id or "")
+    record = read_record(folder) if folder else None
     try:
         existing = find_open_run(target, flow_run_id) if flow_run_id else None
+        existing = existing or continued_run(target, record.mlflow_run_id if record else None)
         if existing is not None:
             run_id = existing.info.run_id
             client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "prefect.flow_run_id", flow_run_id)  # the hooks of this flow run end it
         else:
             tags = run_tags(dataset_sha256, {"kind": "training"})
             run_id = client.create_run(
@@ -61,6 +81,8 @@ def open_training_run(target: TrackingTarget, tracking: TrackingConfig, dataset_
             ).info.run_id
     except Exception as error:
         raise TrackingError(f"MLflow at {target.uri} refused the run: {first_line(error)}.") from None
+    if folder:
+        update_record(folder, mlflow_run_id=run_id)
     get_run_logger().info("MLflow run %s %s: %s", run_id, "resumed" if existing else "opened", run_link(target, run_id))
     return tracked_run(target, run_id)
 

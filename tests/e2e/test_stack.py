@@ -117,7 +117,9 @@ def test_train_deployment_run_by_the_cpu_worker_lands_in_the_mlflow_server(
 
 
 def below_threshold(sweep_id: str, requeue: str, deployment_name: str) -> dict[str, Any]:
-    config = load_config(None, ["sweep.requeue=trigger", "tracking.experiment=e2e-trigger"], SweepPipelineConfig)
+    """The event a round emits, plus a config in its payload as someone posting events might add."""
+    overrides = ["sweep.requeue=trigger", "tracking.experiment=e2e-trigger", "model.trust_remote_code=true"]
+    config = load_config(None, overrides, SweepPipelineConfig)
     parameters = {"config": config.model_dump(mode="json"), "sweep_id": sweep_id, "round_number": 2}
     return {
         "event": "tuneloop.sweep.below-threshold",
@@ -154,7 +156,9 @@ def test_below_threshold_event_queues_the_next_round_through_the_trigger(stack: 
 
     [run] = wait_for(lambda: queued_for(wanted), 90, "the trigger's sweep run")
     assert run.parameters["round_number"] == 2
-    assert run.parameters["config"]["tracking"]["experiment"] == "e2e-trigger"
+    # the trigger passes which round of which sweep, never the payload's config: the deployment's own
+    config = run.parameters["config"]
+    assert config["tracking"]["experiment"] == "weekly-sweep" and "model" not in config, config
     assert run.state.is_scheduled() and run.created_by and run.created_by.type == "AUTOMATION"
     time.sleep(3)
     assert queued_for(ignored) == [] and len(queued_for(wanted)) == 1

@@ -140,3 +140,15 @@ def test_a_dead_workers_trial_is_failed_by_its_heartbeat_retried_once_and_counte
     assert retry.user_attrs["round"] == 1
     [counted] = record.study_trials(study)
     assert counted.number == retry.number and counted.retry_of == 0 and counted.state == "waiting"
+
+
+def test_a_sweep_run_from_another_host_over_sqlite_is_warned_about(tmp_path: Path) -> None:
+    import socket
+
+    here = sweep_state(storage=f"sqlite:///{tmp_path / 'optuna.db'}").model_copy(update={"host": socket.gethostname()})
+    elsewhere = here.model_copy(update={"host": "gpu-node-7"})
+    on_postgres = elsewhere.model_copy(update={"storage": "postgresql://tuneloop:secret@db:5432/optuna"})
+    assert record.other_host_on_sqlite(here) is None
+    assert record.other_host_on_sqlite(on_postgres) is None
+    warning = record.other_host_on_sqlite(elsewhere)
+    assert warning and "gpu-node-7" in warning and "Postgres" in warning

@@ -57,7 +57,7 @@ def test_a_bigger_budget_in_a_later_runs_config_is_named_and_does_not_apply() ->
     assert budget_refusal(state, 2, trials_so_far=1), "the stored budget decides, not the run's config"
 
 
-def test_below_threshold_event_carries_the_next_rounds_parameters_and_the_trigger_labels() -> None:
+def test_below_threshold_event_names_only_the_next_round_and_carries_the_trigger_labels() -> None:
     config = SweepPipelineConfig(sweep=SweepConfig(requeue="trigger", target_f1=0.95))
     decision = RoundDecision(action="next_round", message="below", best_score=0.8, best_trial=3)
     event = below_threshold_event(config, "sweep-x", 2, decision, "sweep/weekly")
@@ -65,6 +65,4 @@ def test_below_threshold_event_carries_the_next_rounds_parameters_and_the_trigge
     assert event["resource"]["tuneloop.sweep.requeue"] == "trigger"
     assert event["resource"]["tuneloop.sweep.deployment"] == "sweep/weekly"
     assert event["payload"]["best_f1"] == 0.8 and event["payload"]["target"] == 0.95
-    parameters = event["payload"]["parameters"]
-    assert parameters["sweep_id"] == "sweep-x" and parameters["round_number"] == 3
-    assert SweepPipelineConfig.model_validate(parameters["config"]) == config
+    assert event["payload"]["parameters"] == {"sweep_id": "sweep-x", "round_number": 3}, "no config in an event"

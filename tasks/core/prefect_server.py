@@ -1,0 +1,69 @@
+"""The temporary Prefect server of a command run without PREFECT_API_URL. Prefect starts one on
+first use as a child process (uvicorn) and stops it at a normal exit; killed (`kill -9`, the OOM
+killer), the command would leave it running, re-parented to PID 1. The command therefore starts it
+itself, from its main thread, as a child that the kernel stops when the command dies (Linux's
+parent-death signal); Prefect's clients then use that server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+# Run by the server's Python before uvicorn: ask for SIGTERM when the parent dies, and exit at once
+# if it already died between the fork and this line (it would never get the signal then).
+DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "os.getppid() == int(sys.argv[1]) or sys.exit(0)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+)
+
+
+def server_command(port: int, parent: int) -> list[str]:
+    """Prefect's own command for its temporary server (prefect/server/api/server.py), run through
+    DIE_WITH_PARENT on Linux."""
+    import prefect
+
+    uvicorn = ["-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent)]
+    uvicorn += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+    uvicorn += ["--log-level", "error", "--lifespan", "on"]
+    if not sys.platform.startswith("linux"):
+        return [sys.executable, *uvicorn]
+    return [sys.executable, "-c", DIE_WITH_PARENT, str(parent), *uvicorn]
+
+
+def start_temporary_server() -> str | None:
+    """Start the temporary Prefect server now, tied to this process; its API URL, or None when a
+    server is configured (PREFECT_API_URL) or one already runs. Call it from the main thread: the
+    parent-death signal fires when the thread that started the child ends."""
+    import subprocess
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, get_current_settings
+
+    if PREFECT_API_URL.value():
+        return None
+
+    class DiesWithCommand(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            environment = {
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            }
+            assert self.port is not None
+            return subprocess.Popen(server_command(self.port, os.getpid()), env=environment)
+
+    # Prefect keeps one server per port (None: any free port) and asks for it as SubprocessASGIServer();
+    # created first, this one is the instance every Prefect client of this process gets.
+    existing = SubprocessASGIServer._instances.get(None)
+    if existing is not None:
+        if existing.running:
+            return None
+        del SubprocessASGIServer._instances[None]  # not started yet: ours takes its place
+    server = DiesWithCommand()
+    server.start()
+    return server.api_url

@@ -1,0 +1,73 @@
+"""A crash from the command line: `kill -9` of `tuneloop run` mid-training takes its temporary
+Prefect server with it, and the same command run again continues the unfinished run (same run
+folder, same MLflow run, from its last checkpoint) and says so in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.helpers import ROOT
+from tests.helpers.stack import wait_for
+
+
+def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_continues_it(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    home = tmp_path / "home"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update(TUNELOOP_HOME=str(home), PREFECT_HOME=str(tmp_path / "prefect"))
+    settings = [f"model.candidates=[{tiny_bert}]", "train.epochs=6", "train.early_stopping_patience=0"]
+    settings += ["train.batch_size=8", "train.max_length=32", "tracking.experiment=crash"]
+    command = [
+        str(Path(sys.executable).with_name("tuneloop")),
+        "run",
+        "--config",
+        str(ROOT / "data/sample/config.yaml"),
+    ]
+    for setting in settings:
+        command += ["--set", setting]
+
+    first = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        checkpoint = wait_for(
+            lambda: next(home.glob("runs/*-train-*/checkpoints/checkpoint-*"), None), 240, "a checkpoint"
+        )
+        [server] = [child for child in psutil.Process(first.pid).children() if "uvicorn" in " ".join(child.cmdline())]
+        first.send_signal(signal.SIGKILL)  # as the OOM killer would
+        first.wait(30)
+        _, alive = psutil.wait_procs([server], timeout=15)
+        assert not alive, "the temporary Prefect server died with the command"
+    finally:
+        first.kill()
+    folder = checkpoint.parent.parent
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "running" and record["mlflow_run_id"]
+
+    started = time.monotonic()
+    again = subprocess.run([*command, "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = again.stdout + again.stderr
+    assert said.count(f"Continuing the unfinished run {folder.name}") == 1, said[-3000:]
+    assert f"resuming from {checkpoint.name}" in said or "resuming from checkpoint-" in said, said[-3000:]
+    result = json.loads(again.stdout.strip().splitlines()[-1])
+    assert result["run_folder"] == str(folder) and result["run_id"] == record["mlflow_run_id"]
+    assert json.loads((folder / "run.json").read_text())["status"] == "finished"
+    assert not (folder / "checkpoints").exists(), "a finished run keeps its model, not its checkpoints"
+    assert [path.name for path in (home / "runs").glob("*-train-*")] == [folder.name], "no second run folder"
+
+    tracking = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    [run] = tracking.search_runs([tracking.get_experiment_by_name("crash").experiment_id])
+    assert run.info.run_id == record["mlflow_run_id"] and run.info.status == "FINISHED"
+    steps = [metric.step for metric in tracking.get_metric_history(run.info.run_id, "val/f1_macro")]
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6], steps
+    assert time.monotonic() - started < 300
