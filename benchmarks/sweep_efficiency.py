@@ -22,6 +22,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CLINC = ROOT.parent / "shared" / "data" / "clinc150"
@@ -111,10 +112,36 @@ def concurrency(splits, model, folder: Path) -> tuple[float, float]:
     return sequential, time.perf_counter() - started
 
 
+def arm_config(args: argparse.Namespace, sampler: str, pruner: str, seed: int) -> Any:
+    """The sweep settings of one arm: the sweep's defaults, with the arm's sampler and pruner and
+    what the command line changed."""
+    from tasks.config.sweep import SweepConfig
+
+    changes = {
+        "learning_rate_min": args.lr_min,
+        "learning_rate_max": args.lr_max,
+        "search": args.search,
+        "startup_trials": args.startup_trials,
+        "pruning_min_epochs": args.pruning_min_epochs,
+    }
+    return SweepConfig.model_validate(
+        {
+            "target_f1": args.target,
+            "sampler": sampler,
+            "pruner": pruner,
+            "seed": seed,
+            "trials_per_round": args.trials,
+            "max_trials": args.trials,
+            "epochs_min": 1,
+            "epochs_max": args.epochs_max,
+            **{name: value for name, value in changes.items() if value is not None},
+        }
+    )
+
+
 def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder: Path) -> dict:
     """Trials until one reaches the target (or the budget ends); counts trial-epochs."""
     from tasks.config.eval import EvalConfig
-    from tasks.config.sweep import SweepConfig
     from tasks.config.train import TrainConfig
     from tasks.sweep.record import ask
     from tasks.sweep.search import open_study, suggest
@@ -123,21 +150,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
 
     sampler, pruner = ARMS[arm]
     trials, target = args.trials, args.target
-    config = SweepConfig(
-        target_f1=target,
-        sampler=sampler,
-        pruner=pruner,
-        seed=seed,
-        trials_per_round=trials,
-        max_trials=trials,
-        learning_rate_min=args.lr_min,
-        learning_rate_max=args.lr_max,
-        search=["learning_rate", "epochs", "weight_decay", "warmup_epochs"],  # trial length is searched here
-        epochs_min=1,
-        epochs_max=args.epochs_max,
-        startup_trials=args.startup_trials,
-        pruning_min_epochs=args.pruning_min_epochs,
-    )
+    config = arm_config(args, sampler, pruner, seed)
     name = f"{sampler}-{pruner}-{seed}"
     state = SweepState(
         sweep_id=name,
@@ -151,7 +164,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
         budget=Budget(max_rounds=1, max_trials=trials, max_hours=24),
     )
     study = open_study(config, name, state.storage)
-    train, log = TrainConfig(max_length=32, early_stopping_patience=0), logging.getLogger("sweep-bench")
+    train, log = TrainConfig(max_length=32), logging.getLogger("sweep-bench")
     used, pruned, best, reached, started = 0, 0, 0.0, False, time.perf_counter()
     for slot in range(trials):
         asked = ask(study)
@@ -182,11 +195,17 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=8, help="Trial budget per arm and seed.")
     parser.add_argument("--target", type=float, default=0.95, help="Validation macro F1 to reach.")
     parser.add_argument("--per-class", type=int, default=8, help="Training texts per intent.")
-    parser.add_argument("--lr-min", type=float, default=1e-6, help="Lower bound of the searched learning rate.")
-    parser.add_argument("--lr-max", type=float, default=1e-3, help="Upper bound of the searched learning rate.")
-    parser.add_argument("--startup-trials", type=int, default=4, help="Random trials before TPE models the space.")
-    parser.add_argument("--pruning-min-epochs", type=int, default=1, help="Earliest epoch the pruner may stop.")
-    parser.add_argument("--epochs-max", type=int, default=12, help="Most epochs a trial may train.")
+    parser.add_argument(
+        "--lr-min", type=float, help="Lower bound of the searched learning rate (default: the sweep's)."
+    )
+    parser.add_argument(
+        "--lr-max", type=float, help="Upper bound of the searched learning rate (default: the sweep's)."
+    )
+    parser.add_argument("--search", nargs="+", help="Searched hyperparameters (default: the sweep's).")
+    parser.add_argument("--startup-trials", type=int, help="Random trials before TPE models the space.")
+    parser.add_argument("--pruning-min-epochs", type=int, help="Earliest epoch the pruner may stop.")
+    parser.add_argument("--epochs-max", type=int, default=12, help="Most epochs a trial may train, when searched.")
+    parser.add_argument("--seed-offset", type=int, default=0, help="First sampler seed.")
     args = parser.parse_args()
     from transformers.utils import logging as transformers_logging
 
@@ -195,7 +214,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         splits, model = prepare(folder / "splits", args.per_class, seed=42)
-        for seed in range(args.seeds):
+        for seed in range(args.seed_offset, args.seed_offset + args.seeds):
             for arm in ARMS:
                 outcome = run_arm(arm, seed, args, splits, model, folder)
                 rows.append((arm, seed, outcome))
@@ -203,11 +222,13 @@ def main() -> int:
         defaults = defaults_arm(splits, model, folder, args.target)
         rows.append(("tuneloop run defaults", 0, defaults))
         sequential, together = concurrency(splits, model, folder / "concurrency")
+    from tasks.sweep.search import space_lines
+
+    example = arm_config(args, "tpe", "median", 0)
     print(
         f"data: CLINC150 banking, {splits.train.rows} train / {splits.validation.rows} validation rows; "
-        f"target val f1_macro {args.target}; budget {args.trials} trials; "
-        f"learning rate {args.lr_min:g}..{args.lr_max:g}, epochs 1..{args.epochs_max}; "
-        f"TPE start-up trials {args.startup_trials}; pruning from epoch {args.pruning_min_epochs}"
+        f"target val f1_macro {args.target}; budget {args.trials} trials; searched: {'; '.join(space_lines(example))}; "
+        f"TPE start-up trials {example.startup_trials}; pruning from epoch {example.pruning_min_epochs}"
     )
     print("| arm | seed | reached | trial-epochs | trials | pruned | best F1 | seconds |")
     print("|---|---|---|---|---|---|---|---|")

@@ -303,6 +303,9 @@ def score(
         config = score_config(
             {**{k: v for k, v in options.items() if v is not None}, "data": {k: v for k, v in columns.items() if v}}
         )
+        from tasks.data.load import check_sources
+
+        check_sources(config.data)  # a missing file fails in a second, before any server starts
         prepare_flows()
         from flows.score import score as score_flow
 

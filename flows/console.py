@@ -55,7 +55,10 @@ def quiet_known_tracebacks() -> None:
     HideKnownTracebacks on its handlers."""
     from prefect.logging.configuration import ensure_logging_setup
 
+    from tasks.core.secrets import mask_logs
+
     ensure_logging_setup()
+    mask_logs()
 
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:

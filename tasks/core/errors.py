@@ -6,17 +6,23 @@ the fix, and the command line prints it as one line with a non-zero exit code an
 
 from __future__ import annotations
 
+from tasks.core.secrets import mask_credentials
+
 
 def first_line(error: BaseException, limit: int = 300) -> str:
-    """The first line of an error's message (or its type), short enough for a one-line report."""
-    text = str(error).strip()
+    """The first line of an error's message (or its type), short enough for a one-line report, with
+    any URL's password masked (library errors quote the URLs they failed on)."""
+    text = mask_credentials(str(error).strip())
     return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
 class TuneloopError(Exception):
-    """Base of the errors that are the user's to fix, not bugs."""
+    """Base of the errors that are the user's to fix, not bugs. The message never shows a URL's password."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(mask_credentials(str(message)))
 
 
 class ConfigError(TuneloopError):

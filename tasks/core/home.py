@@ -9,6 +9,7 @@ from pathlib import Path
 HOME_VARIABLE = "TUNELOOP_HOME"
 # Prefect's persisted task results (the cache of load, validate and split), under the home folder.
 RESULTS_FOLDER = "prefect-results"
+CHECKED: set[Path] = set()
 
 
 def tuneloop_home() -> Path:
@@ -17,6 +18,8 @@ def tuneloop_home() -> Path:
     from tasks.core.errors import ConfigError
 
     home = Path(os.environ.get(HOME_VARIABLE) or ".tuneloop").expanduser().resolve()
+    if home in CHECKED and home.is_dir():  # asked often: the full check once per folder and process
+        return home
     fix = f"set {HOME_VARIABLE} to a folder you can write (unset: ./.tuneloop)"
     try:
         home.mkdir(parents=True, exist_ok=True)
@@ -26,6 +29,7 @@ def tuneloop_home() -> Path:
         raise ConfigError(f"The tuneloop home {home} cannot be created ({error.strerror}): {fix}.") from None
     if not os.access(home, os.W_OK | os.X_OK):
         raise ConfigError(f"The tuneloop home {home} is not writable: {fix}.")
+    CHECKED.add(home)
     return home
 
 

@@ -2,12 +2,15 @@
 first use as a child process (uvicorn) and stops it at a normal exit; killed (`kill -9`, the OOM
 killer), the command would leave it running, re-parented to PID 1. The command therefore starts it
 itself, from its main thread, as a child that the kernel stops when the command dies (Linux's
-parent-death signal); Prefect's clients then use that server."""
+parent-death signal); Prefect's clients then use that server. Commands started at the same moment
+on a fresh Prefect home start theirs one after another (a file lock), since their servers would
+otherwise race on migrating the same database."""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 # Run by the server's Python before uvicorn: ask for SIGTERM when the parent dies, and exit at once
@@ -39,6 +42,7 @@ def start_temporary_server() -> str | None:
     parent-death signal fires when the thread that started the child ends."""
     import subprocess
 
+    from filelock import FileLock
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, get_current_settings
 
@@ -65,5 +69,15 @@ def start_temporary_server() -> str | None:
             return None
         del SubprocessASGIServer._instances[None]  # not started yet: ours takes its place
     server = DiesWithCommand()
-    server.start()
+    with FileLock(str(prefect_home() / ".tuneloop-server.lock"), timeout=600):
+        server.start()  # held until it answers: its database is migrated by then
     return server.api_url
+
+
+def prefect_home() -> Path:
+    """Prefect's home folder (its temporary server's database lives there), created."""
+    from prefect.settings import PREFECT_HOME
+
+    home = Path(PREFECT_HOME.value()).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return home

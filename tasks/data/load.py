@@ -70,14 +70,14 @@ def detect_format(source: str, config: DataConfig) -> str:
         )
     if source.count("/") == 1 and not source.startswith((".", "/", "~")) and not path.suffix:
         return "hub"
-    raise DataLoadError(missing_data(source))
+    raise DataLoadError(missing_data(source, config))
 
 
 def check_sources(config: DataConfig) -> None:
     """The data (and test) paths exist and have a format tuneloop reads: raises DataLoadError."""
     for source in filter(None, (config.path, config.test_path)):
         if detect_format(source, config) != "hub" and not Path(source).exists():
-            raise DataLoadError(missing_data(source))
+            raise DataLoadError(missing_data(source, config))
 
 
 def source_stamps(config: DataConfig) -> list[str]:
@@ -94,10 +94,11 @@ def source_stamps(config: DataConfig) -> list[str]:
     return stamps
 
 
-def missing_data(source: str) -> str:
+def missing_data(source: str, config: DataConfig) -> str:
     """Where to point when the data is not there (the form's field and the command's option)."""
+    field = "data.test_path (--test-data" if source == config.test_path else "data.path (--data"
     return (
-        f"Data file not found: {source}. Set data.path (--data on the command line) to a {FORMAT_HELP}; "
+        f"Data file not found: {source}. Set {field} on the command line) to a {FORMAT_HELP}; "
         "relative paths start from the working folder (a deployment's: the project folder)."
     )
 
@@ -109,7 +110,7 @@ def read_source(source: str, config: DataConfig) -> pd.DataFrame:
         return read_hub(source, config)
     path = Path(source)
     if not path.exists():
-        raise DataLoadError(missing_data(source))
+        raise DataLoadError(missing_data(source, config))
     if path.is_file() and path.stat().st_size == 0:
         raise DataLoadError(f"Data file is empty: {source}. It needs a header row and labelled rows.")
     try:
@@ -142,7 +143,8 @@ def read_source(source: str, config: DataConfig) -> pd.DataFrame:
         raise DataLoadError(f"{source} is cut short ({first_line(error)}): copy or download it again.") from None
     except (ValueError, pd.errors.ParserError, OSError) as error:
         raise DataLoadError(
-            f"Cannot read {source} as {kind}: {first_line(error)}. Check the file, or set data.format / data.delimiter."
+            f"Cannot read {source} as {kind}: {first_line(error).rstrip('.')}. Check the file, or set data.format / "
+            "data.delimiter."
         ) from None
 
 

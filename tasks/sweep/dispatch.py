@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.sweep.record import ask, frozen_trial, rdb_storage, sweep_study
+from tasks.sweep.record import ask, frozen_trial, rdb_storage, retried_numbers, sweep_study
 from tasks.sweep.state import SweepState
 
 POLL_SECONDS = 2.0
@@ -91,22 +91,14 @@ def on_workers(deployment: str, parameters: Callable[[int], dict[str, Any]]) -> 
     return start
 
 
-def waiting_retry(study: Any) -> bool:
-    """Whether a dead trial's retry waits to run."""
-    import optuna
-
-    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-
-
 def died(state: SweepState, study: Any, number: int) -> None:
     """Fail a trial whose run ended without an outcome and queue its one retry, as a stale
     heartbeat would (sooner: Prefect saw the process end)."""
     import optuna
 
     study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-    retried = any(trial.system_attrs.get("failed_trial") == number for trial in study.get_trials(deepcopy=False))
     callback = rdb_storage(state.storage).get_heartbeat_stale_trial_callback()
-    if callback is not None and not retried:
+    if callback is not None and number not in retried_numbers(study.get_trials(deepcopy=False)):
         callback(study, frozen_trial(state.storage, state.study_name, number))
 
 
@@ -142,6 +134,7 @@ def run_round(
             log.info("Trial %s died: retrying it as trial %d from its last checkpoint", dead, retry.number)
             queue.append(retry.number)
             continue
+        retry_queued = False  # by died(): the next pass reads it from the study
         for number, handle in list(running.items()):
             if trials[number].state.is_finished():
                 del running[number]
@@ -149,12 +142,13 @@ def run_round(
                 died(state, study, number)
                 log.warning("Trial %d's run ended without an outcome (its process died)", number)
                 del running[number]
+                retry_queued = True
         waiting_on = {number for number in waiting_on if not trials[number].state.is_finished()}
         while queue and len(running) < concurrent:
             number = queue.pop(0)
             ran.append(number)
             running[number] = start(number)
-        if not (queue or running or waiting_on or waiting_retry(study)):
+        if not (queue or running or waiting_on or retry_queued):
             break
         pause(running.values())
     return ran

@@ -253,9 +253,14 @@ def trial_result(trial: Any) -> TrialResult:
 def study_trials(study: Any) -> list[TrialResult]:
     """Every trial that counts, oldest first: a dead trial that was retried is counted by its retry
     (one trial that ran, not two)."""
-    trials = [trial_result(trial) for trial in study.get_trials(deepcopy=False)]
-    retried = {trial.retry_of for trial in trials if trial.retry_of is not None}
-    return [trial for trial in trials if trial.number not in retried]
+    frozen = study.get_trials(deepcopy=False)
+    retried = retried_numbers(frozen)
+    return [trial_result(trial) for trial in frozen if trial.number not in retried]
+
+
+def retried_numbers(frozen: list[Any]) -> set[int]:
+    """The numbers of the dead trials that these stored trials retry."""
+    return {trial.system_attrs["failed_trial"] for trial in frozen if "failed_trial" in trial.system_attrs}
 
 
 def ask(study: Any) -> Any:
@@ -336,4 +341,6 @@ def other_host_on_sqlite(state: SweepState) -> str | None:
 
 def masked(url: str) -> str:
     """A database URL for messages: the password replaced by ***."""
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    from tasks.core.secrets import mask_credentials
+
+    return mask_credentials(url)

@@ -20,6 +20,7 @@ from tasks.config.tracking import TrackingConfig
 from tasks.core.errors import TrackingError, first_line
 from tasks.core.home import tuneloop_home
 from tasks.core.locks import creation_lock
+from tasks.core.secrets import mask_credentials, mask_logs
 
 # MLflow 3's experiment kind: the UI opens an experiment without one in GenAI mode (traces, evaluations).
 EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -75,9 +76,7 @@ def tracking_uri() -> str:
 
 def masked_url(url: str) -> str:
     """A URL for messages and logs, its password (if any) as ***: `postgresql://user:***@host/db`."""
-    import re
-
-    return re.sub(r"(://[^/:@\s]+):[^@/\s]+@", r"\1:***@", url)
+    return mask_credentials(url)
 
 
 def configure_tracking() -> str:
@@ -87,6 +86,7 @@ def configure_tracking() -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs or `predict`
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # tuneloop logs the run's link itself
+    mask_logs()  # the URI may hold a password, and library errors quote it
     return tracking_uri()
 
 
@@ -212,13 +212,13 @@ def tracked_run(target: TrackingTarget, run_id: str, model_id: str | None = None
 
 
 def run_link(target: TrackingTarget, run_id: str) -> str:
-    """Where a person looks at the run: the server's page, or the command that opens the local UI."""
-    if target.uri.startswith(("http://", "https://")):
+    """Where a person looks at the run: the server's page, or the command that opens the local UI (no
+    password: links are logged, shown as artifacts and stored as tags)."""
+    uri = masked_url(target.uri)
+    if uri.startswith(("http://", "https://")):
         # MLflow 3's UI shows a page in GenAI or model-training mode by this query parameter.
-        return (
-            f"{target.uri.rstrip('/')}/#/experiments/{target.experiment_id}/runs/{run_id}?workflowType=machine_learning"
-        )
-    return f"mlflow ui --backend-store-uri {target.uri}  (then experiment {target.experiment}, run {run_id})"
+        return f"{uri.rstrip('/')}/#/experiments/{target.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return f"mlflow ui --backend-store-uri {uri}  (then experiment {target.experiment}, run {run_id})"
 
 
 def dataset_inputs(datasets: dict[str, dict[str, Any]]) -> list[Any]:
