@@ -74,6 +74,8 @@ def open_training_run(
             run_id = existing.info.run_id
             client.update_run(run_id, status="RUNNING")
             client.set_tag(run_id, "prefect.flow_run_id", flow_run_id)  # the hooks of this flow run end it
+            if "error" in existing.data.tags:  # ended FAILED by the interrupted attempt; this one goes on
+                client.delete_tag(run_id, "error")
         else:
             tags = run_tags(dataset_sha256, {"kind": "training"})
             run_id = client.create_run(

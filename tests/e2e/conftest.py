@@ -20,6 +20,14 @@ from tests.helpers import free_port
 from tests.helpers.stack import postgres_bin, running_stack
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (make test runs two workers) every end-to-end test runs on one worker, so
+    the session's stack is started once."""
+    for item in items:
+        if "tests/e2e/" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("stack"))
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The default stack (SQLite, two cpu workers) with the deployments registered: its URLs, home

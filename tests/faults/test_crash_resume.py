@@ -8,13 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, sample_command
 from tests.helpers.stack import wait_for
 
 
@@ -27,15 +26,7 @@ def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_contin
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env.update(TUNELOOP_HOME=str(home), PREFECT_HOME=str(tmp_path / "prefect"))
     settings = [f"model.candidates=[{tiny_bert}]", "train.epochs=6", "train.early_stopping_patience=0"]
-    settings += ["train.batch_size=8", "train.max_length=32", "tracking.experiment=crash"]
-    command = [
-        str(Path(sys.executable).with_name("tuneloop")),
-        "run",
-        "--config",
-        str(ROOT / "data/sample/config.yaml"),
-    ]
-    for setting in settings:
-        command += ["--set", setting]
+    command = sample_command("run", *settings, "train.batch_size=8", "train.max_length=32", "tracking.experiment=crash")
 
     first = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

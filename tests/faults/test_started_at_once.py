@@ -6,30 +6,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, sample_command
 
 
 def test_three_sweeps_started_at_once_in_a_fresh_home_all_succeed(tiny_bert: Path, tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env.update(TUNELOOP_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
-    command = [
-        str(Path(sys.executable).with_name("tuneloop")),
-        "sweep",
-        "--config",
-        str(ROOT / "data/sample/config.yaml"),
-    ]
     settings = [f"model.candidates=[{tiny_bert}]", "train.max_length=32", "train.batch_size=64", "train.epochs=1"]
-    settings += [
-        "sweep.trials_per_round=1",
-        "sweep.max_rounds=1",
-        "sweep.target_f1=0.0",
-        "promotion.register_model=false",
-    ]
-    for setting in settings:
-        command += ["--set", setting]
+    settings += ["sweep.trials_per_round=1", "sweep.max_rounds=1", "sweep.target_f1=0.0"]
+    command = sample_command("sweep", *settings, "promotion.register_model=false")
     started = [
         subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(3)

@@ -17,3 +17,18 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def sample_command(subcommand: str, *settings: str) -> list[str]:
+    """The installed `tuneloop <subcommand>` on the sample's config, with `--set` for each setting."""
+    import sys
+
+    command = [
+        str(Path(sys.executable).with_name("tuneloop")),
+        subcommand,
+        "--config",
+        str(ROOT / "data/sample/config.yaml"),
+    ]
+    for setting in settings:
+        command += ["--set", setting]
+    return command
