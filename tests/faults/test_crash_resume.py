@@ -17,6 +17,14 @@ from tests.helpers import ROOT, sample_command
 from tests.helpers.stack import wait_for
 
 
+def serves(process: psutil.Process) -> bool:
+    """Whether a child process is a (live) uvicorn server."""
+    try:
+        return "uvicorn" in " ".join(process.cmdline()) and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_continues_it(
     tiny_bert: Path, tmp_path: Path
 ) -> None:
@@ -33,10 +41,11 @@ def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_contin
         checkpoint = wait_for(
             lambda: next(home.glob("runs/*-train-*/checkpoints/checkpoint-*"), None), 240, "a checkpoint"
         )
-        [server] = [child for child in psutil.Process(first.pid).children() if "uvicorn" in " ".join(child.cmdline())]
+        servers = [child for child in psutil.Process(first.pid).children() if serves(child)]
+        assert servers, "the command runs its temporary Prefect server as a child"
         first.send_signal(signal.SIGKILL)  # as the OOM killer would
         first.wait(30)
-        _, alive = psutil.wait_procs([server], timeout=15)
+        _, alive = psutil.wait_procs(servers, timeout=15)
         assert not alive, "the temporary Prefect server died with the command"
     finally:
         first.kill()
@@ -57,7 +66,8 @@ def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_contin
     assert [path.name for path in (home / "runs").glob("*-train-*")] == [folder.name], "no second run folder"
 
     tracking = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    [run] = tracking.search_runs([tracking.get_experiment_by_name("crash").experiment_id])
+    experiment = tracking.get_experiment_by_name("crash").experiment_id
+    [run] = tracking.search_runs([experiment], "tags.kind = 'training'")
     assert run.info.run_id == record["mlflow_run_id"] and run.info.status == "FINISHED"
     steps = [metric.step for metric in tracking.get_metric_history(run.info.run_id, "val/f1_macro")]
     assert sorted(steps) == [1, 2, 3, 4, 5, 6], steps
