@@ -31,13 +31,18 @@ BELOW_THRESHOLD = "tuneloop.sweep.below-threshold"
 
 
 def already_run(state: SweepState, round_number: int, claimant: str | None) -> RoundDecision:
-    return RoundDecision(
-        action="already_claimed",
-        best_score=None,
-        best_trial=None,
-        message=f"Round {round_number} of {state.sweep_id} was already run"
-        f"{f' by flow run {claimant}' if claimant else ''}: skipped.",
-    )
+    """The refusal of a round that is closed (no claimant) or that another flow run holds."""
+    from tasks.sweep.record import LEASE_SECONDS
+
+    if claimant is None:
+        message = f"Round {round_number} of {state.sweep_id} was already run: skipped."
+    else:
+        message = (
+            f"Round {round_number} of {state.sweep_id} is held by flow run {claimant}: skipped. If that run is "
+            f"gone (killed), its claim lapses {LEASE_SECONDS} s after its last renewal; run this again then and "
+            "it takes the round over."
+        )
+    return RoundDecision(action="already_claimed", best_score=None, best_trial=None, message=message)
 
 
 def budget_refusal(state: SweepState, round_number: int, trials_so_far: int) -> RoundDecision | None:
