@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from tasks.core.errors import ModelNotFoundError, TuneloopError, first_line
 from tasks.core.home import tuneloop_home
 from tasks.registry.versions import resolve_model_uri
-from tasks.tracking.store import configure_tracking, mlflow_client
+from tasks.tracking.store import configure_tracking, damaged_store, mlflow_client
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 CACHE_FOLDER = "model-cache"
@@ -85,10 +85,8 @@ def fetch_version(location: str, tracking_uri: str | None = None) -> tuple[Path,
     except TuneloopError:
         raise
     except Exception as error:  # MLflow raises several types for missing runs, models, artifacts
-        raise ModelNotFoundError(
-            f"Cannot fetch model {location} from MLflow: {first_line(error)}. Check the run id or "
-            "model name, and MLFLOW_TRACKING_URI."
-        ) from None
+        fix = damaged_store(store, error) or "Check the run id or model name, and MLFLOW_TRACKING_URI."
+        raise ModelNotFoundError(f"Cannot fetch model {location} from MLflow: {first_line(error)}. {fix}") from None
 
 
 @task(name="fetch_registered_model")

@@ -17,7 +17,7 @@ from tasks.config.promotion import PromotionConfig
 from tasks.core.errors import RegistryError, first_line
 from tasks.core.metrics import SplitMetrics
 from tasks.tracking.model import global_store
-from tasks.tracking.store import mlflow_client
+from tasks.tracking.store import damaged_store, mlflow_client
 
 CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous"
 
@@ -210,10 +210,8 @@ def registry_errors(tracking_uri: str) -> Iterator[None]:
     except TuneloopError:
         raise
     except Exception as error:
-        raise RegistryError(
-            f"The MLflow model registry at {tracking_uri} failed: {first_line(error)}. Start the server (make up) "
-            "or fix MLFLOW_TRACKING_URI."
-        ) from None
+        fix = damaged_store(tracking_uri, error) or "Start the server (make up) or fix MLFLOW_TRACKING_URI."
+        raise RegistryError(f"The MLflow model registry at {tracking_uri} failed: {first_line(error)}. {fix}") from None
 
 
 def promote_version(tracking_uri: str, name: str, version: str, comment: str = "") -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks.core.errors import TrackingError, first_line
-from tasks.tracking.store import masked_url, mlflow_client
+from tasks.tracking.store import damaged_store, masked_url, mlflow_client
 
 KEY_PARAMS = (
     "train.method",
@@ -63,9 +63,9 @@ def read_runs(tracking_uri: str, experiment: str | None, sweep_id: str | None) -
     except TrackingError:
         raise
     except Exception as error:
+        fix = damaged_store(tracking_uri, error) or "Start the server (make up) or fix MLFLOW_TRACKING_URI."
         raise TrackingError(
-            f"Cannot read runs from MLflow at {masked_url(tracking_uri)}: {first_line(error)}. Start the server "
-            "(make up) or fix MLFLOW_TRACKING_URI."
+            f"Cannot read runs from MLflow at {masked_url(tracking_uri)}: {first_line(error)}. {fix}"
         ) from None
     return [run for run in runs if run.data.tags.get("kind") in LISTED_KINDS]
 

@@ -74,6 +74,20 @@ def tracking_uri() -> str:
     return uri
 
 
+def damaged_store(uri: str, error: BaseException) -> str | None:
+    """The fix when `error` says the store's SQLite file is not a (sound) database, else None."""
+    from tasks.core.locks import sqlite_file
+
+    path = sqlite_file(uri)
+    text = str(error)
+    if path is None or not ("file is not a database" in text or "malformed" in text):
+        return None
+    return (
+        f"The SQLite file {path} is damaged: restore it from a backup, or move it aside (tuneloop then starts "
+        "a new, empty store there); nothing was written to it."
+    )
+
+
 def masked_url(url: str) -> str:
     """A URL for messages and logs, its password (if any) as ***: `postgresql://user:***@host/db`."""
     return mask_credentials(url)
@@ -113,11 +127,11 @@ def ensure_experiment(name: str) -> TrackingTarget:
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])
         return TrackingTarget(uri=uri, experiment=name, experiment_id=experiment.experiment_id)
     except Exception as error:  # connection errors, refused requests, a broken database
-        reason = first_line(error)
+        fix = damaged_store(uri, error) or (
+            "Start the server (make up), fix MLFLOW_TRACKING_URI, or unset it to track in the local SQLite store."
+        )
         raise TrackingError(
-            f"MLflow tracking store {masked_url(uri)} cannot be used: {reason}. Start the server "
-            "(make up), fix MLFLOW_TRACKING_URI, or unset it to track in the local SQLite "
-            "store."
+            f"MLflow tracking store {masked_url(uri)} cannot be used: {first_line(error)}. {fix}"
         ) from None
 
 

@@ -301,3 +301,27 @@ def test_an_unusable_home_and_a_missing_file_fail_at_once(tmp_path: Path) -> Non
     read_only = cli("validate", env={**plain, "TUNELOOP_HOME": str(locked)}, read_only=locked)
     assert read_only.returncode == 2 and "is not writable" in read_only.stderr, read_only.stderr
     assert read_only.stderr.count("error:") == 1 and "Traceback" not in read_only.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["compare"],
+        ["predict", "--model", "models:/tuneloop-classifier@champion", "--text", "hello"],
+        ["promote", "--version", "1"],
+        ["run", "--set", "train.epochs=1"],
+    ],
+    ids=["compare", "predict", "promote", "run"],
+)
+def test_a_damaged_tracking_store_is_one_message_and_left_as_it_is(command: list[str], tuneloop_home: Path) -> None:
+    """A home whose mlflow.db is not a database (a disk error, a bad copy): every command that needs
+    the store says so with the fix, and neither repairs nor replaces the file (it may be restored)."""
+    tuneloop_home.mkdir(parents=True)
+    damaged = tuneloop_home / "mlflow.db"
+    damaged.write_bytes(b"not a database, but somebody's runs may be recoverable from it" * 100)
+    before = damaged.read_bytes()
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, (result.output[-2000:], result.exception)
+    assert "is damaged: restore it from a backup, or move it aside" in result.output, result.output[-2000:]
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert damaged.read_bytes() == before
