@@ -17,7 +17,15 @@ from tasks.sweep.steps import check_trial_device, run_sweep_trial
 from tasks.tracking.store import check_tracking
 
 
-@flow(name="trial", flow_run_name="{sweep_id} trial {trial_number}")
+def trial_run_name() -> str:
+    """`<sweep id> trial <n>` (`no sweep` for a run started by hand, which is refused)."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    return f"{parameters.get('sweep_id') or 'no sweep'} trial {parameters.get('trial_number', 0)}"
+
+
+@flow(name="trial", flow_run_name=trial_run_name)
 def trial(
     config: SweepPipelineConfig = SweepPipelineConfig(),  # noqa: B008
     sweep_id: Annotated[str | None, Field(max_length=100)] = None,
