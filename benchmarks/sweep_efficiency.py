@@ -15,7 +15,7 @@ cores the settings are tiny (the packaged MiniLM, 32 tokens); there two trials s
 cores, so their ratio shows the orchestration overlapping start-up and evaluation, not a speed-up:
 on N GPUs each trial has its own device and a round of N trials takes about 1/N of the sequential
 time plus the round's own overhead.
-Run: `python benchmarks/sweep_efficiency.py [--seeds 3] [--trials 12] [--target 0.94] [--per-class 8]`
+Run: `python benchmarks/sweep_efficiency.py [--seeds 3] [--seed-offset 0] [--trials 12] [--target 0.94] [--arms ...]`
 (about 30 minutes on 2 cores).
 """
 
@@ -37,6 +37,7 @@ ARMS = {
     "tpe + successive halving": ("tpe", "successive_halving"),
     "random, no pruning": ("random", "none"),
 }
+SHORT = dict(zip(("median", "halving", "random"), ARMS, strict=True))  # --arms names
 
 
 def prepare(folder: Path, per_class: int, seed: int):
@@ -223,7 +224,15 @@ def main() -> int:
     parser.add_argument("--pruning-min-epochs", type=int, help="Earliest epoch the pruner may stop.")
     parser.add_argument("--epochs-max", type=int, default=12, help="Most epochs a trial may train, when searched.")
     parser.add_argument("--seed-offset", type=int, default=0, help="First sampler seed.")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=list(SHORT),
+        default=list(SHORT),
+        help="Arms to run: TPE + median pruning, TPE + successive halving, random search (the reference).",
+    )
     args = parser.parse_args()
+    args.arms = [SHORT[name] for name in args.arms]
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
@@ -232,7 +241,7 @@ def main() -> int:
         folder = Path(temporary)
         splits, model = prepare(folder / "splits", args.per_class, seed=42)
         for seed in range(args.seed_offset, args.seed_offset + args.seeds):
-            for arm in ARMS:
+            for arm in args.arms:
                 outcome = run_arm(arm, seed, args, splits, model, folder)
                 rows.append((arm, seed, outcome))
                 print(f"  {arm:<22} seed {seed}: {outcome}", file=sys.stderr, flush=True)
@@ -258,7 +267,7 @@ def main() -> int:
             f"{o['seconds_to_target']:.0f} | {o['trial_epochs']} | {o['pruned']} | {o['best']:.4f} |"
         )
     means: dict[str, dict[str, float]] = {}
-    for arm in ARMS:
+    for arm in args.arms:
         mine = [o for a, _, o in rows if a == arm]
         means[arm] = {key: sum(o[key] for o in mine) / len(mine) for key in ("to_target", "trial_epochs", "best")}
         print(
@@ -266,9 +275,9 @@ def main() -> int:
             f"{means[arm]['to_target']:.1f} (not reached: the whole budget), whole budget "
             f"{means[arm]['trial_epochs']:.1f}; mean best val F1 {means[arm]['best']:.4f}"
         )
-    random = means["random, no pruning"]
-    for arm in ARMS:
-        if arm != "random, no pruning":
+    random = means.get("random, no pruning")
+    for arm in args.arms:
+        if random and arm != "random, no pruning":
             print(
                 f"{arm} / random: trial-epochs to target {means[arm]['to_target'] / random['to_target']:.2f}, "
                 f"whole budget {means[arm]['trial_epochs'] / random['trial_epochs']:.2f} (target <= 0.6)"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +18,6 @@ from flows.promote import champion_challenger
 from flows.trial import trial
 from flows.validate import check_data
 from tasks.config.pipeline import SweepPipelineConfig
-from tasks.config.sweep import MAX_CONCURRENT_TRIALS
 from tasks.data.split import split_dataset
 from tasks.model.select import select_base_model
 from tasks.registry.versions import PromotionResult
@@ -80,9 +81,15 @@ def register_best(
     return promotion
 
 
-def trial_starter(config: SweepPipelineConfig, sweep_id: str) -> Callable[[int], Handle]:
+def run_trial_flow(config: SweepPipelineConfig, sweep_id: str, number: int) -> None:
+    """Trial `number` as a run of the trial flow here (module-level: a trial process unpickles it)."""
+    trial(config=config, sweep_id=sweep_id, trial_number=number, return_state=True)
+
+
+def trial_starter(config: SweepPipelineConfig, sweep_id: str) -> AbstractContextManager[Callable[[int], Handle]]:
     """How this round starts a trial: a run of the trial deployment when this round runs from a
-    deployment and `sweep.trial_deployment` is set, else the trial flow in this process."""
+    deployment and `sweep.trial_deployment` is set, else the trial flow in this process (one at a
+    time) or in processes the round starts (several at once)."""
     from prefect.runtime import deployment
 
     settings = config.sweep
@@ -92,12 +99,12 @@ def trial_starter(config: SweepPipelineConfig, sweep_id: str) -> Callable[[int],
             settings.trial_deployment,
             lambda number: {"config": parameters, "sweep_id": sweep_id, "trial_number": number},
         )
-    return in_process(lambda number: trial(config=config, sweep_id=sweep_id, trial_number=number, return_state=True))
+    return in_process(partial(run_trial_flow, config, sweep_id), settings.max_concurrent_trials)
 
 
-# Up to max_concurrent_trials trials of a local round run at once, each in a task run (typed loosely:
-# Prefect's decorator expects TaskRunner[PrefectFuture], which its own thread-pool runner is not to mypy).
-TRIAL_TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=MAX_CONCURRENT_TRIALS)
+# A local round's one-at-a-time trials run in a task run of it (typed loosely: Prefect's decorator
+# expects TaskRunner[PrefectFuture], which its own thread-pool runner is not to mypy).
+TRIAL_TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=1)
 
 
 @flow(name="sweep", task_runner=TRIAL_TASK_RUNNER)
@@ -149,8 +156,8 @@ def sweep(
             return final_state(finish_sweep(state, refusal, target))
         with round_lease(state.storage, state.sweep_id, round_number, str(flow_run.id)):
             new, unfinished = ask_trials(config, state, round_number)
-            start = trial_starter(config, state.sweep_id)
-            run_round(state, new, unfinished, config.sweep.max_concurrent_trials, start, get_run_logger())
+            with trial_starter(config, state.sweep_id) as start:
+                run_round(state, new, unfinished, config.sweep.max_concurrent_trials, start, get_run_logger())
             state, decision = close_round(config, state, round_number, target)
         if decision.action != "next_round":
             promotion = register_best(config, state, decision, target)

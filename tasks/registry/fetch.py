@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from tasks.core.errors import ModelNotFoundError, TuneloopError, first_line
 from tasks.core.home import tuneloop_home
 from tasks.registry.versions import resolve_model_uri
-from tasks.tracking.store import configure_tracking, damaged_store, mlflow_client
+from tasks.tracking.store import absent_store, configure_tracking, damaged_store, mlflow_client
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 CACHE_FOLDER = "model-cache"
@@ -78,6 +78,9 @@ def fetch_version(location: str, tracking_uri: str | None = None) -> tuple[Path,
     if not location.startswith(MLFLOW_SCHEMES):
         return Path(location).expanduser(), "local"
     store = tracking_uri or configure_tracking()
+    absent = absent_store(store, "is tracked or registered")
+    if absent:
+        raise ModelNotFoundError(f"Cannot fetch model {location}. {absent}")
     try:
         source, key, version = source_and_key(location, store)
         folder = tuneloop_home() / CACHE_FOLDER / key

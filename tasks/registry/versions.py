@@ -17,7 +17,7 @@ from tasks.config.promotion import PromotionConfig
 from tasks.core.errors import RegistryError, first_line
 from tasks.core.metrics import SplitMetrics
 from tasks.tracking.model import global_store
-from tasks.tracking.store import damaged_store, mlflow_client
+from tasks.tracking.store import absent_store, damaged_store, mlflow_client
 
 CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous"
 
@@ -202,9 +202,13 @@ def record(tracking_uri: str, name: str, version: str, tags: dict[str, str]) -> 
 
 @contextlib.contextmanager
 def registry_errors(tracking_uri: str) -> Iterator[None]:
-    """Anything MLflow raises (an unreachable server, a refused change) as one RegistryError line."""
+    """Anything MLflow raises (an unreachable server, a refused change) as one RegistryError line.
+    A SQLite store that does not exist yet holds no model: said as such, and not created."""
     from tasks.core.errors import TuneloopError
 
+    absent = absent_store(tracking_uri, "is registered")
+    if absent:
+        raise RegistryError(absent)
     try:
         yield
     except TuneloopError:

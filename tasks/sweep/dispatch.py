@@ -1,19 +1,21 @@
 """Running a round's trials: each trial is a flow run of the `trial` flow, at most
 `sweep.max_concurrent_trials` at a time. From a deployment they are runs of the trial deployment
 (`sweep.trial_deployment`, started with `run_deployment(..., as_subflow=True)`: children of the
-round's run), so the work pool decides where each runs; locally they run in this process (in
-threads when more than one at a time). The round waits on the study, not on the flow runs: a
-trial is over when the study has its outcome. A trial whose worker died is failed by its stale
-heartbeat, or as soon as its flow run ends without an outcome, and retried once (the retry
-resumes from its checkpoints)."""
+round's run), so the work pool decides where each runs; locally one at a time in this process,
+or several at once each in a process of its own (a pool the round starts): transformers' Trainer
+keeps process-wide state (accelerate's AcceleratorState and GradientState, torch's random
+generator) that two trainings in one process would share and corrupt. The round waits on the
+study, not on the flow runs: a trial is over when the study has its outcome. A trial whose worker
+died is failed by its stale heartbeat, or as soon as its flow run ends without an outcome, and
+retried once (the retry resumes from its checkpoints)."""
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED
-from concurrent.futures import wait as wait_futures
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from prefect import task
@@ -23,6 +25,7 @@ from tasks.sweep.record import ask, frozen_trial, rdb_storage, retried_numbers, 
 from tasks.sweep.state import SweepState
 
 POLL_SECONDS = 2.0
+LEAK_WARNING = "ignore:resource_tracker:UserWarning"
 
 
 class Handle(Protocol):
@@ -61,17 +64,37 @@ def run_trial_here(run: Callable[[int], Any], number: int) -> None:
     run(number)
 
 
-def in_process(run: Callable[[int], Any]) -> Callable[[int], Handle]:
-    """Start trials by calling `run(number)` (the trial flow) in this process, each in a task run of
-    the round (several at once on its thread-pool task runner)."""
+@contextmanager
+def in_process(run: Callable[[int], Any], concurrent: int) -> Iterator[Callable[[int], Handle]]:
+    """Start trials by calling `run(number)` (the trial flow; picklable: a partial of a module-level
+    function) in a task run of the round: one at a time on the round's own task runner, several at
+    once each in one of `concurrent` spawned processes, which report to this run's Prefect server.
+    An interrupted round stops its trial processes instead of waiting for them."""
+    if concurrent <= 1:
+        yield lambda number: InTask(run_trial_here.submit(run, number))
+        return
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.task_runners import ProcessPoolTaskRunner
 
-    def start(number: int) -> Handle:
-        return InTask(run_trial_here.submit(run, number))
+    with get_client(sync_client=True) as client:
+        api = str(client.api_url)  # named, or each process would start a temporary server of its own
+    # Stopped processes leave semaphores that multiprocessing's resource tracker (started with the
+    # pool, with these warning options) reports in a warning after the command's own last line.
+    if LEAK_WARNING not in sys.warnoptions:
+        sys.warnoptions.append(LEAK_WARNING)
+    with temporary_settings(updates={PREFECT_API_URL: api}), ProcessPoolTaskRunner(max_workers=concurrent) as runner:
+        try:
+            yield lambda number: InTask(runner.submit(run_trial_here, {"run": run, "number": number}))
+        except BaseException:
+            processes = getattr(runner._executor, "_processes", None) or {}  # the pool's, not public
+            for process in list(processes.values()):
+                process.terminate()  # its trial is failed by its heartbeat and resumes on --continue
+            raise
 
-    return start
 
-
-def on_workers(deployment: str, parameters: Callable[[int], dict[str, Any]]) -> Callable[[int], Handle]:
+@contextmanager
+def on_workers(deployment: str, parameters: Callable[[int], dict[str, Any]]) -> Iterator[Callable[[int], Handle]]:
     """Start trials as runs of the trial deployment, children of the round's flow run."""
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
@@ -88,7 +111,7 @@ def on_workers(deployment: str, parameters: Callable[[int], dict[str, Any]]) -> 
         )
         return OnWorker(run.id)
 
-    return start
+    yield start
 
 
 def died(state: SweepState, study: Any, number: int) -> None:
@@ -103,12 +126,12 @@ def died(state: SweepState, study: Any, number: int) -> None:
 
 
 def pause(running: Iterable[Handle]) -> None:
-    """Wait POLL_SECONDS before looking again, or less when a trial running in this process ends sooner."""
-    futures = [handle.future.wrapped_future for handle in running if isinstance(handle, InTask)]
-    if futures:
-        wait_futures(futures, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-    else:
-        time.sleep(POLL_SECONDS)
+    """Wait POLL_SECONDS before looking again, or less when a trial running in this process (or in
+    the round's own processes) ends sooner."""
+    here = [handle for handle in running if isinstance(handle, InTask)]
+    deadline = time.monotonic() + POLL_SECONDS
+    while time.monotonic() < deadline and not any(handle.done() for handle in here):
+        time.sleep(0.1 if here else POLL_SECONDS)
 
 
 def run_round(

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks.core.errors import TrackingError, first_line
-from tasks.tracking.store import damaged_store, masked_url, mlflow_client
+from tasks.tracking.store import absent_store, damaged_store, masked_url, mlflow_client
 
 KEY_PARAMS = (
     "train.method",
@@ -44,7 +44,9 @@ class LeaderboardRow(BaseModel):
 
 def read_runs(tracking_uri: str, experiment: str | None, sweep_id: str | None) -> list[Any]:
     """Training runs and sweep trials of an experiment (or of every experiment, for one sweep)."""
-
+    absent = absent_store(tracking_uri, "is tracked")
+    if absent:
+        raise TrackingError(absent)
     try:
         client = mlflow_client(tracking_uri)
         if experiment:

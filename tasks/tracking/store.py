@@ -88,6 +88,20 @@ def damaged_store(uri: str, error: BaseException) -> str | None:
     )
 
 
+def absent_store(uri: str, what: str) -> str | None:
+    """The message when `uri` is a SQLite store that does not exist yet (so it holds nothing: opening
+    it would only create an empty one), else None. `what`: what the command looked for."""
+    from tasks.core.locks import sqlite_file
+
+    path = sqlite_file(uri)
+    if path is None or path.exists():
+        return None
+    return (
+        f"Nothing {what} yet: the tracking store {path} does not exist. Train first (tuneloop run), or point "
+        "MLFLOW_TRACKING_URI (or TUNELOOP_HOME) at the store that holds them."
+    )
+
+
 def masked_url(url: str) -> str:
     """A URL for messages and logs, its password (if any) as ***: `postgresql://user:***@host/db`."""
     return mask_credentials(url)

@@ -325,3 +325,21 @@ def test_a_damaged_tracking_store_is_one_message_and_left_as_it_is(command: list
     assert "is damaged: restore it from a backup, or move it aside" in result.output, result.output[-2000:]
     assert result.output.count("error:") == 1 and "Traceback" not in result.output
     assert damaged.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["promote", "--version", "1"],
+        ["rollback"],
+        ["compare"],
+        ["predict", "--model", "models:/tuneloop@champion", "--text", "hi"],
+    ],
+)
+def test_a_fresh_home_is_not_given_an_empty_store_to_say_it_holds_nothing(
+    command: list[str], tuneloop_home: Path
+) -> None:
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2 and "does not exist. Train first (tuneloop run)" in result.output, result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert not (tuneloop_home / "mlflow.db").exists()

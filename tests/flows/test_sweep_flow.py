@@ -360,6 +360,9 @@ def test_a_precision_this_machine_lacks_stops_the_sweep_before_any_work(tiny_ber
 def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
     sweep_config: Callable[..., SweepPipelineConfig],
 ) -> None:
+    """Two at a time, each trial runs in a process of its own: two Trainers in one process share
+    accelerate's global state, and one's set-up reset it under the other ("AcceleratorState object
+    has no attribute distributed_type": a failed trial)."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterParentFlowRunId
 
@@ -380,6 +383,9 @@ def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
     first, second, third = sorted(runs, key=lambda run: run.parameters["trial_number"])
     assert first.start_time < second.end_time and second.start_time < first.end_time, "the first two overlapped"
     assert third.start_time >= min(first.end_time, second.end_time), "the third waited for a free slot"
+    trials = record(result.sweep_id)[1]
+    assert [trial.state for trial in trials] == ["complete"] * 3, [(t.state, t.error) for t in trials]
+    assert len({run.parent_task_run_id for run in runs}) == 3, "each trial in a task run of the round"
 
 
 def test_a_round_of_a_sweep_its_storage_does_not_hold_is_refused_and_starts_nothing(
