@@ -58,9 +58,8 @@ class OnWorker:
 
 @task(name="run_trial_here", cache_policy=NO_CACHE)
 def run_trial_here(run: Callable[[int], Any], number: int) -> None:
-    """Trial `number` as a flow run in this process, a child of the round's run (its outcome is in
-    the study). A task, so that the round's task runner runs several at once: subflows started from
-    plain threads of one flow run race for the same key and Prefect runs them one after another."""
+    """Trial `number` as a flow run here (the round's process, or one of its trial processes), a
+    child of the round's run through this task run (its outcome is in the study)."""
     run(number)
 
 

@@ -72,3 +72,33 @@ def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_contin
     steps = [metric.step for metric in tracking.get_metric_history(run.info.run_id, "val/f1_macro")]
     assert sorted(steps) == [1, 2, 3, 4, 5, 6], steps
     assert time.monotonic() - started < 300
+
+
+def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(tiny_bert: Path, tmp_path: Path) -> None:
+    """Two trials at once run in processes of the round; SIGTERM to the command ends them too (it
+    does not wait for their trials), with one line and exit 143."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update(TUNELOOP_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
+    settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=8", "train.max_length=32"]
+    trials = [
+        "sweep.max_concurrent_trials=2",
+        "train.epochs=30",
+        "train.early_stopping_patience=0",
+        "sweep.max_rounds=1",
+    ]
+    command = sample_command("sweep", *settings, *trials)
+    log = tmp_path / "sweep.log"
+    with log.open("w") as output:
+        sweep = subprocess.Popen(command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: log.read_text().count("Fine-tuning") >= 2 or None, 240, "two trials training")
+            children = psutil.Process(sweep.pid).children(recursive=True)
+            assert sum("spawn_main" in " ".join(child.cmdline()) for child in children) >= 2, "trial processes"
+            sweep.send_signal(signal.SIGTERM)
+            assert sweep.wait(60) == 143
+            _, alive = psutil.wait_procs(children, timeout=15)
+            assert not alive, "the trial processes and the server ended with the command"
+        finally:
+            sweep.kill()
+    said = log.read_text()
+    assert said.count("error: interrupted") == 1 and "Traceback" not in said and "leaked" not in said, said[-3000:]
