@@ -59,7 +59,7 @@ def test_the_champion_scores_a_file_with_ids_labels_scores_and_its_version(
     ("arguments", "message"),
     [
         (["--output", "scores.xlsx"], "write the predictions to a .parquet or .csv file"),
-        (["--model", "models:/tuneloop-classifier@nobody"], "has no alias @nobody"),
+        (["--model", "models:/tuneloop-classifier@nobody"], "Cannot fetch model models:/tuneloop-classifier@nobody"),
         (["--data", "missing.csv"], "Data file not found"),
         (["--low-confidence", "2"], "low-confidence"),
     ],
