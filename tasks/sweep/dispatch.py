@@ -63,12 +63,28 @@ def run_trial_here(run: Callable[[int], Any], number: int) -> None:
     run(number)
 
 
+def die_with_round(round_pid: int) -> None:
+    """Run first in each trial process of a local round: the kernel kills it when the round's
+    process dies (`kill -9`, the OOM killer), as it does the temporary Prefect server (Linux's
+    parent-death signal; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import os
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != round_pid:  # it died before the line above
+        os._exit(1)
+
+
 @contextmanager
 def in_process(run: Callable[[int], Any], concurrent: int) -> Iterator[Callable[[int], Handle]]:
     """Start trials by calling `run(number)` (the trial flow; picklable: a partial of a module-level
     function) in a task run of the round: one at a time on the round's own task runner, several at
     once each in one of `concurrent` spawned processes, which report to this run's Prefect server.
-    An interrupted round stops its trial processes instead of waiting for them."""
+    An interrupted round stops its trial processes instead of waiting for them; a killed one takes
+    them along."""
     if concurrent <= 1:
         yield lambda number: InTask(run_trial_here.submit(run, number))
         return
@@ -82,7 +98,10 @@ def in_process(run: Callable[[int], Any], concurrent: int) -> Iterator[Callable[
     # pool, with these warning options) reports in a warning after the command's own last line.
     if LEAK_WARNING not in sys.warnoptions:
         sys.warnoptions.append(LEAK_WARNING)
-    with temporary_settings(updates={PREFECT_API_URL: api}), ProcessPoolTaskRunner(max_workers=concurrent) as runner:
+    import os
+
+    pool = ProcessPoolTaskRunner(max_workers=concurrent, initializer=die_with_round, initargs=(os.getpid(),))
+    with temporary_settings(updates={PREFECT_API_URL: api}), pool as runner:
         try:
             yield lambda number: InTask(runner.submit(run_trial_here, {"run": run, "number": number}))
         except BaseException:

@@ -4,6 +4,7 @@ folder, same MLflow run, from its last checkpoint) and says so in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.helpers import ROOT, sample_command
 from tests.helpers.stack import wait_for
@@ -74,9 +76,12 @@ def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_contin
     assert time.monotonic() - started < 300
 
 
-def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(tiny_bert: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(
+    stop: signal.Signals, tiny_bert: Path, tmp_path: Path
+) -> None:
     """Two trials at once run in processes of the round; SIGTERM to the command ends them too (it
-    does not wait for their trials), with one line and exit 143."""
+    does not wait for their trials), with one line and exit 143; kill -9 takes them along."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env.update(TUNELOOP_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
     settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=8", "train.max_length=32"]
@@ -87,18 +92,23 @@ def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(t
         "sweep.max_rounds=1",
     ]
     command = sample_command("sweep", *settings, *trials)
-    log = tmp_path / "sweep.log"
+    log, children = tmp_path / "sweep.log", list[psutil.Process]()
     with log.open("w") as output:
         sweep = subprocess.Popen(command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
         try:
             wait_for(lambda: log.read_text().count("Fine-tuning") >= 2 or None, 240, "two trials training")
             children = psutil.Process(sweep.pid).children(recursive=True)
             assert sum("spawn_main" in " ".join(child.cmdline()) for child in children) >= 2, "trial processes"
-            sweep.send_signal(signal.SIGTERM)
-            assert sweep.wait(60) == 143
+            sweep.send_signal(stop)
+            assert sweep.wait(60) == (143 if stop == signal.SIGTERM else -signal.SIGKILL)
             _, alive = psutil.wait_procs(children, timeout=15)
             assert not alive, "the trial processes and the server ended with the command"
         finally:
             sweep.kill()
+            for child in children:  # none when it passes; a failed check leaves no trainer behind
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+    if stop == signal.SIGKILL:
+        return
     said = log.read_text()
     assert said.count("error: interrupted") == 1 and "Traceback" not in said and "leaked" not in said, said[-3000:]
