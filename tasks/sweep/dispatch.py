@@ -11,6 +11,7 @@ retried once (the retry resumes from its checkpoints)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -70,7 +71,6 @@ def die_with_round(round_pid: int) -> None:
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import os
     import signal
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -98,8 +98,6 @@ def in_process(run: Callable[[int], Any], concurrent: int) -> Iterator[Callable[
     # pool, with these warning options) reports in a warning after the command's own last line.
     if LEAK_WARNING not in sys.warnoptions:
         sys.warnoptions.append(LEAK_WARNING)
-    import os
-
     pool = ProcessPoolTaskRunner(max_workers=concurrent, initializer=die_with_round, initargs=(os.getpid(),))
     with temporary_settings(updates={PREFECT_API_URL: api}), pool as runner:
         try:
