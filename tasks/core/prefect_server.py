@@ -13,6 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tasks.core.errors import TuneloopError, first_line
+
+# Seconds the temporary server may take to answer, at least.
+STARTUP_SECONDS = 120
+
 # Run by the server's Python before uvicorn: ask for SIGTERM when the parent dies, and exit at once
 # if it already died between the fork and this line (it would never get the signal then).
 DIE_WITH_PARENT = (
@@ -44,7 +49,7 @@ def start_temporary_server() -> str | None:
 
     from filelock import FileLock
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, get_current_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, get_current_settings
 
     if PREFECT_API_URL.value():
         return None
@@ -69,8 +74,19 @@ def start_temporary_server() -> str | None:
             return None
         del SubprocessASGIServer._instances[None]  # not started yet: ours takes its place
     server = DiesWithCommand()
+    # Prefect waits 20 s by default; a busy machine (trainings on every core) needs longer.
+    seconds = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), STARTUP_SECONDS)
     with FileLock(str(prefect_home() / ".tuneloop-server.lock"), timeout=600):
-        server.start()  # held until it answers: its database is migrated by then
+        try:
+            server.start(timeout=seconds)  # held until it answers: its database is migrated by then
+        except RuntimeError as error:
+            server.stop()
+            reason = first_line(error).rstrip(".")
+            raise TuneloopError(
+                f"Prefect's temporary server did not start within {seconds} s ({reason}). If the "
+                "machine is busy, allow it longer (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS), or start "
+                "a server once and use it (make up; eval $(make -s env))."
+            ) from None
     return server.api_url
 
 

@@ -78,19 +78,52 @@ def die_with_round(round_pid: int) -> None:
         os._exit(1)
 
 
+class TrialProcesses:
+    """The spawned processes of a local round's trials (Prefect's process-pool task runner), which
+    report to this run's Prefect server and die with the round. When one dies (`kill -9`, the OOM
+    killer) the pool breaks and stops the others: their trials end without an outcome and are
+    retried from their checkpoints, and the next trial starts a fresh pool."""
+
+    def __init__(self, run: Callable[[int], Any], concurrent: int) -> None:
+        self.run, self.concurrent = run, concurrent
+        self.runner: Any = None
+
+    def start(self, number: int) -> Handle:
+        if self.runner is not None and getattr(self.runner._executor, "_broken", False):  # not public
+            self.close()
+        if self.runner is None:
+            from prefect.task_runners import ProcessPoolTaskRunner
+
+            pool = ProcessPoolTaskRunner(
+                max_workers=self.concurrent, initializer=die_with_round, initargs=(os.getpid(),)
+            )
+            self.runner = pool.__enter__()
+        return InTask(self.runner.submit(run_trial_here, {"run": self.run, "number": number}))
+
+    def stop(self) -> None:
+        """End the trial processes now (an interrupted round): their trials are failed by their
+        heartbeats and resume on --continue."""
+        executor = getattr(self.runner, "_executor", None)
+        for process in list((getattr(executor, "_processes", None) or {}).values()):  # not public
+            process.terminate()
+
+    def close(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            runner.__exit__(None, None, None)
+
+
 @contextmanager
 def in_process(run: Callable[[int], Any], concurrent: int) -> Iterator[Callable[[int], Handle]]:
     """Start trials by calling `run(number)` (the trial flow; picklable: a partial of a module-level
     function) in a task run of the round: one at a time on the round's own task runner, several at
-    once each in one of `concurrent` spawned processes, which report to this run's Prefect server.
-    An interrupted round stops its trial processes instead of waiting for them; a killed one takes
-    them along."""
+    once each in one of `concurrent` spawned processes (TrialProcesses). An interrupted round stops
+    its trial processes instead of waiting for them; a killed one takes them along."""
     if concurrent <= 1:
         yield lambda number: InTask(run_trial_here.submit(run, number))
         return
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.task_runners import ProcessPoolTaskRunner
 
     with get_client(sync_client=True) as client:
         api = str(client.api_url)  # named, or each process would start a temporary server of its own
@@ -98,15 +131,15 @@ def in_process(run: Callable[[int], Any], concurrent: int) -> Iterator[Callable[
     # pool, with these warning options) reports in a warning after the command's own last line.
     if LEAK_WARNING not in sys.warnoptions:
         sys.warnoptions.append(LEAK_WARNING)
-    pool = ProcessPoolTaskRunner(max_workers=concurrent, initializer=die_with_round, initargs=(os.getpid(),))
-    with temporary_settings(updates={PREFECT_API_URL: api}), pool as runner:
+    processes = TrialProcesses(run, concurrent)
+    with temporary_settings(updates={PREFECT_API_URL: api}):
         try:
-            yield lambda number: InTask(runner.submit(run_trial_here, {"run": run, "number": number}))
+            yield processes.start
         except BaseException:
-            processes = getattr(runner._executor, "_processes", None) or {}  # the pool's, not public
-            for process in list(processes.values()):
-                process.terminate()  # its trial is failed by its heartbeat and resumes on --continue
+            processes.stop()
             raise
+        finally:
+            processes.close()
 
 
 @contextmanager

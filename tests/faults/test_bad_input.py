@@ -343,3 +343,28 @@ def test_a_fresh_home_is_not_given_an_empty_store_to_say_it_holds_nothing(
     assert result.exit_code == 2 and "does not exist. Train first (tuneloop run)" in result.output, result.output
     assert result.output.count("error:") == 1 and "Traceback" not in result.output
     assert not (tuneloop_home / "mlflow.db").exists()
+
+
+def test_a_temporary_prefect_server_that_does_not_start_is_one_message(tmp_path: Path) -> None:
+    """Prefect's temporary server that never answers (here: its process exits at once; on a busy
+    machine: slow to start) ends the command with one message saying what to do, not Prefect's
+    RuntimeError traceback, and the server process is not left behind."""
+    script = (
+        "import sys\n"
+        "import tasks.core.prefect_server as server\n"
+        "server.STARTUP_SECONDS = 2\n"
+        "server.server_command = lambda port, parent: [sys.executable, '-c', 'raise SystemExit(1)']\n"
+        "from flows.cli import main\n"
+        "sys.argv = ['tuneloop', 'validate']\n"
+        "main()\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update(TUNELOOP_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "temporary server did not start within 2 s" in done.stderr, done.stderr[-3000:]
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in done.stderr
+    assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]

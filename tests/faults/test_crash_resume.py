@@ -112,3 +112,59 @@ def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(
         return
     said = log.read_text()
     assert said.count("error: interrupted") == 1 and "Traceback" not in said and "leaked" not in said, said[-3000:]
+
+
+def test_a_killed_local_trial_process_is_retried_and_the_sweep_finishes(tiny_bert: Path, tmp_path: Path) -> None:
+    """`kill -9` of one of a local round's trial processes (the OOM killer's choice): the process
+    pool breaks and stops the other one too; the round fails both trials, retries each once from its
+    checkpoint in a fresh pool, and finishes; a trial and its retry count as one trial."""
+    import optuna
+
+    home = tmp_path / "home"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update(TUNELOOP_HOME=str(home), PREFECT_HOME=str(tmp_path / "prefect"))
+    settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=8", "train.max_length=32"]
+    trials = [
+        "sweep.max_concurrent_trials=2",
+        "sweep.trials_per_round=2",
+        "sweep.max_rounds=1",
+        "sweep.pruner=none",
+        "train.epochs=3",
+        "train.early_stopping_patience=0",
+        "sweep.target_f1=1",
+    ]
+    log = tmp_path / "sweep.log"
+    with log.open("w") as output:
+        sweep = subprocess.Popen(
+            [*sample_command("sweep", *settings, *trials), "--json"],
+            env=env,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: next(home.glob("sweeps/*/trial-*/checkpoints/checkpoint-*"), None), 240, "a checkpoint")
+            processes = [
+                child
+                for child in psutil.Process(sweep.pid).children(recursive=True)
+                if "spawn_main" in " ".join(child.cmdline())
+            ]
+            assert len(processes) >= 2, "two trial processes"
+            processes[0].kill()
+            sweep.wait(400)
+        finally:
+            sweep.kill()
+    said = log.read_text()
+    assert sweep.returncode == 5, said[-4000:]  # the budget ran out below the unreachable target
+    assert "Traceback" not in said, said[-4000:]
+    assert "retrying it as trial" in said, said[-4000:]
+    [study_name] = optuna.get_all_study_names(f"sqlite:///{home / 'optuna.db'}")
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{home / 'optuna.db'}")
+    states = [trial.state.name for trial in study.trials]
+    failed = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.FAIL]
+    retries = [trial for trial in study.trials if "failed_trial" in trial.system_attrs]
+    assert failed and len(retries) == len(failed), states
+    assert {trial.system_attrs["failed_trial"] for trial in retries} == {trial.number for trial in failed}
+    assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in retries), states
+    [line] = [line for line in said.splitlines() if line.startswith("{")]
+    assert json.loads(line)["trials"] == 2 == len(study.trials) - len(retries), "a retried trial counts once"
