@@ -138,6 +138,7 @@ def arm_config(args: argparse.Namespace, sampler: str, pruner: str, seed: int) -
         "search": args.search,
         "startup_trials": args.startup_trials,
         "pruning_min_epochs": args.pruning_min_epochs,
+        "pruning_min_steps": args.pruning_min_steps,
     }
     return SweepConfig.model_validate(
         {
@@ -222,6 +223,7 @@ def main() -> int:
     parser.add_argument("--search", nargs="+", help="Searched hyperparameters (default: the sweep's).")
     parser.add_argument("--startup-trials", type=int, help="Random trials before TPE models the space.")
     parser.add_argument("--pruning-min-epochs", type=int, help="Earliest epoch the pruner may stop.")
+    parser.add_argument("--pruning-min-steps", type=int, help="Optimizer steps after warmup before it may stop one.")
     parser.add_argument("--epochs-max", type=int, default=12, help="Most epochs a trial may train, when searched.")
     parser.add_argument("--seed-offset", type=int, default=0, help="First sampler seed.")
     parser.add_argument(
@@ -254,7 +256,8 @@ def main() -> int:
     print(
         f"data: CLINC150 banking, {splits.train.rows} train / {splits.validation.rows} validation rows; "
         f"target val f1_macro {args.target}; budget {args.trials} trials; searched: {'; '.join(space_lines(example))}; "
-        f"TPE start-up trials {example.startup_trials}; pruning from epoch {example.pruning_min_epochs}"
+        f"TPE start-up trials {example.startup_trials}; pruning from epoch {example.pruning_min_epochs}, "
+        f"{example.pruning_min_steps} steps after warmup"
     )
     print(
         "| arm | seed | reached | trials to target | trial-epochs to target | seconds to target "

@@ -80,6 +80,14 @@ class SweepConfig(BaseModel):
         description="The earliest epoch at which the pruner may stop a trial; raise it when good "
         "configurations start slowly (little data, low learning rates, warmup).",
     )
+    pruning_min_steps: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Optimizer steps a trial makes after its learning-rate warmup before the pruner may stop it "
+        "(0: no such floor). On little data an epoch is a few steps and a score after so few says little: a floor "
+        "(e.g. 20) lets slow starters show what they reach, at the cost of more epochs.",
+    )
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of the sampler.")
     startup_trials: int = Field(
         4,

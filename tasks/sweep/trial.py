@@ -51,10 +51,11 @@ def gpu_slot(config: SweepConfig, on_gpu: bool) -> AbstractContextManager:
     return nullcontext()
 
 
-def pruning_callback(trial: Any, metric: str) -> Any:
-    """Report each epoch's validation score to Optuna and stop the Trainer when the pruner says so.
-    A trial at its last epoch is never pruned: stopping saves nothing, and the study learns more
-    from a finished trial (and keeps its model) than from a pruned one."""
+def pruning_callback(trial: Any, metric: str, min_steps: int = 0) -> Any:
+    """Report each epoch's validation score to Optuna and stop the Trainer when the pruner says so,
+    once the trial has made `min_steps` optimizer steps after its warmup (the pruner's own minimum
+    epoch applies too). A trial at its last epoch is never pruned: stopping saves nothing, and the
+    study learns more from a finished trial (and keeps its model) than from a pruned one."""
     import optuna
     from transformers import TrainerCallback
 
@@ -71,6 +72,8 @@ def pruning_callback(trial: Any, metric: str) -> Any:
             epoch = round(state.epoch or 0)
             self.history.append({"epoch": epoch, "val": eval_scores(metrics or {})})
             trial.report(float(score), step=epoch)
+            if state.global_step < args.warmup_steps + min_steps:
+                return  # too early to judge (successive halving judges its passed rungs at the next call)
             # should_prune() first, always: successive halving records the trial's rung in it
             if trial.should_prune() and epoch < round(args.num_train_epochs):
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}: {metric} {score:.4f}")
@@ -126,7 +129,7 @@ def run_trial(
     round_number = int(frozen.user_attrs.get("round", 1))
     params = dict(frozen.params)
     folder = trial_folder(state, frozen)
-    reporter = pruning_callback(trial, config.metric)
+    reporter = pruning_callback(trial, config.metric, config.pruning_min_steps)
     started = time.perf_counter()
     for key, value in {"started_at": time.time(), **(attributes or {})}.items():
         trial.set_user_attr(key, value)

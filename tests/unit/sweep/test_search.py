@@ -78,19 +78,33 @@ def test_no_trial_is_pruned_before_pruning_min_epochs(tmp_path: Path, pruner: st
     assert prunes_at(SweepConfig(pruner="none")) is None
 
 
+def evaluate_epoch_1(storage: str, epochs: int, step: int = 4, warmup: int = 0, min_steps: int = 0) -> None:
+    """The pruning callback of a new trial of study "s" at the end of epoch 1 (optimizer step
+    `step`, after `warmup` warmup steps), scoring 0.1."""
+    from transformers import TrainerState
+
+    callback = pruning_callback(open_study(SweepConfig(), "s", storage).ask(), "f1_macro", min_steps)
+    args = SimpleNamespace(num_train_epochs=epochs, warmup_steps=warmup)
+    callback.on_evaluate(args, TrainerState(epoch=1.0, global_step=step), None, metrics={"eval_f1_macro": 0.1})
+
+
 def test_a_trial_at_its_last_epoch_is_never_pruned(tmp_path: Path) -> None:
     """The Trainer callback prunes a poor trial before its last epoch, but lets a poor one-epoch
     trial finish: stopping it would save nothing."""
     import optuna
-    from transformers import TrainerState
 
     storage = study_with_two_good_trials(tmp_path)
-
-    def evaluate_epoch_1(epochs: int) -> None:
-        callback = pruning_callback(open_study(SweepConfig(), "s", storage).ask(), "f1_macro")
-        state = TrainerState(epoch=1.0)
-        callback.on_evaluate(SimpleNamespace(num_train_epochs=epochs), state, None, metrics={"eval_f1_macro": 0.1})
-
     with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
-        evaluate_epoch_1(epochs=3)
-    evaluate_epoch_1(epochs=1)  # no exception: the trial finishes
+        evaluate_epoch_1(storage, epochs=3)
+    evaluate_epoch_1(storage, epochs=1)  # no exception: the trial finishes
+
+
+def test_no_trial_is_pruned_before_pruning_min_steps_after_its_warmup(tmp_path: Path) -> None:
+    """With sweep.pruning_min_steps=20, a poor trial whose epoch 1 ends at optimizer step 22 is
+    judged only when it made 20 steps after its warmup: not with 4 warmup steps, but without."""
+    import optuna
+
+    storage = study_with_two_good_trials(tmp_path)
+    evaluate_epoch_1(storage, epochs=3, step=22, warmup=4, min_steps=20)  # 18 steps after warmup: too early
+    with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
+        evaluate_epoch_1(storage, epochs=3, step=22, warmup=0, min_steps=20)
