@@ -123,7 +123,7 @@ def test_a_killed_local_trial_process_is_retried_and_the_sweep_finishes(tiny_ber
     home = tmp_path / "home"
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env.update(TUNELOOP_HOME=str(home), PREFECT_HOME=str(tmp_path / "prefect"))
-    settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=32", "train.max_length=32"]
+    settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=8", "train.max_length=32"]
     trials = [
         "sweep.max_concurrent_trials=2",
         "sweep.trials_per_round=2",
