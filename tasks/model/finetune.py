@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -240,6 +241,28 @@ def save_trained(trainer: Any, tokenizer: Any, folder: Path, info: dict[str, Any
     return trainable, total
 
 
+def last_checkpoint(checkpoints: Path, log: logging.Logger | Any) -> str | None:
+    """The newest checkpoint that was written to the end: the Trainer writes its state file last, so
+    one without a readable state was cut off mid-write (a kill while saving). Such a folder holds
+    nothing to resume from and is removed, so that its epoch is trained and saved again."""
+    if not checkpoints.is_dir():
+        return None
+    found = sorted(
+        (path for path in checkpoints.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()),
+        key=lambda path: int(path.name.split("-")[-1]),
+        reverse=True,
+    )
+    for path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.warning("Checkpoint %s was cut off while it was written: removed, resuming before it", path.name)
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        return str(path)
+    return None
+
+
 def finetune(
     splits: SplitReport,
     model: ModelRef,
@@ -252,12 +275,11 @@ def finetune(
     progress: Callable[[float], None] | None = None,
 ) -> TrainedModelRef:
     """Train on the train split until validation stops improving, keep the best epoch, save it to
-    `folder/model`. Checkpoints go to `folder/checkpoints`; if some exist, training resumes from the last one.
+    `folder/model`. Checkpoints go to `folder/checkpoints`; if some exist, training resumes from the last complete one.
     `progress` hears the share of planned steps done (0-100) as training goes."""
     import pandas as pd
     import torch
     from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     log = log or logging.getLogger(__name__)
     quiet_libraries()
@@ -272,7 +294,7 @@ def finetune(
     plan = training_plan(len(frames["train"]), config, max_length)
     encoded = encode_splits(frames, labels, tokenizer, max_length)
     checkpoints = folder / "checkpoints"
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    resume = last_checkpoint(checkpoints, log)
     seconds: dict[int, float] = {}
     extra = [epoch_callback(seconds, log, plan.epochs), step_progress(plan, log, progress), *(callbacks or [])]
     if plan.patience:

@@ -87,6 +87,7 @@ class TrialProcesses:
     def __init__(self, run: Callable[[int], Any], concurrent: int) -> None:
         self.run, self.concurrent = run, concurrent
         self.runner: Any = None
+        self.stopped = False
 
     def start(self, number: int) -> Handle:
         if self.runner is not None and getattr(self.runner._executor, "_broken", False):  # not public
@@ -106,11 +107,26 @@ class TrialProcesses:
         executor = getattr(self.runner, "_executor", None)
         for process in list((getattr(executor, "_processes", None) or {}).values()):  # not public
             process.terminate()
+        self.stopped = True
 
     def close(self) -> None:
         if self.runner is not None:
             runner, self.runner = self.runner, None
+            if self.stopped or getattr(runner._executor, "_broken", False):
+                abandon_messages(runner)
             runner.__exit__(None, None, None)
+
+
+def abandon_messages(runner: Any) -> None:
+    """Trial processes log to the round through one queue of the pool. One that was killed or
+    terminated while sending a line holds that queue's lock for good: Prefect's last message on
+    shutting the pool down would wait on the lock, and the command would hang at exit joining the
+    thread that sends it (seen: a SIGTERM'd sweep that never exited). So nothing is waited for on
+    that queue: its threads are daemons and end with the command."""
+    queue = getattr(runner, "_subprocess_message_queue", None)  # not public
+    if queue is not None:
+        queue.cancel_join_thread()
+    runner._message_forwarding_thread = None  # else Prefect waits 5 s for it and warns
 
 
 @contextmanager

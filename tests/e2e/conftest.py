@@ -28,6 +28,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("stack"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def e2e_tests_on_one_worker(request: pytest.FixtureRequest) -> None:
+    """Fail the end-to-end tests at once when the grouping did not take (pytest 9.2 ignores the group
+    that pytest-xdist 3.8 writes into test ids): each worker would start a stack of its own."""
+    if not getattr(request.config.option, "loadgroup", False):
+        return
+    items = request.session.items
+    ungrouped = [item.nodeid for item in items if "tests/e2e/" in item.nodeid and "@" not in item.nodeid]
+    if ungrouped:
+        pytest.fail(
+            f"pytest-xdist did not put the end-to-end tests on one worker ({ungrouped[0]}): these versions of "
+            "pytest and pytest-xdist do not work together; install the ones pyproject.toml pins (make install).",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The default stack (SQLite, two cpu workers) with the deployments registered: its URLs, home

@@ -15,7 +15,7 @@ import pytest
 
 from tasks.config.load import load_config
 from tasks.config.pipeline import SweepPipelineConfig
-from tests.helpers import ROOT
+from tests.helpers import ROOT, saved_checkpoint
 from tests.helpers.stack import prefect_client, run_train_deployment, runs_of, stack_command, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -237,7 +237,7 @@ def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint_and_counted_
     [trial] = wait_for(lambda: trial_runs(client, round_run.id), 300, "the trial's flow run")
     sweep_id = trial.parameters["sweep_id"]
     checkpoints = Path(stack["home"]) / "sweeps" / sweep_id / "trial-000" / "checkpoints"
-    wait_for(lambda: checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")), 300, "a checkpoint")
+    wait_for(lambda: saved_checkpoint(checkpoints, "checkpoint-*"), 300, "a checkpoint")
     process = wait_for(lambda: flow_run_process(trial.id), 30, "the trial's process")
     process.send_signal(signal.SIGKILL)  # the worker's child dies mid-training, as on a lost node
 

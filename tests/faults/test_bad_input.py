@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.helpers import ROOT
+from tests.helpers import ROOT, own_homes
 
 SAMPLE = ROOT / "data/sample/support_tickets.csv"
 LABELS = ["account", "billing", "shipping", "technical"]
@@ -358,9 +358,7 @@ def test_a_temporary_prefect_server_that_does_not_start_is_one_message(tmp_path:
         "sys.argv = ['tuneloop', 'validate']\n"
         "main()\n"
     )
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
-    env.update(TUNELOOP_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
-    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "1"
+    env = own_homes(tmp_path, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
     )

@@ -4,16 +4,14 @@ server's database without racing the others, and all three finish."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-from tests.helpers import ROOT, sample_command
+from tests.helpers import ROOT, own_homes, sample_command
 
 
 def test_three_sweeps_started_at_once_in_a_fresh_home_all_succeed(tiny_bert: Path, tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
-    env.update(TUNELOOP_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
+    env = own_homes(tmp_path)
     settings = [f"model.candidates=[{tiny_bert}]", "train.max_length=32", "train.batch_size=64", "train.epochs=1"]
     settings += ["sweep.trials_per_round=1", "sweep.max_rounds=1", "sweep.target_f1=0.0"]
     command = sample_command("sweep", *settings, "promotion.register_model=false")

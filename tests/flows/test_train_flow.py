@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -190,10 +191,14 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tiny_bert: Path, 
 
     with pytest.raises(KeyboardInterrupt):
         finetune(report, model, config, EvalConfig(), tmp_path / "run", callbacks=[Interrupt()])
-    assert [path.name for path in (tmp_path / "run" / "checkpoints").iterdir()] == ["checkpoint-3"]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert [path.name for path in checkpoints.iterdir()] == ["checkpoint-3"]
+    # a kill while the next checkpoint was written: its weights are there, its trainer state is not
+    cut = shutil.copytree(checkpoints / "checkpoint-3", checkpoints / "checkpoint-6")
+    (cut / "trainer_state.json").unlink()
 
     resumed = finetune(report, model, config, EvalConfig(), tmp_path / "run")
-    assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-3")
+    assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-3"), "not from the cut-off one"
     assert [record.epoch for record in resumed.history] == [1, 2, 3]
     assert resumed.history[0].seconds == 0.0 and resumed.history[2].seconds > 0  # epoch 1 ran before the cut
 

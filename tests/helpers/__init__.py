@@ -32,3 +32,28 @@ def sample_command(subcommand: str, *settings: str) -> list[str]:
     for setting in settings:
         command += ["--set", setting]
     return command
+
+
+def own_homes(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This environment for a `tuneloop` subprocess of its own: no Prefect server named (it starts
+    its temporary one), its own tuneloop home and Prefect home under `tmp_path`, plus `extra`."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update(TUNELOOP_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"), **extra)
+    return env
+
+
+def saved_checkpoint(folder: Path, pattern: str) -> Path | None:
+    """The first checkpoint under `folder` matching `pattern` (e.g. `runs/*/checkpoints/checkpoint-*`)
+    that was written to the end (its trainer state, written last, exists); None while there is none."""
+    return next((state.parent for state in folder.glob(f"{pattern}/trainer_state.json")), None)
+
+
+def trial_processes(pid: int) -> list:
+    """The spawned trial processes (Prefect's process pool) under the command with this pid."""
+    import psutil
+
+    return [
+        child for child in psutil.Process(pid).children(recursive=True) if "spawn_main" in " ".join(child.cmdline())
+    ]
