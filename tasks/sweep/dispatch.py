@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.sweep.record import ask, frozen_trial, rdb_storage, retried_numbers, sweep_study
 from tasks.sweep.state import SweepState
+from tasks.sweep.trial import INTERRUPTED
 
 POLL_SECONDS = 2.0
 LEAK_WARNING = "ignore:resource_tracker:UserWarning"
@@ -121,11 +122,13 @@ def abandon_messages(runner: Any) -> None:
     """Trial processes log to the round through one queue of the pool. One that was killed or
     terminated while sending a line holds that queue's lock for good: Prefect's last message on
     shutting the pool down would wait on the lock, and the command would hang at exit joining the
-    thread that sends it (seen: a SIGTERM'd sweep that never exited). So nothing is waited for on
-    that queue: its threads are daemons and end with the command."""
+    thread that sends it (seen: a SIGTERM'd sweep that never exited). So Prefect is left nothing
+    to send, close or wait for: the queue and the thread that reads it (a daemon, blocked on it for
+    good; closing the queue under it would end it in a traceback) end with the command."""
     queue = getattr(runner, "_subprocess_message_queue", None)  # not public
     if queue is not None:
         queue.cancel_join_thread()
+    runner._subprocess_message_queue = None
     runner._message_forwarding_thread = None  # else Prefect waits 5 s for it and warns
 
 
@@ -134,9 +137,15 @@ def in_process(run: Callable[[int], Any], concurrent: int) -> Iterator[Callable[
     """Start trials by calling `run(number)` (the trial flow; picklable: a partial of a module-level
     function) in a task run of the round: one at a time on the round's own task runner, several at
     once each in one of `concurrent` spawned processes (TrialProcesses). An interrupted round stops
-    its trial processes instead of waiting for them; a killed one takes them along."""
+    its trials (the thread's at its next step, the processes at once) instead of waiting for them;
+    a killed one takes its processes along."""
     if concurrent <= 1:
-        yield lambda number: InTask(run_trial_here.submit(run, number))
+        INTERRUPTED.clear()
+        try:
+            yield lambda number: InTask(run_trial_here.submit(run, number))
+        except BaseException:
+            INTERRUPTED.set()  # the trial in this process's thread stops at its next step
+            raise
         return
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings

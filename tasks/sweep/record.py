@@ -12,7 +12,8 @@ sees the same sweep, so nothing of it lives in a process or a file:
   (sweep, round) makes claiming atomic: of two runs claiming a round at the same moment one wins.
   The holder renews its claim while the round runs (a lease); a claim not renewed for
   LEASE_SECONDS belongs to a run that died, and the next run of that round takes it over (one
-  conditional UPDATE, so again only one wins) and finishes the round.
+  conditional UPDATE, so again only one wins) and finishes the round. A round that fails or is
+  interrupted gives its claim up at once.
 
 Creating a SQLite storage is serialised by a file lock (tasks/core/locks.py).
 """
@@ -135,8 +136,11 @@ def repeating(action: Callable[[], None], name: str) -> Iterator[None]:
         thread.join(5)
 
 
-def round_lease(url: str, sweep_id: str, round_number: int, flow_run_id: str) -> Any:
-    """Renew this flow run's claim of the round while the body runs."""
+@contextmanager
+def round_lease(url: str, sweep_id: str, round_number: int, flow_run_id: str) -> Iterator[None]:
+    """Renew this flow run's claim of the round while the body runs. A body that fails (Ctrl-C,
+    SIGTERM, an error) gives the claim up, so the next run of the round (`--continue`) takes it over
+    at once; only a run that died without a word (kill -9, a lost node) leaves it to lapse."""
     engine = rdb_storage(url).engine
     where = (CLAIMS.c.sweep_id == sweep_id, CLAIMS.c["round"] == round_number, CLAIMS.c.flow_run_id == flow_run_id)
 
@@ -144,7 +148,13 @@ def round_lease(url: str, sweep_id: str, round_number: int, flow_run_id: str) ->
         with engine.begin() as connection:
             connection.execute(CLAIMS.update().where(*where).values(renewed_at=now()))
 
-    return repeating(renew, f"tuneloop-lease-{sweep_id}-{round_number}")
+    with repeating(renew, f"tuneloop-lease-{sweep_id}-{round_number}"):
+        try:
+            yield
+        except BaseException:
+            with suppress(Exception), engine.begin() as connection:  # unreachable: the lease lapses instead
+                connection.execute(CLAIMS.delete().where(*where))
+            raise
 
 
 def read_study(url: str, study_name: str) -> Any | None:

@@ -4,6 +4,7 @@ concurrency limit) and a heartbeat in the study, and tell the study the outcome.
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -51,8 +52,19 @@ def gpu_slot(config: SweepConfig, on_gpu: bool) -> AbstractContextManager:
     return nullcontext()
 
 
+# Set when a local round is interrupted (Ctrl-C, SIGTERM) while its trial trains in a thread of the
+# same process: the trial stops at its next step instead of training to its end first.
+INTERRUPTED = threading.Event()
+
+
+class TrialInterrupted(BaseException):
+    """Raised inside a trial's training when its round was interrupted. Not a failure of the trial:
+    the study is not told, its heartbeat stops, and `--continue` retries it from its checkpoint."""
+
+
 def pruning_callback(trial: Any, metric: str, min_steps: int = 0) -> Any:
-    """Report each epoch's validation score to Optuna and stop the Trainer when the pruner says so,
+    """Report each epoch's validation score to Optuna and stop the Trainer when the pruner says so
+    (or at once, with TrialInterrupted, when the round in this process was interrupted),
     once the trial has made `min_steps` optimizer steps after its warmup (the pruner's own minimum
     epoch applies too). A trial at its last epoch is never pruned: stopping saves nothing, and the
     study learns more from a finished trial (and keeps its model) than from a pruned one."""
@@ -77,6 +89,12 @@ def pruning_callback(trial: Any, metric: str, min_steps: int = 0) -> Any:
             # should_prune() first, always: successive halving records the trial's rung in it
             if trial.should_prune() and epoch < round(args.num_train_epochs):
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}: {metric} {score:.4f}")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            if INTERRUPTED.is_set():
+                raise TrialInterrupted("the round was interrupted")
+
+        on_prediction_step = on_step_end  # evaluation steps too
 
     return ReportToOptuna()
 

@@ -20,6 +20,7 @@ from tests.helpers import free_port
 from tests.helpers.stack import postgres_bin, running_stack
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the group (this file may load first)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (make test runs two workers) every end-to-end test runs on one worker, so
     the session's stack is started once."""

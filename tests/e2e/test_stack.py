@@ -230,7 +230,7 @@ def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint_and_counted_
     import optuna
     from mlflow.tracking import MlflowClient
 
-    overrides = ("sweep.trials_per_round=1", "sweep.max_concurrent_trials=1", "train.epochs=12", "train.batch_size=8")
+    overrides = ("sweep.trials_per_round=1", "sweep.max_concurrent_trials=1", "train.epochs=3", "train.batch_size=8")
     parameters = sweep_round_config(tiny_bert, "e2e-crash", *overrides)
     deployment = client.read_deployment_by_name("sweep/cpu")
     round_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)

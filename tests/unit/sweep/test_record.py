@@ -80,6 +80,18 @@ def test_a_claim_whose_lease_ran_out_is_taken_over_once(tmp_path: Path, monkeypa
     assert record.claim_round(url, "sweep-x", 1, "run-a") == "run-b", "the dead run does not get it back"
 
 
+def test_a_round_that_fails_gives_its_claim_up_and_a_finished_one_keeps_it(tmp_path: Path) -> None:
+    """An interrupted local sweep (Ctrl-C, SIGTERM) is continued at once, not after the lease."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert record.claim_round(url, "sweep-x", 1, "run-a") is None
+    with pytest.raises(KeyboardInterrupt), record.round_lease(url, "sweep-x", 1, "run-a"):
+        raise KeyboardInterrupt
+    assert record.claim_round(url, "sweep-x", 1, "run-b") is None, "given up: taken over without waiting"
+    with record.round_lease(url, "sweep-x", 1, "run-b"):
+        pass
+    assert record.claim_round(url, "sweep-x", 1, "run-c") == "run-b", "a round that ended keeps its claim"
+
+
 def test_three_sweeps_started_at_once_in_a_fresh_home_all_get_their_storage(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh' / 'optuna.db'}"
     created = at_once(create_at_once, [(url, f"sweep-{n}") for n in range(3)])
