@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist, one compute thread per process, set before anything imports torch: the tests
+# run one per core and start servers and trial processes of their own; oversubscribed OpenMP
+# threads spin and slow every test down, and a tiny model gains nothing from threads.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 from tests.helpers import CLINC150, ROOT, SMS_SPAM
 
 os.environ.update(

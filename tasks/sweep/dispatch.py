@@ -65,10 +65,11 @@ def run_trial_here(run: Callable[[int], Any], number: int) -> None:
     run(number)
 
 
-def die_with_round(round_pid: int) -> None:
+def trial_process(round_pid: int, threads: int) -> None:
     """Run first in each trial process of a local round: the kernel kills it when the round's
     process dies (`kill -9`, the OOM killer), as it does the temporary Prefect server (Linux's
-    parent-death signal; elsewhere a no-op)."""
+    parent-death signal; elsewhere a no-op); and it computes on its share of the cores."""
+    share_cores(threads)
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -77,6 +78,22 @@ def die_with_round(round_pid: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != round_pid:  # it died before the line above
         os._exit(1)
+
+
+def cores_each(concurrent: int) -> int:
+    """The CPU cores each of `concurrent` trials running at once on this machine may compute on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // concurrent)
+
+
+def share_cores(threads: int) -> None:
+    """torch computes on `threads` threads, unless OMP_NUM_THREADS says otherwise: trials at once
+    that each start a thread per core oversubscribe the CPU, and OpenMP threads that wait on each
+    other spin, burning the cores the other trials need."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 class TrialProcesses:
@@ -97,7 +114,9 @@ class TrialProcesses:
             from prefect.task_runners import ProcessPoolTaskRunner
 
             pool = ProcessPoolTaskRunner(
-                max_workers=self.concurrent, initializer=die_with_round, initargs=(os.getpid(),)
+                max_workers=self.concurrent,
+                initializer=trial_process,
+                initargs=(os.getpid(), cores_each(self.concurrent)),
             )
             self.runner = pool.__enter__()
         return InTask(self.runner.submit(run_trial_here, {"run": self.run, "number": number}))

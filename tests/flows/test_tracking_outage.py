@@ -33,7 +33,8 @@ def mlflow_server(folder: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     command += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
     command += ["--artifacts-destination", str(folder / "artifacts")]
     with open(folder / "server.log", "ab") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as infra/stack.py starts it
+        server = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
 
         def healthy() -> bool:
