@@ -35,9 +35,10 @@ CLINC = ROOT.parent / "shared" / "data" / "clinc150"
 ARMS = {
     "tpe + median pruning": ("tpe", "median"),
     "tpe + successive halving": ("tpe", "successive_halving"),
+    "gp + median pruning": ("gp", "median"),
     "random, no pruning": ("random", "none"),
 }
-SHORT = dict(zip(("median", "halving", "random"), ARMS, strict=True))  # --arms names
+SHORT = dict(zip(("median", "halving", "gp", "random"), ARMS, strict=True))  # --arms names
 
 
 def prepare(folder: Path, per_class: int, seed: int):

@@ -69,7 +69,11 @@ class SweepConfig(BaseModel):
         description="Optuna storage URL (any SQLAlchemy URL); unset: the environment's TUNELOOP_OPTUNA_STORAGE, "
         "else sqlite:///<TUNELOOP_HOME>/optuna.db.",
     )
-    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler (seeded).")
+    sampler: Literal["tpe", "gp", "random"] = Field(
+        "tpe",
+        description="Optuna sampler (seeded): tpe (tree-structured Parzen estimator), gp (Gaussian-process "
+        "Bayesian optimisation: few, continuous parameters), or random.",
+    )
     pruner: Literal["median", "successive_halving", "none"] = Field(
         "median", description="Stops hopeless trials on their per-epoch validation score."
     )
@@ -93,8 +97,8 @@ class SweepConfig(BaseModel):
         4,
         ge=1,
         le=1000,
-        description="Random trials before TPE starts modelling the "
-        "space (Optuna's default of 10 would make small sweeps purely random).",
+        description="Random trials before TPE or GP starts modelling the space (GP counts completed ones "
+        "only; Optuna's default of 10 would make small sweeps purely random).",
     )
     search: list[SearchedParameter] = Field(
         default=["learning_rate", "weight_decay", "warmup_epochs"],

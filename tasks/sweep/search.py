@@ -27,11 +27,12 @@ def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = int(np.random.SeedSequence([config.seed, slot]).generate_state(1)[0])
-    sampler = (
-        optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.startup_trials, constant_liar=True)
-        if config.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
+    startup = config.startup_trials
+    sampler = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }[config.sampler]()
     pruner = {
         "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=config.pruning_min_epochs),
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner(min_resource=config.pruning_min_epochs),

@@ -108,3 +108,34 @@ def test_no_trial_is_pruned_before_pruning_min_steps_after_its_warmup(tmp_path: 
     evaluate_epoch_1(storage, epochs=3, step=22, warmup=4, min_steps=20)  # 18 steps after warmup: too early
     with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
         evaluate_epoch_1(storage, epochs=3, step=22, warmup=0, min_steps=20)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_a_modelling_sampler_starts_random_and_then_closes_in_on_the_best_learning_rate(
+    tmp_path: Path, sampler: str
+) -> None:
+    """The startup trials are the random sampler's (so the arms of the efficiency benchmark pair
+    up); after them the sampler proposes nearer the best learning rate of a one-peak score than
+    random search does."""
+    import math
+    import statistics
+
+    from tasks.sweep.record import ask
+    from tasks.sweep.search import suggest
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def distances(kind: str) -> list[float]:
+        """How far each of 12 trials' learning rates lies from the peak at 1e-4, in decades."""
+        config = SweepConfig(sampler=kind, search=["learning_rate"], startup_trials=4, seed=7)
+        found = []
+        for slot in range(12):
+            study = open_study(config, kind, storage, slot)  # each trial opens the study anew
+            trial = ask(study)
+            found.append(abs(math.log10(suggest(trial, config, TrainConfig())["learning_rate"]) + 4))
+            study.tell(trial, -found[-1])
+        return found
+
+    modelled, randomly = distances(sampler), distances("random")
+    assert modelled[:4] == pytest.approx(randomly[:4])
+    assert statistics.median(modelled[4:]) < 0.8 * statistics.median(randomly[4:]), (modelled, randomly)
