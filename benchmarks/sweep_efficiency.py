@@ -1,13 +1,14 @@
-"""Sweep efficiency on data where tuning matters: CLINC150's 15 banking intents with 8 training
-texts per intent (--per-class), where `tuneloop run`'s defaults stop below a validation target that
-good configurations reach. Every arm searches the sweep's default space (learning rate, weight decay,
+"""Sweep efficiency on data where tuning matters: CLINC150's 15 banking intents with 8 training texts
+per intent (--per-class), where `tuneloop run`'s defaults stop below a validation target that good
+configurations reach. Every arm searches the sweep's default space (learning rate, weight decay,
 warmup; trials stop early as `tuneloop run` does) with the same trial budget, for several sampler
-seeds: TPE + median pruning (the sweep's default), TPE + successive halving, and random search
-without pruning; TPE's random start-up trials are the random arm's first trials of the same seed,
-so the arms are paired. It prints per arm and seed the trial-epochs and seconds until a completed
-trial first reached the target (the whole budget when none did), the trial-epochs of the whole
-budget and the best validation F1; then one `tuneloop run` with defaults; then the wall time of two
-trials run one after another versus at once (two processes, as two trial flow runs on two workers).
+seeds: TPE + median pruning (the sweep's default), TPE + successive halving, GP + median pruning
+and random search without pruning; the modelling samplers' random start-up trials are the random
+arm's first trials of the same seed, so the arms are paired. It prints per arm and seed the
+trial-epochs and seconds until a completed trial first reached the target (the whole budget when none
+did), the trial-epochs of the whole budget and the best validation F1; then one `tuneloop run` with
+defaults; then the wall time of two trials run one after another versus at once (two processes, as
+two trial flow runs on two workers).
 
 Targets (issue 18): TPE + pruning needs at most 0.6x the trial-epochs of random search on average;
 two trials at once take at most 0.6x the wall time of running them one after another. On 2 CPU
@@ -232,7 +233,8 @@ def main() -> int:
         nargs="+",
         choices=list(SHORT),
         default=list(SHORT),
-        help="Arms to run: TPE + median pruning, TPE + successive halving, random search (the reference).",
+        help="Arms to run: TPE + median pruning, TPE + successive halving, GP + median pruning, random search "
+        "(the reference).",
     )
     args = parser.parse_args()
     args.arms = [SHORT[name] for name in args.arms]
