@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
@@ -58,7 +58,7 @@ env: $(STAMP) ## Print export lines for the running stack (use: eval "$$(make -s
 deploy: $(STAMP) ## Register deployments/prefect.yaml with the running Prefect server
 	$(BIN)/python infra/stack.py deploy
 
-test: $(STAMP) ## Run the test suite (all but the slow real-data fine-tunes) on TEST_WORKERS=2 workers
+test: $(STAMP) ## Run the test suite (all but the slow real-data fine-tunes) on TEST_WORKERS=3 workers
 	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 
 test-slow: $(STAMP) ## Run only the slow tests (real fine-tunes on ../shared/data; about 20 minutes)

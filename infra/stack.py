@@ -187,11 +187,18 @@ def worker_online(api_url: str, pool: str, worker: str) -> Callable[[], bool]:
 
 
 def alive(record: dict[str, Any]) -> bool:
-    """The recorded process still runs (and is the same process, not a reused pid)."""
+    """The recorded process still runs (and is the same process, not a reused pid): it started when
+    recorded or, after the clock was stepped (NTP, a resumed or cloned VM: psutil derives start times
+    from the wall clock), it runs the recorded command line, whose ports and names are the stack's."""
     try:
         process = psutil.Process(record["pid"])
-        return abs(process.create_time() - record["started"]) < 1 and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if abs(process.create_time() - record["started"]) < 1:
+            return True
+        arguments = record["command"][1:]  # the program itself may run through its interpreter
+        return bool(arguments) and process.cmdline()[-len(arguments) :] == arguments
+    except psutil.Error:
         return False
 
 

@@ -22,11 +22,13 @@ from tests.helpers.stack import postgres_bin, running_stack
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the group (this file may load first)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (make test runs two workers) every end-to-end test runs on one worker, so
-    the session's stack is started once."""
+    """Under pytest-xdist (make test runs several workers) every end-to-end test of the session's
+    stack runs on one worker, so that stack is started once; the Postgres test starts a stack of its
+    own and may run beside them."""
     for item in items:
         if "tests/e2e/" in item.nodeid:
-            item.add_marker(pytest.mark.xdist_group("stack"))
+            group = "postgres-stack" if "test_stack_postgres" in item.nodeid else "stack"
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session", autouse=True)

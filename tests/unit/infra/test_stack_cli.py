@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 from tests.helpers import ROOT, free_port
 
 
@@ -52,3 +54,26 @@ def test_status_down_and_deploy_without_a_stack(tmp_path: Path) -> None:
     assert status.returncode == 1 and "not running" in status.stdout
     assert down.returncode == 0 and "Nothing to stop" in down.stdout
     assert deploy.returncode == 2 and "does not answer" in deploy.stderr and "make up" in deploy.stderr
+
+
+def test_a_stack_process_is_still_known_after_the_clock_was_stepped(tmp_path: Path) -> None:
+    """`make down` must find its processes after an NTP step or a resumed VM moved the wall clock
+    (psutil's start times move with it); a reused pid running something else is not ours."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stack_script", ROOT / "infra/stack.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    command = [sys.executable, "-c", "import time; time.sleep(60)", "tuneloop-test"]
+    process = subprocess.Popen(command)
+    try:
+        record = {"pid": process.pid, "started": psutil.Process(process.pid).create_time(), "command": command}
+        assert script.alive(record)
+        stepped = {**record, "started": record["started"] - 3600}  # the clock moved an hour since
+        assert script.alive(stepped), "the same command line is the same process"
+        assert not script.alive({**stepped, "command": [sys.executable, "-c", "something else"]})
+    finally:
+        process.kill()
+        process.wait()
+    assert not script.alive(record)
