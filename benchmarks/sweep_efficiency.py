@@ -6,7 +6,9 @@ seeds: TPE + median pruning (the sweep's default), TPE + successive halving, GP 
 and random search without pruning; the modelling samplers' random start-up trials are the random
 arm's first trials of the same seed, so the arms are paired. It prints per arm and seed the
 trial-epochs and seconds until a completed trial first reached the target (the whole budget when none
-did), the trial-epochs of the whole budget and the best validation F1; then one `tuneloop run` with
+did), the trial-epochs of the whole budget and the best validation F1; per seed, each arm's best
+completed trial at equal spend (the fewest trial-epochs any arm spent on its whole budget: a missed
+target does not favour the arm that spends less there); then one `tuneloop run` with
 defaults; then the wall time of two trials run one after another versus at once (two processes, as
 two trial flow runs on two workers).
 
@@ -185,6 +187,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
     train, log = TrainConfig(max_length=32), logging.getLogger("sweep-bench")
     used, pruned, best, started = 0, 0, 0.0, time.perf_counter()
     to_target: tuple[int, float, int] | None = None  # (trial-epochs, seconds, trials) when first reached
+    completed: list[tuple[int, float]] = []  # (trial-epochs spent when it ended, its score): models kept
     for slot in range(trials):  # the whole budget: "to target" and "whole budget" from one run
         asked = ask(study)
         asked.set_user_attr("round", 1)
@@ -195,6 +198,8 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
         used += len(result.history)
         pruned += result.state == "pruned"
         best = max(best, result.score or 0.0)
+        if result.state == "complete":
+            completed.append((used, result.score or 0.0))
         if to_target is None and result.state == "complete" and (result.score or 0.0) >= target:
             to_target = (used, time.perf_counter() - started, slot + 1)
     seconds = time.perf_counter() - started
@@ -207,7 +212,25 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
         "pruned": pruned,
         "best": best,
         "seconds": seconds,
+        "completed": completed,
     }
+
+
+def best_within(outcome: dict, epochs: float) -> float:
+    """The best score of the trials that completed (and so kept a model) within `epochs` trial-epochs."""
+    return max((score for used, score in outcome.get("completed", []) if used <= epochs), default=0.0)
+
+
+def equal_spend(rows: list[tuple[str, int, dict]], arms: list[str]) -> None:
+    """Print each arm's best completed trial at the same spend per seed (the least any arm spent on
+    its whole budget): a measure that a missed target does not bias towards the arm that spends less."""
+    print("| seed | equal spend (trial-epochs) | " + " | ".join(f"{arm}: best val F1" for arm in arms) + " |")
+    print("|---|---|" + "---|" * len(arms))
+    for seed in sorted({seed for arm, seed, _ in rows if arm in arms}):
+        mine = {arm: o for arm, s, o in rows if s == seed and arm in arms}
+        spend = min(o["trial_epochs"] for o in mine.values())
+        cells = " | ".join(f"{best_within(mine[arm], spend):.4f}" for arm in arms)
+        print(f"| {seed} | {spend} | {cells} |")
 
 
 def main() -> int:
@@ -288,6 +311,7 @@ def main() -> int:
                 f"{arm} / random: trial-epochs to target {means[arm]['to_target'] / random['to_target']:.2f}, "
                 f"whole budget {means[arm]['trial_epochs'] / random['trial_epochs']:.2f} (target <= 0.6)"
             )
+    equal_spend(rows, args.arms)
     print(
         f"two trials one after another {sequential:.0f} s, at once {together:.0f} s: ratio "
         f"{together / sequential:.2f} (target <= 0.6; on a CPU they share the cores)"
