@@ -218,7 +218,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, splits, model, folder
 
 def best_within(outcome: dict, epochs: float) -> float:
     """The best score of the trials that completed (and so kept a model) within `epochs` trial-epochs."""
-    return max((score for used, score in outcome.get("completed", []) if used <= epochs), default=0.0)
+    return max((score for used, score in outcome["completed"] if used <= epochs), default=0.0)
 
 
 def equal_spend(rows: list[tuple[str, int, dict]], arms: list[str]) -> None:

@@ -56,7 +56,7 @@ def test_status_down_and_deploy_without_a_stack(tmp_path: Path) -> None:
     assert deploy.returncode == 2 and "does not answer" in deploy.stderr and "make up" in deploy.stderr
 
 
-def test_a_stack_process_is_still_known_after_the_clock_was_stepped(tmp_path: Path) -> None:
+def test_a_stack_process_is_still_known_after_the_clock_was_stepped() -> None:
     """`make down` must find its processes after an NTP step or a resumed VM moved the wall clock
     (psutil's start times move with it); a reused pid running something else is not ours."""
     import importlib.util
