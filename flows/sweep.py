@@ -35,10 +35,12 @@ from tasks.sweep.steps import (
     final_state,
     find_sweep,
     finish_sweep,
+    open_round,
     plan_search_space,
     start_sweep,
     use_stored_config,
 )
+from tasks.tracking.live import mark_failed, mark_killed
 from tasks.tracking.store import TrackingTarget, check_tracking, run_link
 
 
@@ -107,7 +109,13 @@ def trial_starter(config: SweepPipelineConfig, sweep_id: str) -> AbstractContext
 TRIAL_TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=1)
 
 
-@flow(name="sweep", task_runner=TRIAL_TASK_RUNNER)
+@flow(
+    name="sweep",
+    task_runner=TRIAL_TASK_RUNNER,
+    on_failure=[mark_failed],
+    on_crashed=[mark_failed],
+    on_cancellation=[mark_killed],
+)
 def sweep(
     config: SweepPipelineConfig = SweepPipelineConfig(),  # noqa: B008
     sweep_id: Annotated[str | None, Field(max_length=100)] = None,
@@ -155,6 +163,7 @@ def sweep(
         if refusal:
             return final_state(finish_sweep(state, refusal, target))
         with round_lease(state.storage, state.sweep_id, round_number, str(flow_run.id)):
+            open_round(state, target)
             new, unfinished = ask_trials(config, state, round_number)
             with trial_starter(config, state.sweep_id) as start:
                 run_round(state, new, unfinished, config.sweep.max_concurrent_trials, start, get_run_logger())

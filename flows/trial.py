@@ -14,6 +14,7 @@ from tasks.config.pipeline import SweepPipelineConfig
 from tasks.core.errors import ConfigError
 from tasks.sweep.state import TrialResult
 from tasks.sweep.steps import check_trial_device, run_sweep_trial
+from tasks.tracking.live import mark_failed, mark_killed
 from tasks.tracking.store import check_tracking
 
 
@@ -25,7 +26,13 @@ def trial_run_name() -> str:
     return f"{parameters.get('sweep_id') or 'no sweep'} trial {parameters.get('trial_number', 0)}"
 
 
-@flow(name="trial", flow_run_name=trial_run_name)
+@flow(
+    name="trial",
+    flow_run_name=trial_run_name,
+    on_failure=[mark_failed],
+    on_crashed=[mark_failed],
+    on_cancellation=[mark_killed],
+)
 def trial(
     config: SweepPipelineConfig = SweepPipelineConfig(),  # noqa: B008
     sweep_id: Annotated[str | None, Field(max_length=100)] = None,

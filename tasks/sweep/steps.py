@@ -183,6 +183,16 @@ def use_stored_config(pipeline: SweepPipelineConfig, state: SweepState) -> Sweep
     return stored
 
 
+@task(name="open_round")
+def open_round(state: SweepState, target: TrackingTarget) -> None:
+    """The sweep's MLflow parent run belongs to this round while it runs: RUNNING, and ended KILLED
+    or FAILED by this flow run's hooks when the round is cancelled, fails or crashes (so no run of a
+    stopped sweep stays RUNNING); a later run that continues the sweep takes it over again."""
+    from tasks.tracking.live import drive_run
+
+    drive_run(target, state.parent_run_id)
+
+
 @task(name="ask_trials")
 def ask_trials(pipeline: SweepPipelineConfig, state: SweepState, round_number: int) -> tuple[list[int], list[int]]:
     """Ask the study for the round's new trials (parameters suggested and stored, so any process can

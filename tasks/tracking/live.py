@@ -44,6 +44,21 @@ def find_open_run(target: TrackingTarget, flow_run_id: str) -> Any | None:
     return found[0] if found else None
 
 
+def drive_run(target: TrackingTarget, run_id: str) -> None:
+    """Make `run_id` this flow run's: RUNNING, tagged with the flow run, whose state hooks end it
+    (KILLED when the flow run is cancelled, FAILED when it fails or crashes); an error an earlier,
+    interrupted flow run left on it goes."""
+    from prefect.runtime import flow_run
+
+    client = mlflow_client(target.uri)
+    run = client.get_run(run_id)
+    if run.info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "prefect.flow_run_id", str(flow_run.id or ""))
+    if "error" in run.data.tags:
+        client.delete_tag(run_id, "error")
+
+
 def continued_run(target: TrackingTarget, run_id: str | None) -> Any | None:
     """The MLflow run an unfinished run folder names, if it is still in this experiment."""
     if not run_id:
@@ -72,10 +87,7 @@ def open_training_run(
         existing = existing or continued_run(target, record.mlflow_run_id if record else None)
         if existing is not None:
             run_id = existing.info.run_id
-            client.update_run(run_id, status="RUNNING")
-            client.set_tag(run_id, "prefect.flow_run_id", flow_run_id)  # the hooks of this flow run end it
-            if "error" in existing.data.tags:  # ended FAILED by the interrupted attempt; this one goes on
-                client.delete_tag(run_id, "error")
+            drive_run(target, run_id)  # ended FAILED or KILLED by the interrupted attempt; this one goes on
         else:
             tags = run_tags(dataset_sha256, {"kind": "training"})
             run_id = client.create_run(
@@ -120,10 +132,11 @@ def get_run_logger_safe() -> Any:
 
 
 def mark_failed(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow hook (failed, crashed): the open training run ends FAILED with the error as a tag."""
+    """Flow hook (failed, crashed): the flow run's open MLflow runs (a training, a sweep's parent
+    run during a round, a trial's run) end FAILED with the error as a tag."""
     end_open_runs(flow_run, "FAILED", state.message or state.name)
 
 
 def mark_killed(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow hook (cancelled): the open training run ends KILLED."""
+    """Flow hook (cancelled): the flow run's open MLflow runs end KILLED."""
     end_open_runs(flow_run, "KILLED", state.message)

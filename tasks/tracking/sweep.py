@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.model.evaluate import EvalReport
+from tasks.tracking.live import drive_run
 from tasks.tracking.model import log_model
 from tasks.tracking.store import (
     TrackingTarget,
@@ -35,21 +36,24 @@ def start_sweep_run(
 
 
 def open_trial_run(target: TrackingTarget, parent_run_id: str, sweep_id: str, round_number: int, number: int) -> str:
-    """The trial's child run, RUNNING while it trains (a retried flow run of the trial reuses it); its id."""
+    """The trial's child run, RUNNING while it trains and ended by the trial flow run's hooks if it
+    is cancelled or crashes (a retried flow run of the trial reuses it); its id."""
     client = mlflow_client(target.uri)
     query = f"tags.sweep_id = '{sweep_id}' and tags.trial_number = '{number}' and tags.kind = 'trial'"
     found = client.search_runs([target.experiment_id], query, max_results=1)
     if found:
-        client.update_run(found[0].info.run_id, status="RUNNING")
-        return found[0].info.run_id
-    tags = {
-        "mlflow.parentRunId": parent_run_id,
-        "sweep_id": sweep_id,
-        "round": str(round_number),
-        "trial_number": str(number),
-        "kind": "trial",
-    }
-    return client.create_run(target.experiment_id, run_name=f"{sweep_id} trial {number}", tags=tags).info.run_id
+        run_id = found[0].info.run_id
+    else:
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "sweep_id": sweep_id,
+            "round": str(round_number),
+            "trial_number": str(number),
+            "kind": "trial",
+        }
+        run_id = client.create_run(target.experiment_id, run_name=f"{sweep_id} trial {number}", tags=tags).info.run_id
+    drive_run(target, run_id)
+    return run_id
 
 
 def log_trial(

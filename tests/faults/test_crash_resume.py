@@ -116,10 +116,12 @@ def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_it
 ) -> None:
     """SIGTERM to `tuneloop sweep` whose trial trains in a thread of the command (one at a time, the
     default): the trial stops at its next step instead of training its 12 epochs first; it stays
-    unfinished in the study (its retry on --continue resumes from its checkpoint), and the round's
-    claim is given up, so --continue takes the round over at once."""
+    unfinished in the study (its retry on --continue resumes from its checkpoint), the round's
+    claim is given up, so --continue takes the round over at once, and no MLflow run of the stopped
+    sweep is left RUNNING."""
     import optuna
     import sqlalchemy as sa
+    from mlflow.tracking import MlflowClient
 
     home, env = tmp_path / "home", own_homes(tmp_path)
     settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=8", "train.max_length=32", "train.epochs=12"]
@@ -143,6 +145,11 @@ def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_it
     with sa.create_engine(storage).connect() as connection:
         claims = connection.execute(sa.text("select count(*) from tuneloop_round_claims")).scalar()
     assert claims == 0, "the interrupted round gave its claim up"
+    tracking = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    runs = tracking.search_runs([experiment.experiment_id for experiment in tracking.search_experiments()])
+    ended = {run.data.tags["kind"]: (run.info.status, run.data.tags.get("error", "")) for run in runs}
+    stopped = all(status == "FAILED" and error for status, error in ended.values())
+    assert set(ended) == {"sweep", "trial"} and stopped, ended
 
 
 def test_a_killed_local_trial_process_is_retried_and_the_sweep_finishes(tiny_bert: Path, tmp_path: Path) -> None:

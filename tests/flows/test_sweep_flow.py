@@ -394,3 +394,44 @@ def test_a_round_of_a_sweep_its_storage_does_not_hold_is_refused_and_starts_noth
     with pytest.raises(ConfigError, match="No sweep 'sweep-nope' in the Optuna storage sqlite:"):
         sweep(config=sweep_config(), sweep_id="sweep-nope", round_number=2)
     assert not (tuneloop_home / "sweeps").exists(), "a given sweep id never starts a new sweep"
+
+
+def test_a_stopped_round_or_trial_leaves_no_mlflow_run_running_and_the_next_run_takes_it_over(
+    tuneloop_home: Path,
+) -> None:
+    """A sweep's parent run is driven by the round that runs, a trial's run by its trial flow run:
+    when that flow run fails, crashes or is cancelled (Stop in the Prefect UI) its hooks end the
+    MLflow run FAILED or KILLED, instead of leaving it RUNNING for good; the flow run that continues
+    takes the run over (RUNNING again, tagged with it, the old error gone)."""
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    from flows.trial import trial
+    from tasks.tracking.live import drive_run, mark_failed, mark_killed
+    from tasks.tracking.store import ensure_experiment
+
+    for stopped in (sweep, trial):
+        assert stopped.on_cancellation_hooks == [mark_killed], stopped.name
+        assert stopped.on_crashed_hooks == stopped.on_failure_hooks == [mark_failed], stopped.name
+    target = ensure_experiment("stopped")
+    client = mlflow.MlflowClient(target.uri)
+    run_id = client.create_run(target.experiment_id).info.run_id
+
+    @flow(on_failure=[mark_failed])
+    def failing_round() -> None:
+        drive_run(target, run_id)
+        raise RuntimeError("CUDA out of memory")
+
+    assert failing_round(return_state=True).is_failed()
+    ended = client.get_run(run_id)
+    assert ended.info.status == "FAILED" and "CUDA out of memory" in ended.data.tags["error"]
+
+    @flow
+    def next_round() -> str:
+        drive_run(target, run_id)
+        return str(flow_run.id)
+
+    continued_by = next_round()
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "RUNNING" and "error" not in resumed.data.tags
+    assert resumed.data.tags["prefect.flow_run_id"] == continued_by
