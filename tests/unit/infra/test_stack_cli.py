@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from tests.helpers import ROOT, free_port
+from tests.helpers.stack import wait_for
 
 
 def stack(command: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -68,6 +69,8 @@ def test_a_stack_process_is_still_known_after_the_clock_was_stepped() -> None:
     command = [sys.executable, "-c", "import time; time.sleep(60)", "tuneloop-test"]
     process = subprocess.Popen(command)
     try:
+        # Popen returns once exec began; the kernel shows the new command line a moment later.
+        wait_for(lambda: psutil.Process(process.pid).cmdline() or None, 10, "the command line")
         record = {"pid": process.pid, "started": psutil.Process(process.pid).create_time(), "command": command}
         assert script.alive(record)
         stepped = {**record, "started": record["started"] - 3600}  # the clock moved an hour since
