@@ -42,18 +42,19 @@ def open_trial_run(target: TrackingTarget, parent_run_id: str, sweep_id: str, ro
     query = f"tags.sweep_id = '{sweep_id}' and tags.trial_number = '{number}' and tags.kind = 'trial'"
     found = client.search_runs([target.experiment_id], query, max_results=1)
     if found:
-        run_id = found[0].info.run_id
-    else:
-        tags = {
-            "mlflow.parentRunId": parent_run_id,
-            "sweep_id": sweep_id,
-            "round": str(round_number),
-            "trial_number": str(number),
-            "kind": "trial",
-        }
-        run_id = client.create_run(target.experiment_id, run_name=f"{sweep_id} trial {number}", tags=tags).info.run_id
-    drive_run(target, run_id)
-    return run_id
+        drive_run(target, found[0].info.run_id)
+        return found[0].info.run_id
+    from prefect.runtime import flow_run
+
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        "sweep_id": sweep_id,
+        "round": str(round_number),
+        "trial_number": str(number),
+        "kind": "trial",
+        "prefect.flow_run_id": str(flow_run.id or ""),  # its hooks end the run (see drive_run)
+    }
+    return client.create_run(target.experiment_id, run_name=f"{sweep_id} trial {number}", tags=tags).info.run_id
 
 
 def log_trial(
