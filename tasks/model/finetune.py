@@ -28,6 +28,7 @@ from tasks.model.plan import (
     best_epoch,
     choose_device,
     choose_max_length,
+    early_stopping,
     epoch_losses,
     epoch_scores,
     eval_scores,
@@ -279,7 +280,7 @@ def finetune(
     `progress` hears the share of planned steps done (0-100) as training goes."""
     import pandas as pd
     import torch
-    from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+    from transformers import AutoTokenizer, set_seed
 
     log = log or logging.getLogger(__name__)
     quiet_libraries()
@@ -298,7 +299,7 @@ def finetune(
     seconds: dict[int, float] = {}
     extra = [epoch_callback(seconds, log, plan.epochs), step_progress(plan, log, progress), *(callbacks or [])]
     if plan.patience:
-        extra.append(EarlyStoppingCallback(early_stopping_patience=plan.patience))
+        extra.append(early_stopping(plan.patience))
     arguments = training_arguments(plan, config, checkpoints, device, precision)
     trainer = make_trainer(network, tokenizer, encoded, len(labels), eval_config.metric, arguments, extra)
     log.info(plan_line(model, config, splits, plan, device, precision, resume))

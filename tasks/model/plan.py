@@ -104,6 +104,20 @@ def selection_score(score: float, loss: float) -> float:
     return round(score, 6) + 1e-7 / (1.0 + max(loss, 0.0))
 
 
+# What counts as progress for early stopping: a better validation score (which moves the selection
+# score by at least 1e-6, minus the loss term's < 1e-7), never a lower loss at the same score alone.
+SCORE_GAIN = 5e-7
+
+
+def early_stopping(patience: int) -> Any:
+    """Stop after `patience` evaluations without a better validation score. A tie broken by a lower
+    loss still picks the kept epoch (best_epoch) but is no progress: a score that stays flat while
+    the loss keeps falling would otherwise train to the last planned epoch."""
+    from transformers import EarlyStoppingCallback
+
+    return EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=SCORE_GAIN)
+
+
 def best_epoch(history: list[EpochRecord], metric: str) -> int:
     """The epoch whose weights are kept: the highest selection score (a tie in the validation score
     goes to the lower validation loss, so the later, better-fitted epoch wins over an early one)."""

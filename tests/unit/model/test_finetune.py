@@ -11,6 +11,7 @@ from tasks.model.plan import (
     best_epoch,
     choose_device,
     choose_max_length,
+    early_stopping,
     epoch_scores,
     lora_config,
     selection_score,
@@ -89,6 +90,33 @@ def test_ties_in_the_score_go_to_the_lower_validation_loss() -> None:
     history[0].val["f1_macro"] = 1.0
     better = [record.model_copy(update={"selection": None}) for record in history]
     assert best_epoch(better, "f1_macro") == 2
+
+
+def epochs_until_stopped(scores: list[tuple[float, float]], patience: int, tmp_path: Path) -> int:
+    """Epochs trained before early stopping ends training, driving transformers' callback as the
+    Trainer does: on_evaluate first, then the best metric (the selection score) is updated."""
+    from transformers import TrainerControl, TrainerState
+
+    config = TrainConfig(epochs=len(scores))
+    arguments = training_arguments(plan_for(config), config, tmp_path, "cpu", "fp32")
+    callback, state, control = early_stopping(patience), TrainerState(), TrainerControl()
+    for epoch, (score, loss) in enumerate(scores, start=1):
+        selection = selection_score(score, loss)
+        callback.on_evaluate(arguments, state, control, {"eval_selection": selection})
+        if state.best_metric is None or selection > state.best_metric:
+            state.best_metric = selection
+        if control.should_training_stop:
+            return epoch
+    return len(scores)
+
+
+def test_early_stopping_counts_a_better_score_as_progress_not_a_lower_loss_alone(tmp_path: Path) -> None:
+    flat = [(0.9, 1.0), (0.98, 0.5)] + [(0.98, 0.4 - 0.01 * n) for n in range(28)]
+    assert epochs_until_stopped(flat, 3, tmp_path) == 5, "a flat score with a falling loss must stop"
+    rising = [(0.5 + 0.01 * n, 1.0) for n in range(30)]
+    assert epochs_until_stopped(rising, 3, tmp_path) == 30
+    late = [(0.9, 1.0), (0.9, 0.9), (0.9, 0.8), (0.91, 0.8), (0.9, 0.7), (0.9, 0.6), (0.9, 0.5), (0.95, 0.4)]
+    assert epochs_until_stopped(late, 3, tmp_path) == 7
 
 
 def test_epoch_scores_rank_a_tied_epoch_by_its_cross_entropy() -> None:
