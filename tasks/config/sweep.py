@@ -75,7 +75,10 @@ class SweepConfig(BaseModel):
         "Bayesian optimisation: few, continuous parameters), or random.",
     )
     pruner: Literal["median", "successive_halving", "none"] = Field(
-        "median", description="Stops hopeless trials on their per-epoch validation score."
+        "median",
+        description="Stops hopeless trials on their per-epoch validation score: median (a trial clearly below "
+        "the median of the finished trials at the same epoch, by more than the validation split's noise), "
+        "successive_halving (Optuna's, aggressive), none.",
     )
     pruning_min_epochs: int = Field(
         1,

@@ -139,7 +139,7 @@ def run_trial(
 
     from tasks.model.finetune import finetune
 
-    study = open_study(config, state.study_name, state.storage)
+    study = open_study(config, state.study_name, state.storage, validation_rows=state.splits.validation.rows)
     frozen = study.trials[number]
     if frozen.state.is_finished():  # a retried flow run of a trial that already ended
         return trial_result(frozen)

@@ -78,6 +78,39 @@ def test_no_trial_is_pruned_before_pruning_min_epochs(tmp_path: Path, pruner: st
     assert prunes_at(SweepConfig(pruner="none")) is None
 
 
+def median_prunes(storage: str, score: float, validation_rows: int) -> bool:
+    """Whether the median pruner stops a new trial of study "s" that scored `score` at epoch 1."""
+    trial = open_study(SweepConfig(), "s", storage, validation_rows=validation_rows).ask()
+    trial.report(score, step=1)
+    return trial.should_prune()
+
+
+def test_the_median_pruner_leaves_a_trial_within_the_validation_noise_of_the_median(tmp_path: Path) -> None:
+    """Two finished trials at 0.9: on 600 validation rows a score is known to about 0.012, so 0.88
+    is not clearly worse and goes on, while 0.85 is stopped; with no margin (0 rows given) 0.88 is."""
+    storage = study_with_two_good_trials(tmp_path)
+    assert not median_prunes(storage, 0.88, validation_rows=600)
+    assert median_prunes(storage, 0.85, validation_rows=600)
+    assert median_prunes(storage, 0.88, validation_rows=0)
+
+
+def test_the_median_pruner_counts_pruned_trials_so_completed_good_ones_do_not_set_the_bar(tmp_path: Path) -> None:
+    """Optuna's median pruner compares with completed trials only: once they are the good ones,
+    nearly every new trial is below their median and the search stalls. Ours counts the pruned
+    trials' scores at the same epoch too: two completed at 0.9 and three pruned at 0.3 put the
+    median at 0.3, so a trial at 0.5 goes on."""
+    import optuna
+
+    storage = study_with_two_good_trials(tmp_path)
+    study = open_study(SweepConfig(), "s", storage)
+    for _ in range(3):
+        poor = study.ask()
+        poor.report(0.3, step=1)
+        study.tell(poor, state=optuna.trial.TrialState.PRUNED)
+    assert not median_prunes(storage, 0.5, validation_rows=600)
+    assert median_prunes(storage, 0.2, validation_rows=600)
+
+
 def evaluate_epoch_1(storage: str, epochs: int, step: int = 4, warmup: int = 0, min_steps: int = 0) -> None:
     """The pruning callback of a new trial of study "s" at the end of epoch 1 (optimizer step
     `step`, after `warmup` warmup steps), scoring 0.1."""
