@@ -43,7 +43,7 @@ def median_pruner(min_epoch: int, validation_rows: int) -> Any:
                 return False
             median = float(np.median(others))
             error = (median * (1 - median) / validation_rows) ** 0.5 if validation_rows else 0.0
-            best = max(value for epoch, value in trial.intermediate_values.items() if epoch <= step)
+            best = max(trial.intermediate_values.values())  # its epochs so far: step is the last
             return best < median - PRUNING_ERRORS * error
 
     return NoiseAwareMedianPruner()
