@@ -189,8 +189,9 @@ def open_round(state: SweepState, target: TrackingTarget) -> None:
     or FAILED by this flow run's hooks when the round is cancelled, fails or crashes (so no run of a
     stopped sweep stays RUNNING); a later run that continues the sweep takes it over again."""
     from tasks.tracking.live import drive_run
+    from tasks.tracking.store import mlflow_client
 
-    drive_run(target, state.parent_run_id)
+    drive_run(target, mlflow_client(target.uri).get_run(state.parent_run_id))
 
 
 @task(name="ask_trials")

@@ -44,14 +44,14 @@ def find_open_run(target: TrackingTarget, flow_run_id: str) -> Any | None:
     return found[0] if found else None
 
 
-def drive_run(target: TrackingTarget, run_id: str) -> None:
-    """Make `run_id` this flow run's: RUNNING, tagged with the flow run, whose state hooks end it
-    (KILLED when the flow run is cancelled, FAILED when it fails or crashes); an error an earlier,
+def drive_run(target: TrackingTarget, run: Any) -> None:
+    """Make the MLflow `run` this flow run's: RUNNING, tagged with the flow run, whose state hooks end
+    it (KILLED when the flow run is cancelled, FAILED when it fails or crashes); an error an earlier,
     interrupted flow run left on it goes."""
     from prefect.runtime import flow_run
 
     client = mlflow_client(target.uri)
-    run = client.get_run(run_id)
+    run_id = run.info.run_id
     if run.info.status != "RUNNING":
         client.update_run(run_id, status="RUNNING")
     client.set_tag(run_id, "prefect.flow_run_id", str(flow_run.id or ""))
@@ -87,7 +87,7 @@ def open_training_run(
         existing = existing or continued_run(target, record.mlflow_run_id if record else None)
         if existing is not None:
             run_id = existing.info.run_id
-            drive_run(target, run_id)  # ended FAILED or KILLED by the interrupted attempt; this one goes on
+            drive_run(target, existing)  # ended FAILED or KILLED by the interrupted attempt; this one goes on
         else:
             tags = run_tags(dataset_sha256, {"kind": "training"})
             run_id = client.create_run(

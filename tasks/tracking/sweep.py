@@ -42,7 +42,7 @@ def open_trial_run(target: TrackingTarget, parent_run_id: str, sweep_id: str, ro
     query = f"tags.sweep_id = '{sweep_id}' and tags.trial_number = '{number}' and tags.kind = 'trial'"
     found = client.search_runs([target.experiment_id], query, max_results=1)
     if found:
-        drive_run(target, found[0].info.run_id)
+        drive_run(target, found[0])
         return found[0].info.run_id
     from prefect.runtime import flow_run
 

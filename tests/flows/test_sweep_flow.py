@@ -419,7 +419,7 @@ def test_a_stopped_round_or_trial_leaves_no_mlflow_run_running_and_the_next_run_
 
     @flow(on_failure=[mark_failed])
     def failing_round() -> None:
-        drive_run(target, run_id)
+        drive_run(target, client.get_run(run_id))
         raise RuntimeError("CUDA out of memory")
 
     assert failing_round(return_state=True).is_failed()
@@ -428,7 +428,7 @@ def test_a_stopped_round_or_trial_leaves_no_mlflow_run_running_and_the_next_run_
 
     @flow
     def next_round() -> str:
-        drive_run(target, run_id)
+        drive_run(target, client.get_run(run_id))
         return str(flow_run.id)
 
     continued_by = next_round()
