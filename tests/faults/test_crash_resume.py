@@ -27,11 +27,11 @@ def serves(process: psutil.Process) -> bool:
 
 
 def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_continues_it(
-    tiny_bert: Path, tmp_path: Path
+    tiny_bert: Path, tmp_path: Path, migrated_prefect: Path
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    home, env = tmp_path / "home", own_homes(tmp_path)
+    home, env = tmp_path / "home", own_homes(tmp_path, migrated_prefect)
     settings = [f"model.candidates=[{tiny_bert}]", "train.epochs=3", "train.early_stopping_patience=0"]
     command = sample_command("run", *settings, "train.batch_size=8", "train.max_length=32", "tracking.experiment=crash")
 
@@ -75,11 +75,11 @@ def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_contin
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(
-    stop: signal.Signals, tiny_bert: Path, tmp_path: Path
+    stop: signal.Signals, tiny_bert: Path, tmp_path: Path, migrated_prefect: Path
 ) -> None:
     """Two trials at once run in processes of the round; SIGTERM to the command ends them too (it
     does not wait for their trials), with one line and exit 143; kill -9 takes them along."""
-    env = own_homes(tmp_path)
+    env = own_homes(tmp_path, migrated_prefect)
     settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=8", "train.max_length=32"]
     trials = [
         "sweep.max_concurrent_trials=2",
@@ -112,7 +112,7 @@ def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(
 
 
 def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_its_round_up(
-    tiny_bert: Path, tmp_path: Path
+    tiny_bert: Path, tmp_path: Path, migrated_prefect: Path
 ) -> None:
     """SIGTERM to `tuneloop sweep` whose trial trains in a thread of the command (one at a time, the
     default): the trial stops at its next step instead of training its 12 epochs first; it stays
@@ -123,7 +123,7 @@ def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_it
     import sqlalchemy as sa
     from mlflow.tracking import MlflowClient
 
-    home, env = tmp_path / "home", own_homes(tmp_path)
+    home, env = tmp_path / "home", own_homes(tmp_path, migrated_prefect)
     settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=8", "train.max_length=32", "train.epochs=12"]
     command = sample_command("sweep", *settings, "train.early_stopping_patience=0", "sweep.trials_per_round=1")
     log = tmp_path / "sweep.log"
@@ -152,13 +152,15 @@ def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_it
     assert set(ended) == {"sweep", "trial"} and stopped, ended
 
 
-def test_a_killed_local_trial_process_is_retried_and_the_sweep_finishes(tiny_bert: Path, tmp_path: Path) -> None:
+def test_a_killed_local_trial_process_is_retried_and_the_sweep_finishes(
+    tiny_bert: Path, tmp_path: Path, migrated_prefect: Path
+) -> None:
     """`kill -9` of one of a local round's trial processes (the OOM killer's choice): the process
     pool breaks and stops the other one too; the round fails both trials, retries each once from its
     checkpoint in a fresh pool, and finishes; a trial and its retry count as one trial."""
     import optuna
 
-    home, env = tmp_path / "home", own_homes(tmp_path)
+    home, env = tmp_path / "home", own_homes(tmp_path, migrated_prefect)
     settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=32", "train.max_length=32"]
     trials = [
         "sweep.max_concurrent_trials=2",

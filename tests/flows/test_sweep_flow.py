@@ -209,7 +209,7 @@ def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tmp_path: Path) 
         "train.batch_size=16",
         "sweep.target_f1=1.0",
         "sweep.max_rounds=1",
-        "sweep.trials_per_round=5",
+        "sweep.trials_per_round=4",
         "sweep.pruner=median",
         "train.epochs=4",
         "sweep.search=[learning_rate]",

@@ -34,11 +34,15 @@ def sample_command(subcommand: str, *settings: str) -> list[str]:
     return command
 
 
-def own_homes(tmp_path: Path, **extra: str) -> dict[str, str]:
+def own_homes(tmp_path: Path, prefect_home: Path | None = None, **extra: str) -> dict[str, str]:
     """This environment for a `tuneloop` subprocess of its own: no Prefect server named (it starts
-    its temporary one), its own tuneloop home and Prefect home under `tmp_path`, plus `extra`."""
+    its temporary one), its own tuneloop home and Prefect home under `tmp_path` (a copy of
+    `prefect_home` when given), plus `extra`."""
     import os
+    import shutil
 
+    if prefect_home is not None:
+        shutil.copytree(prefect_home, tmp_path / "prefect")
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env.update(TUNELOOP_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"), **extra)
     return env
