@@ -50,6 +50,18 @@ def classification_metrics(y_true: Any, y_pred: Any, labels: list[Any]) -> dict[
     return {"overall": overall, "per_class": per_class}
 
 
+def sampling_error(score: float, rows: int) -> float:
+    """One standard error of a score near `score` (a rate such as accuracy or F1) measured on `rows`
+    texts: sqrt(score * (1 - score) / rows); 0 without rows."""
+    score = min(max(score, 0.0), 1.0)
+    return (score * (1 - score) / rows) ** 0.5 if rows > 0 else 0.0
+
+
+def rows_scored(metrics: SplitMetrics) -> int:
+    """How many texts a split's scores were measured on (the classes' supports)."""
+    return int(sum(scores.get("support", 0) for scores in metrics.per_class.values()))
+
+
 def split_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> SplitMetrics:
     """classification_metrics as a SplitMetrics."""
     scores = classification_metrics(y_true, y_pred, labels)

@@ -10,7 +10,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from tasks.core.metrics import SplitMetrics, split_metrics
+from tasks.core.metrics import SplitMetrics, rows_scored, sampling_error, split_metrics
 from tasks.data.split import SplitReport
 
 BASELINE_NAME = "tfidf-logistic-regression"
@@ -70,9 +70,23 @@ def beats_baseline(model_val: SplitMetrics, baseline: BaselineReport, metric: st
     return getattr(model_val, metric) > getattr(baseline.val, metric)
 
 
+# How many sampling errors of the validation score apart the two models must be for the verdict to
+# call one better: closer than that, the validation split cannot tell them apart.
+VERDICT_ERRORS = 2.0
+
+
 def baseline_verdict(model_val: SplitMetrics, baseline: BaselineReport, metric: str) -> str:
-    """One plain sentence: does the fine-tuned model beat the baseline on validation?"""
+    """One plain sentence: does the fine-tuned model beat the baseline on validation, and can the
+    validation split tell?"""
     ours, theirs = getattr(model_val, metric), getattr(baseline.val, metric)
+    rows = rows_scored(model_val)
+    margin = VERDICT_ERRORS * sampling_error(max(ours, theirs), rows)
+    if abs(ours - theirs) < margin:
+        return (
+            f"The fine-tuned model and the {baseline.name} baseline are within the validation split's noise on "
+            f"{metric}: {ours:.4f} vs {theirs:.4f} (+-{margin:.4f} on {rows} rows). This split cannot tell them "
+            "apart: compare them on test, or give validation more rows (split.validation_fraction)."
+        )
     if beats_baseline(model_val, baseline, metric):
         return (
             f"The fine-tuned model beats the {baseline.name} baseline on validation {metric}: "

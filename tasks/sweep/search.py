@@ -11,6 +11,7 @@ from typing import Any
 from tasks.config.sweep import DEFAULT_SEARCH, SweepConfig
 from tasks.config.train import TrainConfig
 from tasks.core.errors import ConfigError
+from tasks.core.metrics import sampling_error
 from tasks.core.plots import pyplot, save_figure
 from tasks.sweep.record import rdb_storage
 
@@ -42,7 +43,7 @@ def median_pruner(min_epoch: int, validation_rows: int) -> Any:
             if len(others) < PRUNING_MIN_TRIALS:
                 return False
             median = float(np.median(others))
-            error = (median * (1 - median) / validation_rows) ** 0.5 if validation_rows else 0.0
+            error = sampling_error(median, validation_rows)
             best = max(trial.intermediate_values.values())  # its epochs so far: step is the last
             return best < median - PRUNING_ERRORS * error
 
