@@ -85,7 +85,7 @@ def baseline_verdict(model_val: SplitMetrics, baseline: BaselineReport, metric: 
         return (
             f"The fine-tuned model and the {baseline.name} baseline are within the validation split's noise on "
             f"{metric}: {ours:.4f} vs {theirs:.4f} (+-{margin:.4f} on {rows} rows). This split cannot tell them "
-            "apart: compare them on test, or give validation more rows (split.validation_fraction)."
+            "apart; give validation more rows (split.validation_fraction) to know which is better."
         )
     if beats_baseline(model_val, baseline, metric):
         return (
