@@ -301,10 +301,11 @@ def main() -> int:
         defaults = defaults_arm(splits, model, folder, args.target)
         rows.append(("tuneloop run defaults", 0, defaults))
         sequential, together = concurrency(splits, model, folder / "concurrency")
+    from tasks.core.metrics import sampling_error
     from tasks.sweep.search import space_lines
 
     example = arm_config(args, "tpe", "median", 0)
-    error = (args.target * (1 - args.target) / splits.validation.rows) ** 0.5  # binomial, one standard error
+    error = sampling_error(args.target, splits.validation.rows)  # binomial, one standard error
     print(
         f"data: CLINC150 banking, {splits.train.rows} train / {splits.validation.rows} validation rows (a score near "
         f"the target is known to about +-{error:.3f}); target val f1_macro {args.target}; budget {args.trials} "
