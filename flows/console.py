@@ -6,7 +6,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -69,8 +72,52 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C: the command ends with its one line, not silently killed."""
 
 
+# An interrupted command (SIGTERM, Ctrl-C) exits within this many seconds, even when a library's
+# shutdown hangs (a trial process killed while it held a queue's lock can leave Python's process
+# pool or Prefect waiting on it for good). Kubernetes' default grace before its SIGKILL is 30 s too.
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+class Shutdown:
+    """Once the command was interrupted: whether its one line was printed, and whether the watchdog
+    that ends a hanging shutdown runs."""
+
+    said = False
+    watched = False
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
+    watch_shutdown(143)
     raise Terminated()
+
+
+def watch_shutdown(code: int) -> None:
+    """End the command with `code` SHUTDOWN_GRACE_SECONDS from now unless it ended by itself."""
+    if not Shutdown.watched:
+        Shutdown.watched = True
+        threading.Thread(target=end_hanging_shutdown, args=(code,), name="tuneloop-shutdown", daemon=True).start()
+
+
+def end_hanging_shutdown(code: int) -> None:
+    """The watchdog: after the grace period, write where each thread waits to a file for a bug
+    report, say so in one line (and the interrupted line when it was not printed yet) and exit at
+    once. Written with os.write: a thread that hangs may hold sys.stderr's lock. What the shutdown
+    did not finish is what kill -9 leaves too, and tuneloop takes that over: the temporary Prefect
+    server and trial processes end with the command, stale trials fail by their heartbeats."""
+    import faulthandler
+    import tempfile
+
+    time.sleep(SHUTDOWN_GRACE_SECONDS)
+    where = os.path.join(tempfile.gettempdir(), f"tuneloop-shutdown-{os.getpid()}.txt")
+    try:
+        with open(where, "w") as report:
+            faulthandler.dump_traceback(report, all_threads=True)
+    except OSError:
+        where = "not written"
+    said = "" if Shutdown.said else "error: interrupted.\n"
+    waited = f"shutting down took over {SHUTDOWN_GRACE_SECONDS:g} s; stopped without waiting (threads: {where})"
+    os.write(2, f"{said}warning: {waited}.\n".encode())
+    os._exit(code)
 
 
 def prepare_flows() -> None:
@@ -108,8 +155,11 @@ def user_errors(on_interrupt: str = "") -> Iterator[None]:
     except BaseException as error:
         if not (isinstance(error, KeyboardInterrupt) or terminated(error)):
             raise
+        code = 143 if isinstance(error, Terminated) or terminated(error) else 130
+        watch_shutdown(code)
         typer.echo(f"error: interrupted.{' ' + on_interrupt if on_interrupt else ''}", err=True)
-        raise typer.Exit(143 if isinstance(error, Terminated) or terminated(error) else 130) from None
+        Shutdown.said = True
+        raise typer.Exit(code) from None
 
 
 def emit_json(payload: dict[str, Any]) -> None:

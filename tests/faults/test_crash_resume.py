@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import psutil
@@ -24,6 +27,13 @@ def serves(process: psutil.Process) -> bool:
         return "uvicorn" in " ".join(process.cmdline()) and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def around_traceback(said: str) -> str:
+    """What a command printed around its first traceback (or its end when there is none), for a
+    failed check's message: the traceback is what the reader needs, not the last lines."""
+    first = said.find("Traceback")
+    return said[-3000:] if first < 0 else said[max(0, first - 1000) : first + 5000]
 
 
 def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_continues_it(
@@ -107,8 +117,47 @@ def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(
     if stop == signal.SIGKILL:
         return
     said = log.read_text()
-    assert said.count("error: interrupted") == 1 and "Traceback" not in said and "leaked" not in said, said[-3000:]
+    once = said.count("error: interrupted") == 1
+    assert once and "Traceback" not in said and "leaked" not in said, around_traceback(said)
+    if hung := re.search(r"stopped without waiting \(threads: (\S+)\)", said):  # the watchdog ended it
+        warnings.warn(f"the sweep's shutdown hung; its threads:\n{Path(hung[1]).read_text()}", stacklevel=1)
     assert "Timed out waiting" not in said, said[-3000:]  # Prefect's wait on the trial processes' log queue
+
+
+HANGS_ON_EXIT = """
+import signal, sys, threading, time
+import typer
+from flows import console
+console.SHUTDOWN_GRACE_SECONDS = 1
+signal.signal(signal.SIGTERM, console.raise_terminated)
+threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon: Python's exit waits for it
+try:
+    with console.user_errors():
+        print("ready", flush=True)
+        time.sleep(3600)
+except typer.Exit as stop:
+    sys.exit(stop.exit_code)
+"""
+
+
+def test_an_interrupted_command_whose_shutdown_hangs_still_exits_with_its_line() -> None:
+    """SIGTERM to a command whose shutdown would wait for good (a thread that never ends, as a lock
+    left held by a killed trial process did): the watchdog ends it after the grace period, exit 143,
+    the interrupted line once, and a warning naming the file with every thread's stack."""
+    command = [sys.executable, "-c", HANGS_ON_EXIT]
+    hanging = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert hanging.stdout is not None and hanging.stdout.readline().strip() == "ready"
+        hanging.send_signal(signal.SIGTERM)
+        _, said = hanging.communicate(timeout=60)
+    finally:
+        hanging.kill()
+    assert hanging.returncode == 143, said
+    assert said.count("error: interrupted") == 1 and "Traceback" not in said, said
+    [threads] = re.findall(r"stopped without waiting \(threads: (\S+)\)", said)
+    stacks = Path(threads).read_text()
+    Path(threads).unlink()
+    assert stacks.count("(most recent call first)") >= 2, stacks  # the main thread and the one it waits for
 
 
 def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_its_round_up(
@@ -137,7 +186,7 @@ def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_it
             sweep.kill()
     said = log.read_text()
     assert "epoch 12/12" not in said, said[-3000:]
-    assert said.count("error: interrupted") == 1 and "Traceback" not in said, said[-3000:]
+    assert said.count("error: interrupted") == 1 and "Traceback" not in said, around_traceback(said)
     storage = f"sqlite:///{home / 'optuna.db'}"
     [name] = optuna.get_all_study_names(storage)
     [trial] = optuna.load_study(study_name=name, storage=storage).trials
@@ -190,7 +239,7 @@ def test_a_killed_local_trial_process_is_retried_and_the_sweep_finishes(
             sweep.kill()
     said = log.read_text()
     assert sweep.returncode == 5, said[-4000:]  # the budget ran out below the unreachable target
-    assert "Traceback" not in said, said[-4000:]
+    assert "Traceback" not in said, around_traceback(said)
     assert "retrying it as trial" in said, said[-4000:]
     [study_name] = optuna.get_all_study_names(f"sqlite:///{home / 'optuna.db'}")
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{home / 'optuna.db'}")
