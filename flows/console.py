@@ -71,6 +71,8 @@ def quiet_known_tracebacks() -> None:
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C: the command ends with its one line, not silently killed."""
 
+    signal = 15  # SIGTERM, which a finalizer that swallowed this exception delivers again (tasks.core.signals)
+
 
 # An interrupted command (SIGTERM, Ctrl-C) exits within this many seconds, even when a library's
 # shutdown hangs (a trial process killed while it held a queue's lock can leave Python's process
@@ -123,13 +125,15 @@ def end_hanging_shutdown(code: int) -> None:
 def prepare_flows() -> None:
     """Before a command runs a flow: quiet Prefect's console for our own errors; SIGTERM ends the
     command like Ctrl-C (Prefect marks the flow run crashed, then passes the signal on to this
-    handler); and Prefect's temporary server (when no PREFECT_API_URL is set) is tied to this
-    command, so it ends with it, even on kill -9."""
+    handler), also when it lands in a finalizer (keep_lost_signals); and Prefect's temporary server
+    (when no PREFECT_API_URL is set) is tied to this command, so it ends with it, even on kill -9."""
     import signal
 
     from tasks.core.prefect_server import start_temporary_server
+    from tasks.core.signals import keep_lost_signals
 
     quiet_known_tracebacks()
+    keep_lost_signals()
     signal.signal(signal.SIGTERM, raise_terminated)
     start_temporary_server()
 

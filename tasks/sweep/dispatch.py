@@ -11,6 +11,7 @@ retried once (the retry resumes from its checkpoints)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -22,11 +23,13 @@ from typing import Any, Protocol
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.core.signals import keep_lost_signals
 from tasks.sweep.record import ask, frozen_trial, rdb_storage, retried_numbers, sweep_study
 from tasks.sweep.state import SweepState
 from tasks.sweep.trial import INTERRUPTED
 
 POLL_SECONDS = 2.0
+STOP_GRACE_SECONDS = 10.0
 LEAK_WARNING = "ignore:resource_tracker:UserWarning"
 
 
@@ -68,7 +71,9 @@ def run_trial_here(run: Callable[[int], Any], number: int) -> None:
 def trial_process(round_pid: int, threads: int) -> None:
     """Run first in each trial process of a local round: the kernel kills it when the round's
     process dies (`kill -9`, the OOM killer), as it does the temporary Prefect server (Linux's
-    parent-death signal; elsewhere a no-op); and it computes on its share of the cores."""
+    parent-death signal; elsewhere a no-op); a SIGTERM from its round or pool that lands in a
+    finalizer is not lost (keep_lost_signals); and it computes on its share of the cores."""
+    keep_lost_signals()
     share_cores(threads)
     if not sys.platform.startswith("linux"):
         return
@@ -133,8 +138,29 @@ class TrialProcesses:
         if self.runner is not None:
             runner, self.runner = self.runner, None
             if self.stopped or getattr(runner._executor, "_broken", False):
+                end_processes(runner)
                 abandon_messages(runner)
             runner.__exit__(None, None, None)
+
+
+def end_processes(runner: Any) -> None:
+    """Trial processes told to stop (SIGTERM from stop(), or from the pool when one of them died)
+    get STOP_GRACE_SECONDS to end (Prefect marks their runs crashed on the way out); one still
+    running then, stuck where no Python runs its signal handler, is killed: the pool's shutdown
+    would wait for it for good. Waits on the processes' sentinels: the pool reaps them itself."""
+    from multiprocessing.connection import wait
+
+    executor = getattr(runner, "_executor", None)
+    alive = {}
+    for process in list((getattr(executor, "_processes", None) or {}).values()):  # not public
+        with contextlib.suppress(ValueError):  # closed: long gone
+            alive[process.sentinel] = process
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while alive and (left := deadline - time.monotonic()) > 0:
+        for ended in wait(list(alive), left):
+            alive.pop(ended)
+    for process in alive.values():
+        process.kill()
 
 
 def abandon_messages(runner: Any) -> None:

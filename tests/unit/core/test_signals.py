@@ -1,0 +1,61 @@
+"""A signal that lands in a finalizer is raised again, not lost (tasks/core/signals.py)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tasks.core.signals import lost_signal
+
+STOPPED_IN_A_FINALIZER = """
+import os, signal, sys, threading, time
+from tasks.core.signals import keep_lost_signals
+
+class SlowToFinalize:
+    def __del__(self):
+        time.sleep(2)  # the signal lands here
+
+def stop(number, frame):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGTERM, stop)
+if sys.argv[1] == "kept":
+    keep_lost_signals()
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+try:
+    finalized = SlowToFinalize()
+    del finalized
+    time.sleep(5)
+    print("trained on")
+except KeyboardInterrupt:
+    print("stopped")
+"""
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "python-default"])
+def test_a_signal_that_lands_in_a_finalizer_stops_the_process_instead_of_being_lost(kept: bool) -> None:
+    """Python's default prints the handler's exception as 'Exception ignored' and goes on (the
+    process trains on after it was told to stop); with keep_lost_signals the signal arrives again
+    after the finalizer and stops it, and nothing is printed."""
+    script = [sys.executable, "-c", STOPPED_IN_A_FINALIZER, "kept" if kept else "default"]
+    done = subprocess.run(script, capture_output=True, text=True, timeout=60)
+    if kept:
+        assert done.stdout.strip() == "stopped" and done.stderr == "", done.stderr
+    else:  # what keep_lost_signals is for
+        assert done.stdout.strip() == "trained on" and "Exception ignored" in done.stderr, done.stderr
+
+
+def test_only_a_signal_is_delivered_again() -> None:
+    """Prefect's TerminationSignal and tuneloop's Terminated carry their signal; Ctrl-C is SIGINT;
+    an ordinary error in a finalizer stays Python's to report."""
+    from prefect.exceptions import TerminationSignal
+
+    from flows.console import Terminated
+
+    assert lost_signal(TerminationSignal(signal.SIGTERM)) == signal.SIGTERM
+    assert lost_signal(Terminated()) == signal.SIGTERM
+    assert lost_signal(KeyboardInterrupt()) == signal.SIGINT
+    assert lost_signal(ValueError("in __del__")) is None and lost_signal(None) is None
