@@ -9,7 +9,6 @@ raised at the next step outside the finalizer, and prints nothing for it."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -32,14 +31,16 @@ def lost_signal(error: BaseException | None) -> int | None:
 
 
 def deliver_again(unraisable: Any) -> None:
-    """sys.unraisablehook: a signal's exception lost in a finalizer is sent again as that signal, a
-    moment later from another thread (its handler would run inside this hook, which loses it too);
-    anything else is reported as Python reports it."""
+    """sys.unraisablehook: a signal's exception lost in a finalizer is sent again as that signal to
+    the main thread (where Python runs signal handlers; sent there, it also wakes a main thread that
+    sleeps or waits), a moment later from another thread (its handler would run inside this hook,
+    which loses it too); anything else is reported as Python reports it."""
     number = lost_signal(unraisable.exc_value)
     try:
         if number is not None:
-            again = threading.Timer(REDELIVERY_SECONDS, os.kill, (os.getpid(), number))
-            again.daemon = True
+            main = threading.main_thread().ident
+            again = threading.Timer(REDELIVERY_SECONDS, signal.pthread_kill, (main, number))
+            again.daemon = True  # never keeps the process from exiting
             again.start()
             return
     except RuntimeError:  # no new threads while Python shuts down: it ends anyway

@@ -11,12 +11,13 @@ import pytest
 from tasks.core.signals import lost_signal
 
 STOPPED_IN_A_FINALIZER = """
-import os, signal, sys, threading, time
+import signal, sys, time
 from tasks.core.signals import keep_lost_signals
 
 class SlowToFinalize:
     def __del__(self):
-        time.sleep(2)  # the signal lands here
+        signal.raise_signal(signal.SIGTERM)  # lands here, in the finalizer (as a SIGTERM from outside can)
+        time.sleep(1)
 
 def stop(number, frame):
     raise KeyboardInterrupt
@@ -24,11 +25,10 @@ def stop(number, frame):
 signal.signal(signal.SIGTERM, stop)
 if sys.argv[1] == "kept":
     keep_lost_signals()
-threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
 try:
     finalized = SlowToFinalize()
     del finalized
-    time.sleep(5)
+    time.sleep(float(sys.argv[2]))  # the training that goes on
     print("trained on")
 except KeyboardInterrupt:
     print("stopped")
@@ -40,8 +40,8 @@ def test_a_signal_that_lands_in_a_finalizer_stops_the_process_instead_of_being_l
     """Python's default prints the handler's exception as 'Exception ignored' and goes on (the
     process trains on after it was told to stop); with keep_lost_signals the signal arrives again
     after the finalizer and stops it, and nothing is printed."""
-    script = [sys.executable, "-c", STOPPED_IN_A_FINALIZER, "kept" if kept else "default"]
-    done = subprocess.run(script, capture_output=True, text=True, timeout=60)
+    script = [sys.executable, "-c", STOPPED_IN_A_FINALIZER, "kept" if kept else "default", "60" if kept else "1"]
+    done = subprocess.run(script, capture_output=True, text=True, timeout=120)
     if kept:
         assert done.stdout.strip() == "stopped" and done.stderr == "", done.stderr
     else:  # what keep_lost_signals is for
