@@ -49,5 +49,8 @@ def deliver_again(unraisable: Any) -> None:
 
 
 def keep_lost_signals() -> None:
-    """Install deliver_again in this process (each command that runs flows, each trial process)."""
+    """Install deliver_again in this process (each command that runs flows, each trial process), and
+    unblock SIGINT and SIGTERM in this thread: a process inherits the signal mask of the thread that
+    started it, and one started from a thread that had them blocked could not be stopped at all."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.unraisablehook = deliver_again

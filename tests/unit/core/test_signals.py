@@ -23,6 +23,7 @@ def stop(number, frame):
     raise KeyboardInterrupt
 
 signal.signal(signal.SIGTERM, stop)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a test worker's child may inherit it blocked
 if sys.argv[1] == "kept":
     keep_lost_signals()
 try:
@@ -46,6 +47,20 @@ def test_a_signal_that_lands_in_a_finalizer_stops_the_process_instead_of_being_l
         assert done.stdout.strip() == "stopped" and done.stderr == "", done.stderr
     else:  # what keep_lost_signals is for
         assert done.stdout.strip() == "trained on" and "Exception ignored" in done.stderr, done.stderr
+
+
+def test_a_process_started_with_sigterm_blocked_can_be_stopped() -> None:
+    """A process inherits the signal mask of the thread that started it; keep_lost_signals unblocks
+    SIGINT and SIGTERM, so that a trial process started from such a thread can be stopped."""
+    script = (
+        "import signal\n"
+        "from tasks.core.signals import keep_lost_signals\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})\n"
+        "keep_lost_signals()\n"
+        "print(sorted(int(number) for number in signal.pthread_sigmask(signal.SIG_BLOCK, [])))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 def test_only_a_signal_is_delivered_again() -> None:
