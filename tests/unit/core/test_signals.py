@@ -19,11 +19,13 @@ class SlowToFinalize:
         signal.raise_signal(signal.SIGTERM)  # lands here, in the finalizer (as a SIGTERM from outside can)
         time.sleep(1)
 
+class Stop(KeyboardInterrupt):
+    signal = signal.SIGTERM  # as tuneloop's Terminated: sent again as SIGTERM (SIGINT may be ignored)
+
 def stop(number, frame):
-    raise KeyboardInterrupt
+    raise Stop
 
 signal.signal(signal.SIGTERM, stop)
-signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a test worker's child may inherit it blocked
 if sys.argv[1] == "kept":
     keep_lost_signals()
 try:
