@@ -129,8 +129,7 @@ class TrialProcesses:
     def stop(self) -> None:
         """End the trial processes now (an interrupted round): their trials are failed by their
         heartbeats and resume on --continue."""
-        executor = getattr(self.runner, "_executor", None)
-        for process in list((getattr(executor, "_processes", None) or {}).values()):  # not public
+        for process in pool_processes(self.runner):
             process.terminate()
         self.stopped = True
 
@@ -143,6 +142,12 @@ class TrialProcesses:
             runner.__exit__(None, None, None)
 
 
+def pool_processes(runner: Any) -> list[Any]:
+    """The processes of a Prefect process-pool runner's executor (none before it started any)."""
+    executor = getattr(runner, "_executor", None)
+    return list((getattr(executor, "_processes", None) or {}).values())  # not public
+
+
 def end_processes(runner: Any) -> None:
     """Trial processes told to stop (SIGTERM from stop(), or from the pool when one of them died)
     get STOP_GRACE_SECONDS to end (Prefect marks their runs crashed on the way out); one still
@@ -150,9 +155,8 @@ def end_processes(runner: Any) -> None:
     would wait for it for good. Waits on the processes' sentinels: the pool reaps them itself."""
     from multiprocessing.connection import wait
 
-    executor = getattr(runner, "_executor", None)
     alive = {}
-    for process in list((getattr(executor, "_processes", None) or {}).values()):  # not public
+    for process in pool_processes(runner):
         with contextlib.suppress(ValueError):  # closed: long gone
             alive[process.sentinel] = process
     deadline = time.monotonic() + STOP_GRACE_SECONDS
