@@ -57,6 +57,16 @@ def sampling_error(score: float, rows: int) -> float:
     return (score * (1 - score) / rows) ** 0.5 if rows > 0 else 0.0
 
 
+# How many sampling errors apart two scores must be for one to count as better (or a target as met
+# or missed for sure): closer than that, the split they were measured on cannot tell them apart.
+NOISE_ERRORS = 2.0
+
+
+def noise_margin(score: float, rows: int) -> float:
+    """NOISE_ERRORS sampling errors of a score near `score` measured on `rows` texts."""
+    return NOISE_ERRORS * sampling_error(score, rows)
+
+
 def rows_scored(metrics: SplitMetrics) -> int:
     """How many texts a split's scores were measured on (the classes' supports)."""
     return int(sum(scores.get("support", 0) for scores in metrics.per_class.values()))

@@ -10,7 +10,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from tasks.core.metrics import SplitMetrics, rows_scored, sampling_error, split_metrics
+from tasks.core.metrics import SplitMetrics, noise_margin, rows_scored, split_metrics
 from tasks.data.split import SplitReport
 
 BASELINE_NAME = "tfidf-logistic-regression"
@@ -70,17 +70,12 @@ def beats_baseline(model_val: SplitMetrics, baseline: BaselineReport, metric: st
     return getattr(model_val, metric) > getattr(baseline.val, metric)
 
 
-# How many sampling errors of the validation score apart the two models must be for the verdict to
-# call one better: closer than that, the validation split cannot tell them apart.
-VERDICT_ERRORS = 2.0
-
-
 def baseline_verdict(model_val: SplitMetrics, baseline: BaselineReport, metric: str) -> str:
     """One plain sentence: does the fine-tuned model beat the baseline on validation, and can the
     validation split tell?"""
     ours, theirs = getattr(model_val, metric), getattr(baseline.val, metric)
     rows = rows_scored(model_val)
-    margin = VERDICT_ERRORS * sampling_error(max(ours, theirs), rows)
+    margin = noise_margin(max(ours, theirs), rows)
     if abs(ours - theirs) < margin:
         return (
             f"The fine-tuned model and the {baseline.name} baseline are within the validation split's noise on "

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks.config.sweep import SweepConfig
+from tasks.core.metrics import noise_margin
 from tasks.sweep.state import Budget, RoundDecision, SweepState, TrialResult, best_of
 
 
@@ -60,8 +61,23 @@ def decide(
                 f"queuing round {round_number + 1}."
             ),
         )
+    if best_score is not None:
+        message += within_noise(best_score, config.target_f1, state.splits.validation.rows)
     best_number = best.number if best else None
     return RoundDecision(action=action, message=message, best_score=best_score, best_trial=best_number)
+
+
+def within_noise(best_score: float, target: float, validation_rows: int) -> str:
+    """A sentence to add when the best score is closer to the target than the validation split can
+    measure: the target is then met or missed by luck, and more rounds mostly buy more lucky draws."""
+    margin = noise_margin(target, validation_rows)
+    if abs(best_score - target) >= margin:
+        return ""
+    return (
+        f" The gap to the target ({best_score - target:+.4f}) is within the validation split's noise "
+        f"(+-{margin:.4f} on {validation_rows} rows): whether a trial meets the target is partly luck here. "
+        "Give validation more rows (split.validation_fraction) to measure trials closer."
+    )
 
 
 def round_table(trials: list[TrialResult]) -> list[dict[str, Any]]:

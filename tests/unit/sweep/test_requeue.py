@@ -6,10 +6,13 @@ from tasks.data.load import DatasetRef
 from tasks.data.split import SplitReport
 from tasks.model.resolve import ModelRef
 from tasks.sweep.requeue import below_threshold_event, budget_differences, budget_refusal
-from tasks.sweep.state import Budget, RoundDecision, SweepState
+from tasks.sweep.rounds import decide
+from tasks.sweep.state import Budget, RoundDecision, SweepState, TrialResult
 
 
-def sweep_state(hours_ago: float = 0.0, storage: str = "sqlite://", **budget: float) -> SweepState:
+def sweep_state(
+    hours_ago: float = 0.0, storage: str = "sqlite://", validation_rows: int = 10, **budget: float
+) -> SweepState:
     table = DatasetRef(path="x.parquet", sha256="0" * 64, rows=10)
     limits = {"max_rounds": 3, "max_trials": 24, "max_hours": 12.0, **budget}
     return SweepState(
@@ -20,7 +23,7 @@ def sweep_state(hours_ago: float = 0.0, storage: str = "sqlite://", **budget: fl
         storage=storage,
         splits=SplitReport(
             train=table,
-            validation=table,
+            validation=table.model_copy(update={"rows": validation_rows}),
             test=table,
             class_counts={},
             overlap={},
@@ -66,3 +69,23 @@ def test_below_threshold_event_names_only_the_next_round_and_carries_the_trigger
     assert event["resource"]["tuneloop.sweep.deployment"] == "sweep/weekly"
     assert event["payload"]["best_f1"] == 0.8 and event["payload"]["target"] == 0.95
     assert event["payload"]["parameters"] == {"sweep_id": "sweep-x", "round_number": 3}, "no config in an event"
+
+
+def test_a_round_whose_best_is_within_the_validation_noise_of_the_target_says_so() -> None:
+    def trial(score: float) -> TrialResult:
+        return TrialResult(
+            number=0, round=1, params={}, state="complete", score=score, history=[], model_path=None, seconds=1
+        )
+
+    config = SweepConfig(target_f1=0.95)
+    state = sweep_state(validation_rows=600)  # two sampling errors near 0.95: +-0.0178
+    near_miss = decide(config, state, 1, [trial(0.94)], trials_so_far=1)
+    near_hit = decide(config, state, 1, [trial(0.96)], trials_so_far=1)
+    far = decide(config, state, 1, [trial(0.90)], trials_so_far=1)
+    assert (
+        near_miss.action == "next_round"
+        and "within the validation split's noise (+-0.0178 on 600 rows)" in near_miss.message
+    )
+    assert near_hit.action == "target_met" and "(+0.0100)" in near_hit.message
+    assert "noise" not in far.message
+    assert "noise" not in decide(config, sweep_state(validation_rows=60_000), 1, [trial(0.94)], 1).message
