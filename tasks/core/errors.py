@@ -6,13 +6,26 @@ the fix, and the command line prints it as one line with a non-zero exit code an
 
 from __future__ import annotations
 
+import re
+
 from tasks.core.secrets import mask_credentials
+
+# urllib3's report of a request it gave up on, and the reason inside the error it names.
+RETRIES_EXCEEDED = re.compile(r"Max retries exceeded with url: \S+ \(Caused by (\w+)\((.*)", re.S)
+REASONS = (re.compile(r"\[Errno -?\d+\] [^'\")]+"), re.compile(r"'([^']{3,})'"))
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of an error's message (or its type), short enough for a one-line report, with
-    any URL's password masked (library errors quote the URLs they failed on)."""
+    any URL's password masked (library errors quote the URLs they failed on). A request urllib3 gave
+    up on is its reason alone ("[Errno 111] Connection refused (NewConnectionError)"), not the
+    retry report around it, which the limit would cut off before the reason."""
     text = mask_credentials(str(error).strip())
+    if retries := RETRIES_EXCEEDED.search(text):
+        cause, rest = retries.groups()
+        found = next((match for pattern in REASONS if (match := pattern.search(rest))), None)
+        reason = (found.group(found.lastindex or 0) if found else "").strip()
+        return f"{reason} ({cause})"[:limit] if reason else cause
     return text.splitlines()[0][:limit] if text else type(error).__name__
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import TuneloopError, first_line
+from tasks.core.secrets import mask_credentials
 
 # Seconds the temporary server may take to answer, at least.
 STARTUP_SECONDS = 120
@@ -43,8 +44,8 @@ def server_command(port: int, parent: int) -> list[str]:
 
 def start_temporary_server() -> str | None:
     """Start the temporary Prefect server now, tied to this process; its API URL, or None when a
-    server is configured (PREFECT_API_URL) or one already runs. Call it from the main thread: the
-    parent-death signal fires when the thread that started the child ends."""
+    server is configured (PREFECT_API_URL: checked to answer) or one already runs. Call it from the
+    main thread: the parent-death signal fires when the thread that started the child ends."""
     import subprocess
 
     from filelock import FileLock
@@ -52,6 +53,7 @@ def start_temporary_server() -> str | None:
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, get_current_settings
 
     if PREFECT_API_URL.value():
+        check_configured_server(PREFECT_API_URL.value())
         return None
 
     class DiesWithCommand(SubprocessASGIServer):
@@ -88,6 +90,26 @@ def start_temporary_server() -> str | None:
                 "a server once and use it (make up; eval $(make -s env))."
             ) from None
     return server.api_url
+
+
+def check_configured_server(url: str) -> None:
+    """Fail with one message, before any flow starts, when the Prefect server PREFECT_API_URL names
+    does not answer its health check (stopped, a wrong port or host, not a Prefect API): Prefect
+    would otherwise stop the command with its own traceback."""
+    from prefect import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            error = client.api_healthcheck()
+    except Exception as raised:  # a URL that is no URL, a refused or timed-out connection
+        error = raised
+    if error is not None:
+        reason = first_line(error).rstrip(".")
+        raise TuneloopError(
+            f"The Prefect server at {mask_credentials(url)} (PREFECT_API_URL) does not answer: {reason}. "
+            "Start it (make up), fix PREFECT_API_URL (eval $(make -s env) prints the running stack's), or unset it "
+            "to run on a temporary server of this command."
+        )
 
 
 def prefect_home() -> Path:

@@ -366,3 +366,17 @@ def test_a_temporary_prefect_server_that_does_not_start_is_one_message(tmp_path:
     assert "temporary server did not start within 2 s" in done.stderr, done.stderr[-3000:]
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in done.stderr
     assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("command", [["validate"], ["run", "--set", "train.epochs=1"], ["sweep"], ["score"]])
+def test_a_prefect_server_that_does_not_answer_is_one_message(command: list[str], tmp_path: Path) -> None:
+    """PREFECT_API_URL naming a server that is down (or a port where none listens): the command says so
+    with the fix before any flow starts, not with Prefect's traceback, and never shows its password."""
+    env = own_homes(tmp_path, PREFECT_API_URL="http://alice:s3cret@127.0.0.1:9/api")
+    done = cli(*command, env=env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "The Prefect server at http://alice:***@127.0.0.1:9/api (PREFECT_API_URL) does not answer" in done.stderr
+    assert "Start it (make up)" in done.stderr, done.stderr[-3000:]
+    assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "s3cret" not in done.stderr + done.stdout
+    assert not (tmp_path / "home" / "runs").exists() or not any((tmp_path / "home" / "runs").iterdir())
