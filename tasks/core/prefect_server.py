@@ -94,22 +94,32 @@ def start_temporary_server() -> str | None:
 
 def check_configured_server(url: str) -> None:
     """Fail with one message, before any flow starts, when the Prefect server PREFECT_API_URL names
-    does not answer its health check (stopped, a wrong port or host, not a Prefect API): Prefect
-    would otherwise stop the command with its own traceback."""
+    does not answer its health check (stopped, a wrong port or host), or answers but is no Prefect
+    API of this major version (another server's URL, a URL without its /api): Prefect would
+    otherwise stop the command with its own traceback."""
     from prefect import get_client
 
-    try:
-        with get_client(sync_client=True) as client:
-            error = client.api_healthcheck()
-    except Exception as raised:  # a URL that is no URL, a refused or timed-out connection
-        error = raised
-    if error is not None:
-        reason = first_line(error).rstrip(".")
-        raise TuneloopError(
-            f"The Prefect server at {mask_credentials(url)} (PREFECT_API_URL) does not answer: {reason}. "
-            "Start it (make up), fix PREFECT_API_URL (eval $(make -s env) prints the running stack's), or unset it "
-            "to run on a temporary server of this command."
-        )
+    fix = "unset it to run on a temporary server of this command."
+    with get_client(sync_client=True) as client:
+        try:
+            down = client.api_healthcheck()
+        except Exception as raised:  # a URL that is no URL
+            down = raised
+        if down is not None:
+            raise TuneloopError(
+                f"The Prefect server at {mask_credentials(url)} (PREFECT_API_URL) does not answer: "
+                f"{first_line(down).rstrip('.')}. Start it (make up), fix PREFECT_API_URL (eval $(make -s env) "
+                f"prints the running stack's), or {fix}"
+            )
+        try:
+            client.raise_for_api_version_mismatch()
+        except Exception as mismatch:  # no /admin/version there, or another major version
+            reason = first_line(mismatch.__cause__ or mismatch).split(" - For more information")[0].rstrip(".")
+            raise TuneloopError(
+                f"{mask_credentials(url)} (PREFECT_API_URL) answers, but not as a Prefect API this command can use: "
+                f"{reason}. Set PREFECT_API_URL to the Prefect server's API URL (it ends in /api; eval $(make -s env) "
+                f"prints the running stack's), or {fix}"
+            ) from None
 
 
 def prefect_home() -> Path:

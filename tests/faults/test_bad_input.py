@@ -380,3 +380,31 @@ def test_a_prefect_server_that_does_not_answer_is_one_message(command: list[str]
     assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "s3cret" not in done.stderr + done.stdout
     assert not (tmp_path / "home" / "runs").exists() or not any((tmp_path / "home" / "runs").iterdir())
+
+
+def test_a_url_that_answers_but_is_no_prefect_api_is_one_message(tmp_path: Path) -> None:
+    """PREFECT_API_URL naming another server that answers health checks (MLflow's URL by mistake, or
+    Prefect's without /api): one message saying to point it at the Prefect API, not a traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class HealthOnly(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path.rstrip("/").endswith("/health") else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HealthOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done = cli("validate", env=own_homes(tmp_path, PREFECT_API_URL=url))
+    finally:
+        server.shutdown()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"{url} (PREFECT_API_URL) answers, but not as a Prefect API" in done.stderr, done.stderr[-3000:]
+    assert "it ends in /api" in done.stderr
+    assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
