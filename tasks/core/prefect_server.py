@@ -112,7 +112,7 @@ def check_configured_server(url: str) -> None:
                 f"prints the running stack's), or {fix}"
             )
         try:
-            client.raise_for_api_version_mismatch()
+            client.raise_for_api_version_mismatch_once()  # Prefect checks once per process: not again
         except Exception as mismatch:  # no /admin/version there, or another major version
             reason = first_line(mismatch.__cause__ or mismatch).split(" - For more information")[0].rstrip(".")
             raise TuneloopError(
