@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import Field
 
 from tasks.config.pipeline import SweepPipelineConfig
 from tasks.core.errors import ConfigError
+from tasks.core.gpus import one_gpu
 from tasks.sweep.state import TrialResult
 from tasks.sweep.steps import check_trial_device, run_sweep_trial
 from tasks.tracking.live import mark_failed, mark_killed
@@ -40,7 +41,8 @@ def trial(
 ) -> TrialResult:
     """Fine-tune one trial of a sweep with the parameters its Optuna study holds for it.
 
-    Each epoch's validation score goes to the study (the pruner may stop the trial, whichever
+    On a host with several GPUs it trains on one that no other trial there holds. Each epoch's
+    validation score goes to the study (the pruner may stop the trial, whichever
     process runs it) and the trial's MLflow child run; a heartbeat in the study marks the trial
     failed if this run dies, and its retry resumes from this run's checkpoints. The outcome is
     written to the study, which the round reads: the study is the sweep's record.
@@ -55,6 +57,7 @@ def trial(
             "A trial run belongs to a sweep: start a sweep (the sweep/cpu or sweep/weekly deployment, or "
             "`tuneloop sweep`) and its rounds start the trial runs, with sweep_id and trial_number."
         )
-    target = check_tracking(config.tracking)
-    check_trial_device(config)
-    return run_sweep_trial(config, sweep_id, trial_number, target)
+    with one_gpu(get_run_logger(), wanted=config.train.device in ("auto", "cuda")) as gpu:  # before any CUDA call
+        target = check_tracking(config.tracking)
+        check_trial_device(config)
+        return run_sweep_trial(config, sweep_id, trial_number, target, gpu)

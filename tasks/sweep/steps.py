@@ -222,10 +222,12 @@ def ask_trials(pipeline: SweepPipelineConfig, state: SweepState, round_number: i
 
 
 @task(name="run_trial")
-def run_sweep_trial(pipeline: SweepPipelineConfig, sweep_id: str, number: int, target: TrackingTarget) -> TrialResult:
+def run_sweep_trial(
+    pipeline: SweepPipelineConfig, sweep_id: str, number: int, target: TrackingTarget, gpu: str | None = None
+) -> TrialResult:
     """One trial (the trial flow's work): fine-tune the study's trial `number` (on a GPU, holding the
     GPU concurrency limit), its epochs streamed to a live MLflow child run, and record the outcome
-    in the study and the run."""
+    in the study and the run (with `gpu`, the host's GPU it holds, when it was given one)."""
     from tasks.core.errors import ConfigError
     from tasks.model.progress import PENDING_METRICS, metric_stream
     from tasks.tracking.live import MetricSender
@@ -249,7 +251,8 @@ def run_sweep_trial(pipeline: SweepPipelineConfig, sweep_id: str, number: int, t
     )
     args = (pipeline.sweep, state, pipeline.train, pipeline.eval, number, pipeline.model.trust_remote_code, log)
     with gpu_slot(pipeline.sweep, on_gpu=trains_on_gpu(pipeline.train)):
-        result = run_trial(*args, callbacks=[stream], attributes={"mlflow_run_id": run_id})
+        attributes = {"mlflow_run_id": run_id} | ({"gpu": gpu} if gpu is not None else {})
+        result = run_trial(*args, callbacks=[stream], attributes=attributes)
     train = pipeline.train.model_copy(update=result.params)
     if result.plan:  # a finished trial: log what it ran with (epochs, learning rate, length)
         train = effective_train(train, TrainingPlan.model_validate(result.plan))

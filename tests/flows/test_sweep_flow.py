@@ -358,17 +358,21 @@ def test_a_precision_this_machine_lacks_stops_the_sweep_before_any_work(tiny_ber
 
 
 def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
-    sweep_config: Callable[..., SweepPipelineConfig],
+    sweep_config: Callable[..., SweepPipelineConfig], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Two at a time, each trial runs in a process of its own: two Trainers in one process share
     accelerate's global state, and one's set-up reset it under the other ("AcceleratorState object
-    has no attribute distributed_type": a failed trial)."""
+    has no attribute distributed_type": a failed trial). On a host with two GPUs (named here by
+    CUDA_VISIBLE_DEVICES; without a GPU the trials still train on the CPU) the two at once hold
+    one GPU each."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterParentFlowRunId
 
     # trials of a few seconds: the first trial's imports (torch, transformers) delay the second's start by ~2 s
     one_round = ("sweep.target_f1=1.0", "sweep.max_rounds=1", "sweep.max_concurrent_trials=2")
     longer = ("train.batch_size=8", "sweep.epochs_min=2", "sweep.epochs_max=2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path))
     state = sweep(config=sweep_config(*one_round, *longer), return_state=True)
     result = state.result()
     with get_client(sync_client=True) as client:
@@ -386,6 +390,8 @@ def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
     trials = record(result.sweep_id)[1]
     assert [trial.state for trial in trials] == ["complete"] * 3, [(t.state, t.error) for t in trials]
     assert len({run.parent_task_run_id for run in runs}) == 3, "each trial in a task run of the round"
+    gpus = [trial.user_attrs.get("gpu") for trial in sweep_study(record(result.sweep_id)[0]).trials]
+    assert set(gpus[:2]) == {"0", "1"} and gpus[2] in ("0", "1"), f"one GPU each at once: {gpus}"
 
 
 def test_a_round_of_a_sweep_its_storage_does_not_hold_is_refused_and_starts_nothing(

@@ -1,0 +1,112 @@
+"""One GPU per trial on a host with several: trials that run at once on one machine (a local
+round's trial processes, or a process worker's flow runs) each take the first GPU no other trial
+on the host holds (an exclusive lock on a file per GPU, released when the trial ends or its
+process dies) and see only that one (CUDA_VISIBLE_DEVICES), instead of all training on the first
+GPU (or, in transformers' Trainer, each spreading over every GPU with DataParallel). With all
+GPUs held, a trial waits for one. A host with one GPU (a Kubernetes Job or a container with one
+GPU), or none, is left as it is."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+VISIBLE = "CUDA_VISIBLE_DEVICES"
+LOCKS_VARIABLE = "TUNELOOP_GPU_LOCKS"
+WAIT_SECONDS = 1.0
+CUDA_ERROR_NOT_INITIALIZED = 3
+
+
+def lock_folder() -> Path:
+    """Where the host's GPU locks live: TUNELOOP_GPU_LOCKS, else one folder per user in the
+    temporary folder, shared by every tuneloop process of that user on the host, whatever its
+    TUNELOOP_HOME (users who share a host's GPUs set TUNELOOP_GPU_LOCKS to one folder they can all
+    write)."""
+    if os.environ.get(LOCKS_VARIABLE):
+        return Path(os.environ[LOCKS_VARIABLE]).expanduser()
+    getuid = getattr(os, "getuid", None)
+    return Path(tempfile.gettempdir()) / f"tuneloop-gpus-{getuid() if getuid else 'user'}"
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES when set, else every GPU the driver
+    reports (NVML: asking does not initialise CUDA, so the choice below still takes effect)."""
+    listed = os.environ.get(VISIBLE)
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip() and not gpu.strip().startswith("-")]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def cuda_started() -> bool:
+    """Whether this process has started the CUDA driver already (any CUDA call, even
+    torch.cuda.is_available(), does): then CUDA_VISIBLE_DEVICES no longer changes what it sees.
+    Asked of the driver itself, which answers CUDA_ERROR_NOT_INITIALIZED before it starts."""
+    import ctypes
+
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:  # no NVIDIA driver here: nothing started
+        return False
+    count = ctypes.c_int()
+    return int(driver.cuDeviceGetCount(ctypes.byref(count))) != CUDA_ERROR_NOT_INITIALIZED
+
+
+def take_free(gpus: list[str], folder: Path) -> tuple[str, int] | None:
+    """Lock the first of `gpus` that no other process holds: (the GPU, the open lock file)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for gpu in gpus:
+        handle = os.open(folder / f"gpu-{gpu}.lock", os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            continue
+        return gpu, handle
+    return None
+
+
+@contextmanager
+def one_gpu(log: logging.Logger | logging.LoggerAdapter, wanted: bool = True) -> Iterator[str | None]:
+    """Hold one of this host's GPUs for the block and let CUDA see only it; yields the GPU (None
+    where there is nothing to choose: not `wanted` (a trial set to train on the CPU), one GPU or
+    none, no file locks on this platform, or CUDA already started in this process: a trial the
+    CLI runs in its own process, one at a time, sees every GPU as `tuneloop run` does)."""
+    gpus = visible_gpus() if wanted else []
+    if len(gpus) < 2 or importlib.util.find_spec("fcntl") is None:
+        yield None
+        return
+    if cuda_started():
+        log.info(f"CUDA is in use in this process already: the trial sees all {len(gpus)} GPUs.")
+        yield None
+        return
+    folder = lock_folder()
+    taken = take_free(gpus, folder)
+    if taken is None:
+        log.info(f"All {len(gpus)} GPUs of this host are held by other trials: waiting for one.")
+    while taken is None:
+        time.sleep(WAIT_SECONDS)
+        taken = take_free(gpus, folder)
+    gpu, handle = taken
+    before = os.environ.get(VISIBLE)
+    os.environ[VISIBLE] = gpu
+    log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other trial on this host holds).")
+    try:
+        yield gpu
+    finally:
+        if before is None:
+            os.environ.pop(VISIBLE, None)
+        else:
+            os.environ[VISIBLE] = before
+        with contextlib.suppress(OSError):
+            os.close(handle)  # releases the lock

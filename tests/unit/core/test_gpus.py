@@ -1,0 +1,112 @@
+"""One GPU per trial on a host with several: which GPU a trial takes, waiting when all are held,
+and a dead trial's GPU freed (file locks, real processes; no GPU needed: the host's GPUs are
+named by CUDA_VISIBLE_DEVICES, which is all the choice reads)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.core.gpus import VISIBLE, cuda_started, one_gpu
+
+LOG = logging.getLogger("test-gpus")
+
+
+@pytest.fixture
+def two_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv(VISIBLE, "3,5")
+    monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path / "locks"))
+    return tmp_path / "locks"
+
+
+def hold_a_gpu() -> tuple[subprocess.Popen, str]:
+    """Another trial on the host: a process that holds a GPU until it is killed; and its GPU."""
+    code = (
+        "import logging, time\nfrom tasks.core.gpus import one_gpu\n"
+        "with one_gpu(logging.getLogger()) as gpu:\n    print(gpu, flush=True)\n    time.sleep(120)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=os.environ)
+    assert holder.stdout is not None
+    return holder, holder.stdout.readline().strip()
+
+
+def test_trials_at_once_each_take_a_gpu_no_other_holds_and_see_only_it(two_gpus: Path) -> None:
+    first, gpu = hold_a_gpu()
+    try:
+        assert gpu == "3"
+        with one_gpu(LOG) as second:
+            assert second == "5" and os.environ[VISIBLE] == "5"
+        assert os.environ[VISIBLE] == "3,5", "restored when the trial ends"
+        with one_gpu(LOG) as again:
+            assert again == "5", "freed when the trial ended"
+    finally:
+        first.kill()
+
+
+def test_with_every_gpu_held_a_trial_waits_and_takes_the_gpu_of_one_that_was_killed(two_gpus: Path) -> None:
+    holders = [hold_a_gpu(), hold_a_gpu()]
+    taken: list[str | None] = []
+
+    def third_trial() -> None:
+        with one_gpu(LOG) as gpu:
+            taken.append(gpu)
+
+    try:
+        assert sorted(gpu for _, gpu in holders) == ["3", "5"]
+        waiting = threading.Thread(target=third_trial)
+        waiting.start()
+        time.sleep(1.5)
+        assert not taken, "both GPUs held: the third trial waits"
+        killed, its_gpu = holders[1]
+        killed.send_signal(signal.SIGKILL)  # kill -9: its lock goes with the process
+        waiting.join(10)
+        assert taken == [its_gpu]
+    finally:
+        for holder, _ in holders:
+            holder.kill()
+
+
+@pytest.mark.parametrize(("visible", "wanted"), [("0", True), ("", True), ("-1", True), ("3,5", False)])
+def test_nothing_to_choose_leaves_the_devices_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, visible: str, wanted: bool
+) -> None:
+    """One GPU (a Kubernetes Job's), none, or a trial set to train on the CPU."""
+    monkeypatch.setenv(VISIBLE, visible)
+    monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path))
+    with one_gpu(LOG, wanted=wanted) as gpu:
+        assert gpu is None and os.environ[VISIBLE] == visible
+    assert list(tmp_path.iterdir()) == [], "no lock taken"
+
+
+def test_a_process_without_the_cuda_driver_has_not_started_it() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU (its driver has started now)")
+    assert cuda_started() is False
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_machine_the_driver_starts_with_the_first_cuda_call_not_when_gpus_are_counted() -> None:
+    """The choice relies on this: counting the host's GPUs (NVML) leaves the CUDA driver unstarted,
+    so CUDA_VISIBLE_DEVICES set after it still decides what the trial sees; any CUDA call starts it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    code = (
+        "import os, torch\nfrom tasks.core.gpus import cuda_started, visible_gpus\n"
+        "os.environ.pop('CUDA_VISIBLE_DEVICES', None)\ngpus = visible_gpus()\nbefore = cuda_started()\n"
+        "os.environ['CUDA_VISIBLE_DEVICES'] = gpus[-1]\ntorch.cuda.is_available()\n"
+        "print(len(gpus) >= 1, before, cuda_started(), torch.cuda.device_count())"
+    )
+    answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert answer.stdout.split() == ["True", "False", "True", "1"], answer.stdout + answer.stderr
