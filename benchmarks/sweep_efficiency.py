@@ -11,17 +11,24 @@ random arm's first trials of the same seed, so the arms are paired. It prints pe
 trials, trial-epochs and seconds until a completed trial first reached the target (the whole budget
 when none did), and the best validation F1; per seed, each arm's best completed trial at equal
 spend (the fewest trial-epochs any arm spent); then one `tuneloop run` with defaults; then the wall
-time of two trials run one after another versus at once (two processes, as two trial flow runs on
-two workers).
+time of a round of two trials run by the real `tuneloop sweep` command (its local round: trial flow
+runs, one at a time in its process or two at once in trial processes of their own), from the
+study's records (first trial asked to last trial ended), for trials of 2 and 8 epochs
+(--round-epochs): one after another on all cores each, one after another on one core each, and two
+at once on one core each.
 
 Targets (issue 18): TPE + pruning needs at most 0.6x the trial-epochs of random search on average;
 two trials at once take at most 0.6x the wall time of running them one after another. On 2 CPU
-cores the settings are tiny (the packaged MiniLM, 32 tokens); there two trials share the same
-cores, so their ratio shows the orchestration overlapping start-up and evaluation, not a speed-up:
-on N GPUs each trial has its own device and a round of N trials takes about 1/N of the sequential
-time plus the round's own overhead.
+cores the settings are tiny (the packaged MiniLM, 32 tokens). "Two at once / one after another on
+one core each" gives every trial one device of its own, as N GPUs do (a trial alone does not get a
+second GPU): on 2 GPUs a round of 2 trials takes about that share of the sequential time, on N
+GPUs about 1/N plus the trial processes' start-up (a fresh process imports torch and loads the
+model), which this ratio includes. "Two at once / one
+after another on all cores" is what 2 CPU cores give: one trial alone computes on both, so two at
+once save nothing but overlapped start-up.
 Run: `python benchmarks/sweep_efficiency.py [--seeds 3] [--seed-offset 0] [--trials 40] [--target 0.95]
-[--arms median random]` (about 80 minutes on 2 cores). The earlier, noisier instrument (10
+[--arms median random]` (about 90 minutes on 2 cores); `--only-concurrency [--round-repeats 2]` runs
+the round comparison alone (about 8 minutes a repeat). The earlier, noisier instrument (10
 validation texts per intent, target 0.94) is `--val-per-class 10 --target 0.94`.
 """
 
@@ -107,37 +114,90 @@ def defaults_arm(splits, model, folder: Path, target: float) -> dict:
     }
 
 
-def one_trial(splits, model, folder: str, threads: int) -> float:
-    """Seconds of one fixed 2-epoch trial (the unit the concurrency comparison runs)."""
-    import torch
-
-    from tasks.config.eval import EvalConfig
-    from tasks.config.train import TrainConfig
-    from tasks.model.finetune import finetune
-
-    torch.set_num_threads(threads)
-    started = time.perf_counter()
-    config = TrainConfig(max_length=32, epochs=2, learning_rate=1e-4, early_stopping_patience=0)
-    finetune(splits, model, config, EvalConfig(), Path(folder))
-    return time.perf_counter() - started
+ROUNDS = {  # (trials at once, threads per trial: None = torch's default, every core)
+    "one after another, all cores each": (1, None),
+    "one after another, one core each": (1, 1),
+    "two at once, one core each": (2, None),  # a local round gives each of 2 trials half the cores
+}
 
 
-def concurrency(splits, model, folder: Path) -> tuple[float, float]:
-    """(seconds for two trials one after another, seconds for two at once in two processes)."""
-    import multiprocessing
+def round_seconds(data: Path, home: Path, concurrent: int, threads: int | None, epochs: int) -> tuple[float, float]:
+    """One round of two trials of `epochs` epochs each (fixed: no pruning, no early stop before
+    that) by the real `tuneloop sweep` command (a temporary Prefect server, MLflow on SQLite; the
+    local round runs one trial at a time in its own process, or each of several at once in a trial
+    process it starts), `concurrent` at once, on `threads` threads each (OMP_NUM_THREADS).
+    Returns (seconds from the round's first trial asked to its last trial's end, from the study;
+    seconds of the whole command)."""
     import os
+    import subprocess
 
-    cores = os.cpu_count() or 2
-    context = multiprocessing.get_context("spawn")
+    import optuna
+
+    env = {key: value for key, value in os.environ.items() if key not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env.pop("OMP_NUM_THREADS", None)
+    env |= {"TUNELOOP_HOME": str(home)} | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    settings = {
+        "split.train_fraction": 0.138,  # the prepared 120 / 600 / 150 rows, stratified
+        "split.validation_fraction": 0.69,
+        "split.test_fraction": 0.172,
+        "train.max_length": 32,
+        "train.epochs": epochs,
+        "sweep.pruner": "none",
+        "sweep.max_concurrent_trials": concurrent,
+    }
+    command = [sys.executable, "-m", "flows.cli", "sweep", "--data", str(data), "--target-f1", "1.0", "--json"]
+    command += ["--trials-per-round", "2", "--max-rounds", "1"]
+    command += [part for key, value in settings.items() for part in ("--set", f"{key}={value}")]
     started = time.perf_counter()
-    for n in range(2):
-        with context.Pool(1) as pool:
-            pool.apply(one_trial, (splits, model, str(folder / f"seq-{n}"), cores))
-    sequential = time.perf_counter() - started
-    started = time.perf_counter()
-    with context.Pool(2) as pool:
-        pool.starmap(one_trial, [(splits, model, str(folder / f"par-{n}"), max(1, cores // 2)) for n in range(2)])
-    return sequential, time.perf_counter() - started
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 5:  # 5: the budget (one round) spent, as asked
+        raise SystemExit(f"tuneloop sweep exited {done.returncode}: {done.stderr[-3000:]}")
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    (name,) = optuna.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    assert [trial.state.name for trial in trials] == ["COMPLETE"] * 2, trials
+    ends = [trial.datetime_complete for trial in trials if trial.datetime_complete]
+    starts = [trial.datetime_start for trial in trials if trial.datetime_start]
+    return (max(ends) - min(starts)).total_seconds(), seconds
+
+
+def concurrency(splits, folder: Path, epochs: list[int], repeats: int) -> list[dict]:
+    """Each ROUNDS setting `repeats` times for each trial length, one command at a time."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "clinc-banking.csv"
+    parts = [pd.read_parquet(part.path)[["text", "label"]] for part in (splits.train, splits.validation, splits.test)]
+    pd.concat(parts, ignore_index=True).to_csv(data, index=False)
+    rows = []
+    for length in epochs:
+        for repeat in range(repeats):
+            for setting, (concurrent, threads) in ROUNDS.items():
+                home = folder / f"{length}-{repeat}-{concurrent}-{threads}"
+                span, seconds = round_seconds(data, home, concurrent, threads, length)
+                rows.append({"epochs": length, "repeat": repeat, "setting": setting, "span": span, "command": seconds})
+                print(f"  {length} epochs, {setting}: round {span:.1f} s, command {seconds:.1f} s", file=sys.stderr)
+    return rows
+
+
+def print_concurrency(rows: list[dict]) -> None:
+    """The rounds' seconds per setting and trial length, and the ratios the target is about."""
+    names = list(ROUNDS)
+    print(
+        "| trial epochs | repeat | " + " | ".join(f"{name}: round s (command s)" for name in names) + " | at once / "
+        "one after another on one core each (a device per trial: N GPUs) | at once / one after another on all cores "
+        "(2 CPU cores shared) |"
+    )
+    print("|---|---|" + "---|" * (len(names) + 2))
+    for length, repeat in sorted({(row["epochs"], row["repeat"]) for row in rows}):
+        mine = {row["setting"]: row for row in rows if (row["epochs"], row["repeat"]) == (length, repeat)}
+        cells = " | ".join(f"{mine[name]['span']:.1f} ({mine[name]['command']:.0f})" for name in names)
+        together = mine[names[2]]["span"]
+        print(
+            f"| {length} | {repeat} | {cells} | {together / mine[names[1]]['span']:.2f} | "
+            f"{together / mine[names[0]]['span']:.2f} |"
+        )
 
 
 def arm_config(args: argparse.Namespace, sampler: str, pruner: str, seed: int) -> Any:
@@ -284,6 +344,17 @@ def main() -> int:
         help="Arms to run: TPE + median pruning (the default) and random search (the reference); also TPE + "
         "successive halving, GP + median pruning.",
     )
+    parser.add_argument(
+        "--round-epochs",
+        type=int,
+        nargs="+",
+        default=[2, 8],
+        help="Trial lengths (epochs) of the concurrency comparison's rounds.",
+    )
+    parser.add_argument("--round-repeats", type=int, default=1, help="Rounds per setting and trial length.")
+    parser.add_argument(
+        "--only-concurrency", action="store_true", help="Run only the concurrency comparison (a few minutes)."
+    )
     args = parser.parse_args()
     args.arms = [SHORT[name] for name in args.arms]
     from transformers.utils import logging as transformers_logging
@@ -293,6 +364,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         splits, model = prepare(folder / "splits", args.per_class, args.val_per_class, seed=42)
+        if args.only_concurrency:
+            print_concurrency(concurrency(splits, folder / "concurrency", args.round_epochs, args.round_repeats))
+            return 0
         for seed in range(args.seed_offset, args.seed_offset + args.seeds):
             for arm in args.arms:
                 outcome = run_arm(arm, seed, args, splits, model, folder)
@@ -300,7 +374,7 @@ def main() -> int:
                 print(f"  {arm:<22} seed {seed}: {outcome}", file=sys.stderr, flush=True)
         defaults = defaults_arm(splits, model, folder, args.target)
         rows.append(("tuneloop run defaults", 0, defaults))
-        sequential, together = concurrency(splits, model, folder / "concurrency")
+        rounds = concurrency(splits, folder / "concurrency", args.round_epochs, args.round_repeats)
     from tasks.core.metrics import sampling_error
     from tasks.sweep.search import space_lines
 
@@ -340,10 +414,7 @@ def main() -> int:
                 f"whole budget {means[arm]['trial_epochs'] / random['trial_epochs']:.2f} (target <= 0.6)"
             )
     equal_spend(rows, args.arms)
-    print(
-        f"two trials one after another {sequential:.0f} s, at once {together:.0f} s: ratio "
-        f"{together / sequential:.2f} (target <= 0.6; on a CPU they share the cores)"
-    )
+    print_concurrency(rounds)
     return 0
 
 
