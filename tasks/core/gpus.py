@@ -64,9 +64,17 @@ def take_free(gpus: list[str], folder: Path) -> tuple[str, int] | None:
     """Lock the first of `gpus` that no other process holds: (the GPU, the open lock file)."""
     import fcntl
 
-    folder.mkdir(parents=True, exist_ok=True)
+    from tasks.core.errors import ConfigError
+
     for gpu in gpus:
-        handle = os.open(folder / f"gpu-{gpu}.lock", os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = os.open(folder / f"gpu-{gpu}.lock", os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write
+        except OSError as error:
+            raise ConfigError(
+                f"The GPU lock folder {folder} cannot be used ({error.strerror}): set {LOCKS_VARIABLE} to a "
+                "folder every tuneloop process on this host can write."
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -86,6 +86,22 @@ def test_nothing_to_choose_leaves_the_devices_alone(
     assert list(tmp_path.iterdir()) == [], "no lock taken"
 
 
+def test_a_lock_folder_that_cannot_be_used_is_one_message_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tasks.core.errors import ConfigError
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(VISIBLE, "3,5")
+    monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path / "a-file"))
+    with (
+        pytest.raises(ConfigError, match=r"GPU lock folder .*a-file cannot be used .*TUNELOOP_GPU_LOCKS"),
+        one_gpu(LOG),
+    ):
+        pass
+    assert os.environ[VISIBLE] == "3,5"
+
+
 def test_a_process_without_the_cuda_driver_has_not_started_it() -> None:
     import torch
 
