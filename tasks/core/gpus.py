@@ -22,6 +22,7 @@ VISIBLE = "CUDA_VISIBLE_DEVICES"
 LOCKS_VARIABLE = "TUNELOOP_GPU_LOCKS"
 WAIT_SECONDS = 1.0
 CUDA_ERROR_NOT_INITIALIZED = 3
+PINNED: list[str] = []  # the GPU this process took, once it took one
 
 
 def lock_folder() -> Path:
@@ -89,32 +90,37 @@ def one_gpu(log: logging.Logger | logging.LoggerAdapter, wanted: bool = True) ->
     """Hold one of this host's GPUs for the block and let CUDA see only it; yields the GPU (None
     where there is nothing to choose: not `wanted` (a trial set to train on the CPU), one GPU or
     none, no file locks on this platform, or CUDA already started in this process: a trial the
-    CLI runs in its own process, one at a time, sees every GPU as `tuneloop run` does)."""
-    gpus = visible_gpus() if wanted else []
-    if len(gpus) < 2 or importlib.util.find_spec("fcntl") is None:
+    CLI runs in its own process, one at a time, sees every GPU as `tuneloop run` does). A process
+    that took a GPU keeps it (CUDA cannot switch once started): its next trial (a local round's
+    trial processes run one trial after another) holds the same GPU again, waiting while another
+    process holds it."""
+    if not wanted:
         yield None
         return
-    if cuda_started():
-        log.info(f"CUDA is in use in this process already: the trial sees all {len(gpus)} GPUs.")
-        yield None
-        return
+    gpus = PINNED or visible_gpus()
+    if not PINNED:
+        if len(gpus) < 2 or importlib.util.find_spec("fcntl") is None:
+            yield None
+            return
+        if cuda_started():
+            log.info(f"CUDA is in use in this process already: the trial sees all {len(gpus)} GPUs.")
+            yield None
+            return
     folder = lock_folder()
     taken = take_free(gpus, folder)
     if taken is None:
-        log.info(f"All {len(gpus)} GPUs of this host are held by other trials: waiting for one.")
+        held = "its GPU is" if PINNED else f"all {len(gpus)} GPUs of this host are"
+        log.info(f"Waiting for a GPU: {held} held by other trials.")
     while taken is None:
         time.sleep(WAIT_SECONDS)
         taken = take_free(gpus, folder)
     gpu, handle = taken
-    before = os.environ.get(VISIBLE)
-    os.environ[VISIBLE] = gpu
-    log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other trial on this host holds).")
+    if not PINNED:
+        log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other trial on this host holds).")
+        PINNED.append(gpu)
+        os.environ[VISIBLE] = gpu  # for good: this process's CUDA will see only this GPU
     try:
         yield gpu
     finally:
-        if before is None:
-            os.environ.pop(VISIBLE, None)
-        else:
-            os.environ[VISIBLE] = before
         with contextlib.suppress(OSError):
             os.close(handle)  # releases the lock

@@ -15,9 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from tasks.core import gpus
 from tasks.core.gpus import VISIBLE, cuda_started, one_gpu
 
 LOG = logging.getLogger("test-gpus")
+
+
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test process has taken no GPU yet (a process keeps the one it took)."""
+    monkeypatch.setattr(gpus, "PINNED", [])
 
 
 @pytest.fixture
@@ -33,7 +40,8 @@ def hold_a_gpu() -> tuple[subprocess.Popen, str]:
         "import logging, time\nfrom tasks.core.gpus import one_gpu\n"
         "with one_gpu(logging.getLogger()) as gpu:\n    print(gpu, flush=True)\n    time.sleep(120)"
     )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=os.environ)
+    host = {**os.environ, VISIBLE: "3,5"}  # another trial process, seeing the host's GPUs
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=host)
     assert holder.stdout is not None
     return holder, holder.stdout.readline().strip()
 
@@ -44,11 +52,33 @@ def test_trials_at_once_each_take_a_gpu_no_other_holds_and_see_only_it(two_gpus:
         assert gpu == "3"
         with one_gpu(LOG) as second:
             assert second == "5" and os.environ[VISIBLE] == "5"
-        assert os.environ[VISIBLE] == "3,5", "restored when the trial ends"
-        with one_gpu(LOG) as again:
-            assert again == "5", "freed when the trial ended"
+        assert os.environ[VISIBLE] == "5", "CUDA cannot switch GPUs: the process stays on its GPU"
     finally:
         first.kill()
+
+
+def test_a_process_that_took_a_gpu_runs_its_next_trial_on_it_waiting_while_another_holds_it(two_gpus: Path) -> None:
+    """A local round's trial process runs one trial after another, on the GPU its CUDA started with."""
+    with one_gpu(LOG) as first:
+        assert first == "3"
+    other, its_gpu = hold_a_gpu()  # took the GPU this process just released
+    taken: list[str | None] = []
+
+    def next_trial() -> None:
+        with one_gpu(LOG) as gpu:
+            taken.append(gpu)
+
+    try:
+        assert its_gpu == "3"
+        waiting = threading.Thread(target=next_trial)
+        waiting.start()
+        time.sleep(1.5)
+        assert not taken, "GPU 5 is free, but this process's CUDA sees GPU 3 only: it waits for that one"
+        other.send_signal(signal.SIGKILL)
+        waiting.join(10)
+        assert taken == ["3"] and os.environ[VISIBLE] == "3"
+    finally:
+        other.kill()
 
 
 def test_with_every_gpu_held_a_trial_waits_and_takes_the_gpu_of_one_that_was_killed(two_gpus: Path) -> None:
