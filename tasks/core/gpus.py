@@ -115,7 +115,9 @@ def one_gpu(log: logging.Logger | logging.LoggerAdapter, wanted: bool = True) ->
         time.sleep(WAIT_SECONDS)
         taken = take_free(gpus, folder)
     gpu, handle = taken
-    if not PINNED:
+    if PINNED:
+        log.info(f"Training on GPU {gpu}, this process's since its first trial.")
+    else:
         log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other trial on this host holds).")
         PINNED.append(gpu)
         os.environ[VISIBLE] = gpu  # for good: this process's CUDA will see only this GPU
