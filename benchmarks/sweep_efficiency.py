@@ -117,7 +117,7 @@ def defaults_arm(splits, model, folder: Path, target: float) -> dict:
 ROUNDS = {  # (trials at once, threads per trial: None = torch's default, every core)
     "one after another, all cores each": (1, None),
     "one after another, one core each": (1, 1),
-    "two at once, one core each": (2, None),  # a local round gives each of 2 trials half the cores
+    "two at once, one core each": (2, 1),  # as labelled on any machine (a local round gives each its share)
 }
 
 
