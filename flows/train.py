@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import BaseModel, computed_field
 
 from flows.promote import champion_challenger
 from flows.validate import check_data
 from tasks.config.pipeline import PipelineConfig
+from tasks.core.gpus import one_gpu
 from tasks.core.workspace import finish_run_folder, open_run_folder, run_failed, run_interrupted
 from tasks.data.load import source_stamps
 from tasks.data.split import SplitReport, split_dataset
@@ -52,15 +53,15 @@ def train(
     config: PipelineConfig = PipelineConfig(),  # noqa: B008
     fresh: bool = False,
 ) -> TrainResult:
-    """Fine-tune a pre-trained Hugging Face model on labelled text: validate the data (Great
-    Expectations gate with quarantine), split it leak-free, fit a TF-IDF baseline, choose the base
-    model (screen license, task fit and size; probe the survivors), fine-tune (full or LoRA, GPU
-    when present, until validation stops improving) into an MLflow run that is live while it trains
-    (RUNNING, each epoch's scores as they happen; FAILED with the error when the flow run fails),
-    evaluate on validation and test, log the rest and the model as an MLflow Model, register it as
-    a new version (alias `candidate`) and promote it to `champion` when it beats the current one on
-    the same test split (`promotion.mode`: auto, after an approval form, or never). The defaults
-    run on the bundled sample.
+    """Fine-tune a pre-trained Hugging Face model on labelled text: validate the data (Great Expectations
+    gate with quarantine), split it leak-free, fit a TF-IDF baseline, choose the base model (screen
+    license, task fit and size; probe the survivors), fine-tune (full or LoRA, on a GPU when present:
+    one that no other run or trial on the host holds; until validation stops improving) into an MLflow
+    run that is live while it trains (RUNNING, each epoch's scores as they happen; FAILED with the error
+    when the flow run fails), evaluate on validation and test, log the rest and the model as an MLflow
+    Model, register it as a new version (alias `candidate`) and promote it to `champion` when it beats
+    the current one on the same test split (`promotion.mode`: auto, after an approval form, or never).
+    The defaults run on the bundled sample.
 
     A run whose process died before it finished (killed, out of memory, crashed, cancelled) is
     continued by the next run of the same settings and data on the same host: same run folder, same
@@ -73,59 +74,60 @@ def train(
         fresh: Start a new run even when an unfinished run of the same settings and data could be
             continued.
     """
-    folder = open_run_folder("train", config, source_stamps(config.data), fresh)
-    target = check_tracking(config.tracking)
-    data = check_data(config, folder)
-    clean, test = data.clean_tables()
-    splits = split_dataset(clean, config.split, folder / "splits", test)
-    baseline = fit_baseline(splits, config.split.seed)
-    selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
-    run = open_training_run(target, config.tracking, data.data.dataset_sha256, folder)  # RUNNING from now on
-    trained = finetune_model(
-        splits,
-        selection.chosen,
-        config.train,
-        config.eval,
-        folder,
-        config.model.trust_remote_code,
-        metric_sender(run),
-        config.tracking.outage_grace_seconds,
-        config.tracking.loss_every_steps,
-    )
-    evaluation = evaluate_model(
-        trained.path, splits.validation.path, splits.test.path, config.eval, folder / "evaluation"
-    )
-    tracked = log_run(target, run, config, data, splits, trained, evaluation, selection, baseline)
-    check_model_quality(evaluation, config.eval)
-    promotion = None
-    if config.promotion.register_model:  # only a run that passed every gate gets here
-        promotion = champion_challenger(
-            target.uri,
-            config.promotion,
-            tracked.run_id,
-            tracked.model_id,
-            evaluation.test,
-            splits.test.path,
-            evaluation.predictions_path,
-            config.eval.batch_size,
-            folder / "promotion",
-            tags={
-                "dataset_sha256": data.data.dataset_sha256,
-                "base_model": trained.base_model,
-                "method": trained.method,
-                "mlflow_run": tracked.link,
-            },
-            links={"candidate run": tracked.link},
+    with one_gpu(get_run_logger(), config.train.device):  # before any CUDA call
+        folder = open_run_folder("train", config, source_stamps(config.data), fresh)
+        target = check_tracking(config.tracking)
+        data = check_data(config, folder)
+        clean, test = data.clean_tables()
+        splits = split_dataset(clean, config.split, folder / "splits", test)
+        baseline = fit_baseline(splits, config.split.seed)
+        selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
+        run = open_training_run(target, config.tracking, data.data.dataset_sha256, folder)  # RUNNING from now on
+        trained = finetune_model(
+            splits,
+            selection.chosen,
+            config.train,
+            config.eval,
+            folder,
+            config.model.trust_remote_code,
+            metric_sender(run),
+            config.tracking.outage_grace_seconds,
+            config.tracking.loss_every_steps,
         )
-    finish_run_folder(folder, config.train.keep_checkpoints)
-    return TrainResult(
-        folder=str(folder),
-        data=data,
-        splits=splits,
-        selection=selection,
-        baseline=baseline,
-        model=trained,
-        evaluation=evaluation,
-        tracking=tracked,
-        promotion=promotion,
-    )
+        evaluation = evaluate_model(
+            trained.path, splits.validation.path, splits.test.path, config.eval, folder / "evaluation"
+        )
+        tracked = log_run(target, run, config, data, splits, trained, evaluation, selection, baseline)
+        check_model_quality(evaluation, config.eval)
+        promotion = None
+        if config.promotion.register_model:  # only a run that passed every gate gets here
+            promotion = champion_challenger(
+                target.uri,
+                config.promotion,
+                tracked.run_id,
+                tracked.model_id,
+                evaluation.test,
+                splits.test.path,
+                evaluation.predictions_path,
+                config.eval.batch_size,
+                folder / "promotion",
+                tags={
+                    "dataset_sha256": data.data.dataset_sha256,
+                    "base_model": trained.base_model,
+                    "method": trained.method,
+                    "mlflow_run": tracked.link,
+                },
+                links={"candidate run": tracked.link},
+            )
+        finish_run_folder(folder, config.train.keep_checkpoints)
+        return TrainResult(
+            folder=str(folder),
+            data=data,
+            splits=splits,
+            selection=selection,
+            baseline=baseline,
+            model=trained,
+            evaluation=evaluation,
+            tracking=tracked,
+            promotion=promotion,
+        )

@@ -57,7 +57,7 @@ def trial(
             "A trial run belongs to a sweep: start a sweep (the sweep/cpu or sweep/weekly deployment, or "
             "`tuneloop sweep`) and its rounds start the trial runs, with sweep_id and trial_number."
         )
-    with one_gpu(get_run_logger(), wanted=config.train.device in ("auto", "cuda")) as gpu:  # before any CUDA call
+    with one_gpu(get_run_logger(), config.train.device) as gpu:  # before any CUDA call
         target = check_tracking(config.tracking)
         check_trial_device(config)
         return run_sweep_trial(config, sweep_id, trial_number, target, gpu)

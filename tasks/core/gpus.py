@@ -1,10 +1,10 @@
-"""One GPU per trial on a host with several: trials that run at once on one machine (a local
-round's trial processes, or a process worker's flow runs) each take the first GPU no other trial
-on the host holds (an exclusive lock on a file per GPU, released when the trial ends or its
-process dies) and see only that one (CUDA_VISIBLE_DEVICES), instead of all training on the first
-GPU (or, in transformers' Trainer, each spreading over every GPU with DataParallel). With all
-GPUs held, a trial waits for one. A host with one GPU (a Kubernetes Job or a container with one
-GPU), or none, is left as it is."""
+"""One GPU per run or trial on a host with several: trainings that run at once on one machine (a
+local round's trial processes, a process worker's flow runs, `tuneloop run` beside them) each take
+the first GPU no other holds (an exclusive lock on a file per GPU, released when the training ends
+or its process dies) and see only that one (CUDA_VISIBLE_DEVICES), instead of all training on the
+first GPU. With all GPUs held, a training waits for one. A host with one GPU (a Kubernetes Job or a
+container with one GPU), or none, is left as it is. Where CUDA started before the choice, the run
+sees every GPU and trains on the first (tasks/model/plan.py::training_arguments)."""
 
 from __future__ import annotations
 
@@ -86,15 +86,15 @@ def take_free(gpus: list[str], folder: Path) -> tuple[str, int] | None:
 
 
 @contextmanager
-def one_gpu(log: logging.Logger | logging.LoggerAdapter, wanted: bool = True) -> Iterator[str | None]:
+def one_gpu(log: logging.Logger | logging.LoggerAdapter, device: str = "auto") -> Iterator[str | None]:
     """Hold one of this host's GPUs for the block and let CUDA see only it; yields the GPU (None
-    where there is nothing to choose: not `wanted` (a trial set to train on the CPU), one GPU or
-    none, no file locks on this platform, or CUDA already started in this process: a trial the
-    CLI runs in its own process, one at a time, sees every GPU as `tuneloop run` does). A process
-    that took a GPU keeps it (CUDA cannot switch once started): its next trial (a local round's
-    trial processes run one trial after another) holds the same GPU again, waiting while another
-    process holds it."""
-    if not wanted:
+    where there is nothing to choose: `device` (train.device) is not auto or cuda, one GPU or none,
+    no file locks on this platform, or CUDA already started in this process: a trial the CLI's
+    sweep runs in its own process, one at a time, trains on the first GPU). A process that took a
+    GPU keeps it (CUDA cannot switch once started): its next training (a local round's trial
+    processes run one trial after another) holds the same GPU again, waiting while another process
+    holds it."""
+    if device not in ("auto", "cuda"):
         yield None
         return
     gpus = PINNED or visible_gpus()
@@ -103,22 +103,22 @@ def one_gpu(log: logging.Logger | logging.LoggerAdapter, wanted: bool = True) ->
             yield None
             return
         if cuda_started():
-            log.info(f"CUDA is in use in this process already: the trial sees all {len(gpus)} GPUs.")
+            log.info(f"CUDA is in use in this process already: training on its first of {len(gpus)} GPUs.")
             yield None
             return
     folder = lock_folder()
     taken = take_free(gpus, folder)
     if taken is None:
         held = "its GPU is" if PINNED else f"all {len(gpus)} GPUs of this host are"
-        log.info(f"Waiting for a GPU: {held} held by other trials.")
+        log.info(f"Waiting for a GPU: {held} held by other runs or trials.")
     while taken is None:
         time.sleep(WAIT_SECONDS)
         taken = take_free(gpus, folder)
     gpu, handle = taken
     if PINNED:
-        log.info(f"Training on GPU {gpu}, this process's since its first trial.")
+        log.info(f"Training on GPU {gpu}, this process's since its first training.")
     else:
-        log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other trial on this host holds).")
+        log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other run or trial on this host holds).")
         PINNED.append(gpu)
         os.environ[VISIBLE] = gpu  # for good: this process's CUDA will see only this GPU
     try:

@@ -216,6 +216,17 @@ def save_model(network: Any, tokenizer: Any, folder: Path, info: dict[str, Any])
     (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
 
 
+def shown_device(device: str) -> str:
+    """The device as the run log names it: with several GPUs visible, which one trains (a run
+    trains on one: tasks/model/plan.py::training_arguments)."""
+    if device != "cuda":
+        return device
+    import torch
+
+    visible = torch.cuda.device_count()
+    return f"cuda:0 (one of the {visible} GPUs this process sees)" if visible > 1 else device
+
+
 def plan_line(
     model: ModelRef,
     config: TrainConfig,
@@ -302,7 +313,7 @@ def finetune(
         extra.append(early_stopping(plan.patience))
     arguments = training_arguments(plan, config, checkpoints, device, precision)
     trainer = make_trainer(network, tokenizer, encoded, len(labels), eval_config.metric, arguments, extra)
-    log.info(plan_line(model, config, splits, plan, device, precision, resume))
+    log.info(plan_line(model, config, splits, plan, shown_device(device), precision, resume))
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started

@@ -145,7 +145,7 @@ def training_arguments(plan: TrainingPlan, config: TrainConfig, output_dir: Path
     """The one place our config and plan become transformers' TrainingArguments."""
     from transformers import TrainingArguments
 
-    return TrainingArguments(
+    arguments = TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=plan.epochs,
         learning_rate=plan.learning_rate,
@@ -173,6 +173,13 @@ def training_arguments(plan: TrainingPlan, config: TrainConfig, output_dir: Path
         dataloader_num_workers=0,
         save_only_model=False,
     )
+    if device == "cuda" and arguments.n_gpu > 1:
+        # One GPU per run. With several visible (CUDA started before one was chosen: tasks/core/gpus.py)
+        # the Trainer would wrap the model in DataParallel and multiply each batch by the GPU count,
+        # off the plan (steps, warmup) and the batch size the defaults were measured with; this is
+        # the override transformers itself makes for a model split over GPUs.
+        arguments._n_gpu = 1
+    return arguments
 
 
 def lora_config(config: TrainConfig) -> Any:

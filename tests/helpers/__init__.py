@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -61,3 +62,21 @@ def trial_processes(pid: int) -> list:
     return [
         child for child in psutil.Process(pid).children(recursive=True) if "spawn_main" in " ".join(child.cmdline())
     ]
+
+
+def hold_a_gpu(visible: str) -> tuple[Any, str]:
+    """Another training on a host whose GPUs are `visible` (CUDA_VISIBLE_DEVICES; the lock folder
+    is this environment's TUNELOOP_GPU_LOCKS): a process that holds a GPU until it is killed; and
+    its GPU."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, time\nfrom tasks.core.gpus import one_gpu\n"
+        "with one_gpu(logging.getLogger()) as gpu:\n    print(gpu, flush=True)\n    time.sleep(120)"
+    )
+    host = {**os.environ, "CUDA_VISIBLE_DEVICES": visible}
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=host)
+    assert holder.stdout is not None
+    return holder, holder.stdout.readline().strip()

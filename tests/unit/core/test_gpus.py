@@ -17,6 +17,7 @@ import pytest
 
 from tasks.core import gpus
 from tasks.core.gpus import VISIBLE, cuda_started, one_gpu
+from tests.helpers import hold_a_gpu
 
 LOG = logging.getLogger("test-gpus")
 
@@ -34,20 +35,8 @@ def two_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "locks"
 
 
-def hold_a_gpu() -> tuple[subprocess.Popen, str]:
-    """Another trial on the host: a process that holds a GPU until it is killed; and its GPU."""
-    code = (
-        "import logging, time\nfrom tasks.core.gpus import one_gpu\n"
-        "with one_gpu(logging.getLogger()) as gpu:\n    print(gpu, flush=True)\n    time.sleep(120)"
-    )
-    host = {**os.environ, VISIBLE: "3,5"}  # another trial process, seeing the host's GPUs
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=host)
-    assert holder.stdout is not None
-    return holder, holder.stdout.readline().strip()
-
-
 def test_trials_at_once_each_take_a_gpu_no_other_holds_and_see_only_it(two_gpus: Path) -> None:
-    first, gpu = hold_a_gpu()
+    first, gpu = hold_a_gpu("3,5")
     try:
         assert gpu == "3"
         with one_gpu(LOG) as second:
@@ -61,7 +50,7 @@ def test_a_process_that_took_a_gpu_runs_its_next_trial_on_it_waiting_while_anoth
     """A local round's trial process runs one trial after another, on the GPU its CUDA started with."""
     with one_gpu(LOG) as first:
         assert first == "3"
-    other, its_gpu = hold_a_gpu()  # took the GPU this process just released
+    other, its_gpu = hold_a_gpu("3,5")  # took the GPU this process just released
     taken: list[str | None] = []
 
     def next_trial() -> None:
@@ -82,7 +71,7 @@ def test_a_process_that_took_a_gpu_runs_its_next_trial_on_it_waiting_while_anoth
 
 
 def test_with_every_gpu_held_a_trial_waits_and_takes_the_gpu_of_one_that_was_killed(two_gpus: Path) -> None:
-    holders = [hold_a_gpu(), hold_a_gpu()]
+    holders = [hold_a_gpu("3,5"), hold_a_gpu("3,5")]
     taken: list[str | None] = []
 
     def third_trial() -> None:
@@ -104,14 +93,16 @@ def test_with_every_gpu_held_a_trial_waits_and_takes_the_gpu_of_one_that_was_kil
             holder.kill()
 
 
-@pytest.mark.parametrize(("visible", "wanted"), [("0", True), ("", True), ("-1", True), ("3,5", False)])
+@pytest.mark.parametrize(
+    ("visible", "device"), [("0", "auto"), ("", "cuda"), ("-1", "auto"), ("3,5", "cpu"), ("3,5", "mps")]
+)
 def test_nothing_to_choose_leaves_the_devices_alone(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, visible: str, wanted: bool
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, visible: str, device: str
 ) -> None:
-    """One GPU (a Kubernetes Job's), none, or a trial set to train on the CPU."""
+    """One GPU (a Kubernetes Job's), none, or a training set to run on the CPU (or Apple's GPU)."""
     monkeypatch.setenv(VISIBLE, visible)
     monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path))
-    with one_gpu(LOG, wanted=wanted) as gpu:
+    with one_gpu(LOG, device) as gpu:
         assert gpu is None and os.environ[VISIBLE] == visible
     assert list(tmp_path.iterdir()) == [], "no lock taken"
 

@@ -41,6 +41,35 @@ def test_training_arguments_follow_the_config_and_plan(tmp_path: Path) -> None:
     assert training_arguments(plan_for(decaying), decaying, tmp_path, "cpu", "fp32").lr_scheduler_type == "linear"
 
 
+SEVERAL_GPUS = """
+import sys, tempfile
+import torch
+torch.cuda.is_available = lambda: True  # transformers sees a host with 2 GPUs (no GPU needed)
+torch.cuda.device_count = lambda: 2
+torch.cuda.set_device = lambda device: None
+from transformers import TrainingArguments
+from tasks.config.train import TrainConfig
+from tasks.model.plan import training_arguments, training_plan
+config = TrainConfig(batch_size=8)
+plain = TrainingArguments(output_dir=tempfile.mkdtemp(), report_to="none")
+ours = training_arguments(training_plan(160, config, 64), config, tempfile.mkdtemp(), "cuda", "fp32")
+print(plain.n_gpu, plain.train_batch_size // plain.per_device_train_batch_size, ours.device, ours.n_gpu,
+      ours.train_batch_size)
+"""
+
+
+def test_a_run_that_sees_several_gpus_trains_on_one_at_the_planned_batch_size() -> None:
+    """With 2 GPUs visible the Trainer would wrap the model in DataParallel (n_gpu > 1) and train on
+    batches twice the configured size; a run trains on cuda:0 with the batch size it planned.
+    In a process of its own: transformers' device setup is process-wide."""
+    import subprocess
+    import sys
+
+    answer = subprocess.run([sys.executable, "-c", SEVERAL_GPUS], capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    assert answer.stdout.split() == ["2", "2", "cuda:0", "1", "8"], answer.stdout
+
+
 def test_lora_gets_its_own_default_learning_rate() -> None:
     assert plan_for(TrainConfig(method="lora")).learning_rate == 1e-3
     assert plan_for(TrainConfig(method="full")).learning_rate == 1e-4
