@@ -18,6 +18,8 @@ from flows.promote import champion_challenger
 from flows.trial import trial
 from flows.validate import check_data
 from tasks.config.pipeline import SweepPipelineConfig
+from tasks.config.sweep import SweepConfig
+from tasks.core.gpus import one_gpu
 from tasks.data.split import split_dataset
 from tasks.model.select import select_base_model
 from tasks.registry.versions import PromotionResult
@@ -88,17 +90,32 @@ def run_trial_flow(config: SweepPipelineConfig, sweep_id: str, number: int) -> N
     trial(config=config, sweep_id=sweep_id, trial_number=number, return_state=True)
 
 
+def trial_deployment(settings: SweepConfig) -> str | None:
+    """The deployment whose runs this round's trials are, placed by its work pool: a round run from
+    a deployment, with `sweep.trial_deployment` set; else None (the trials run in this process, or
+    in processes this round starts)."""
+    from prefect.runtime import deployment
+
+    return settings.trial_deployment if deployment.id else None
+
+
+def trains_here(config: SweepPipelineConfig) -> bool:
+    """Whether the trials train in this process: one at a time, not on the work pool. Such a round
+    holds a GPU of the host for them (tasks/core/gpus.py) from before its first CUDA call; trials
+    in processes of their own or on workers each take one themselves."""
+    return not trial_deployment(config.sweep) and config.sweep.max_concurrent_trials <= 1
+
+
 def trial_starter(config: SweepPipelineConfig, sweep_id: str) -> AbstractContextManager[Callable[[int], Handle]]:
     """How this round starts a trial: a run of the trial deployment when this round runs from a
     deployment and `sweep.trial_deployment` is set, else the trial flow in this process (one at a
     time) or in processes the round starts (several at once)."""
-    from prefect.runtime import deployment
-
     settings = config.sweep
-    if deployment.id and settings.trial_deployment:
+    deployment = trial_deployment(settings)
+    if deployment:
         parameters = config.model_dump(mode="json")
         return on_workers(
-            settings.trial_deployment,
+            deployment,
             lambda number: {"config": parameters, "sweep_id": sweep_id, "trial_number": number},
         )
     return in_process(partial(run_trial_flow, config, sweep_id), settings.max_concurrent_trials)
@@ -143,35 +160,38 @@ def sweep(
         sweep_id: Continue this sweep (its id); empty: start a new one.
         round_number: The round this run performs (1 = the first).
     """
-    if sweep_id is None:  # a new sweep: bad settings are refused before it creates anything
-        config = plan_search_space(config)
-        check_trial_device(config)
-        target = check_tracking(config.tracking)
-        sweep_id, folder = begin_sweep()
-        data = check_data(config, folder)
-        clean, test = data.clean_tables()
-        splits = split_dataset(clean, config.split, folder / "splits", test)
-        selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
-        state = start_sweep(config, sweep_id, folder, data.data.dataset_sha256, splits, selection, target)
-    else:  # a later round runs the sweep's own config (tracking, trust, data, model), never an event's
+    state = None
+    if sweep_id is not None:  # a later round runs the sweep's own config (tracking, trust, data, model)
         state = find_sweep(config, sweep_id)
         config = use_stored_config(config, state)
-        check_trial_device(config)
-        target = check_tracking(config.tracking)
-    while True:
-        refusal = check_round(config, state, round_number)
-        if refusal:
-            return final_state(finish_sweep(state, refusal, target))
-        with round_lease(state.storage, state.sweep_id, round_number, str(flow_run.id)):
-            open_round(state, target)
-            new, unfinished = ask_trials(config, state, round_number)
-            with trial_starter(config, state.sweep_id) as start:
-                run_round(state, new, unfinished, config.sweep.max_concurrent_trials, start, get_run_logger())
-            state, decision = close_round(config, state, round_number, target)
-        if decision.action != "next_round":
-            promotion = register_best(config, state, decision, target)
-            return final_state(finish_sweep(state, decision, target, promotion=promotion))
-        queued = queue_next_round(config, state, round_number, decision)
-        if queued:
-            return finish_sweep(state, decision, target, queued)
-        round_number += 1
+    with one_gpu(get_run_logger(), config.train.device if trains_here(config) else "cpu"):  # before any CUDA call
+        if state is None:  # a new sweep: bad settings are refused before it creates anything
+            config = plan_search_space(config)
+            check_trial_device(config)
+            target = check_tracking(config.tracking)
+            sweep_id, folder = begin_sweep()
+            data = check_data(config, folder)
+            clean, test = data.clean_tables()
+            splits = split_dataset(clean, config.split, folder / "splits", test)
+            selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
+            state = start_sweep(config, sweep_id, folder, data.data.dataset_sha256, splits, selection, target)
+        else:
+            check_trial_device(config)
+            target = check_tracking(config.tracking)
+        while True:
+            refusal = check_round(config, state, round_number)
+            if refusal:
+                return final_state(finish_sweep(state, refusal, target))
+            with round_lease(state.storage, state.sweep_id, round_number, str(flow_run.id)):
+                open_round(state, target)
+                new, unfinished = ask_trials(config, state, round_number)
+                with trial_starter(config, state.sweep_id) as start:
+                    run_round(state, new, unfinished, config.sweep.max_concurrent_trials, start, get_run_logger())
+                state, decision = close_round(config, state, round_number, target)
+            if decision.action != "next_round":
+                promotion = register_best(config, state, decision, target)
+                return final_state(finish_sweep(state, decision, target, promotion=promotion))
+            queued = queue_next_round(config, state, round_number, decision)
+            if queued:
+                return finish_sweep(state, decision, target, queued)
+            round_number += 1

@@ -23,6 +23,7 @@ LOCKS_VARIABLE = "TUNELOOP_GPU_LOCKS"
 WAIT_SECONDS = 1.0
 CUDA_ERROR_NOT_INITIALIZED = 3
 PINNED: list[str] = []  # the GPU this process took, once it took one
+HOLDING: list[int] = []  # one entry per block of this process that holds it now
 
 
 def lock_folder() -> Path:
@@ -89,13 +90,19 @@ def take_free(gpus: list[str], folder: Path) -> tuple[str, int] | None:
 def one_gpu(log: logging.Logger | logging.LoggerAdapter, device: str = "auto") -> Iterator[str | None]:
     """Hold one of this host's GPUs for the block and let CUDA see only it; yields the GPU (None
     where there is nothing to choose: `device` (train.device) is not auto or cuda, one GPU or none,
-    no file locks on this platform, or CUDA already started in this process: a trial the CLI's
-    sweep runs in its own process, one at a time, trains on the first GPU). A process that took a
+    no file locks on this platform, or CUDA already started in this process). A process that took a
     GPU keeps it (CUDA cannot switch once started): its next training (a local round's trial
     processes run one trial after another) holds the same GPU again, waiting while another process
-    holds it."""
+    holds it; a block inside one that holds it (a sweep's trial in the sweep's process) shares the hold."""
     if device not in ("auto", "cuda"):
         yield None
+        return
+    if HOLDING:
+        HOLDING.append(1)
+        try:
+            yield PINNED[0]
+        finally:
+            HOLDING.pop()
         return
     gpus = PINNED or visible_gpus()
     if not PINNED:
@@ -121,8 +128,10 @@ def one_gpu(log: logging.Logger | logging.LoggerAdapter, device: str = "auto") -
         log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other run or trial on this host holds).")
         PINNED.append(gpu)
         os.environ[VISIBLE] = gpu  # for good: this process's CUDA will see only this GPU
+    HOLDING.append(1)
     try:
         yield gpu
     finally:
+        HOLDING.pop()
         with contextlib.suppress(OSError):
             os.close(handle)  # releases the lock

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tasks.config.pipeline import PipelineConfig, SweepPipelineConfig
-from tests.helpers import configs
+from tests.helpers import configs, hold_a_gpu
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,3 +28,20 @@ def tiny_config(tiny_bert: Path) -> Callable[..., PipelineConfig]:
 def sweep_config(tiny_bert: Path) -> Callable[..., SweepPipelineConfig]:
     """`sweep_config("sweep.target_f1=1.0", ...)`: a small sweep of the tiny BERT on the sample, overridden."""
     return partial(configs.sweep_config, tiny_bert)
+
+
+@pytest.fixture
+def first_gpu_held(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """A host with two GPUs (named by CUDA_VISIBLE_DEVICES; no GPU needed) whose first another
+    training holds for the test; this process has taken none yet."""
+    from tasks.core import gpus
+
+    monkeypatch.setattr(gpus, "PINNED", [])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path / "locks"))
+    other, its_gpu = hold_a_gpu("0,1")
+    try:
+        assert its_gpu == "0"
+        yield
+    finally:
+        other.kill()

@@ -394,6 +394,29 @@ def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
     assert set(gpus[:2]) == {"0", "1"} and gpus[2] in ("0", "1"), f"one GPU each at once: {gpus}"
 
 
+@pytest.mark.usefixtures("first_gpu_held")
+def test_run_locally_one_at_a_time_the_sweep_holds_a_gpu_no_other_training_holds_for_its_trials(
+    sweep_config: Callable[..., SweepPipelineConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One at a time, trials train in the sweep's process, where CUDA starts before the first trial
+    (checking the trials' device): on a host with two GPUs where another training holds the first,
+    every trial is on the second, which the sweep took."""
+    import torch
+
+    from tasks.core import gpus
+
+    started: list[bool] = []
+
+    def is_available() -> bool:  # as on a GPU host: the first CUDA call starts the driver
+        started.append(True)
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", is_available)
+    monkeypatch.setattr(gpus, "cuda_started", lambda: bool(started))
+    result = sweep(config=sweep_config("sweep.target_f1=1.0", "sweep.max_rounds=1", "sweep.trials_per_round=2"))
+    assert [trial.user_attrs.get("gpu") for trial in sweep_study(record(result.sweep_id)[0]).trials] == ["1", "1"]
+
+
 def test_a_round_of_a_sweep_its_storage_does_not_hold_is_refused_and_starts_nothing(
     sweep_config: Callable[..., SweepPipelineConfig], tuneloop_home: Path
 ) -> None:

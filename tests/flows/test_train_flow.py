@@ -28,7 +28,7 @@ from tasks.model.finetune import finetune
 from tasks.model.predict import load_classifier, predict_texts
 from tasks.model.resolve import ModelRef
 from tasks.tracking.store import flatten
-from tests.helpers import ROOT, free_port, hold_a_gpu
+from tests.helpers import ROOT, free_port
 from tests.helpers.artifacts import read_artifact_markdown
 from tests.helpers.tables import clean_table
 
@@ -108,24 +108,15 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
     assert f"test f1_macro {run.data.metrics['test/f1_macro']:.4f}" in summary and result.tracking.run_id in summary
 
 
+@pytest.mark.usefixtures("first_gpu_held")
 def test_a_run_on_a_host_with_several_gpus_takes_one_no_trial_holds(
-    tiny_config: Callable[..., PipelineConfig], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    tiny_config: Callable[..., PipelineConfig],
 ) -> None:
-    """`tuneloop run` (or a train deployment's run) beside a sweep's trial on a 2-GPU host trains on
-    the other GPU (the host's GPUs named by CUDA_VISIBLE_DEVICES; without a GPU it trains on the CPU)."""
-    from tasks.core import gpus
-
-    monkeypatch.setattr(gpus, "PINNED", [])
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path / "locks"))
-    trial, its_gpu = hold_a_gpu("0,1")
-    try:
-        assert its_gpu == "0"
-        result = train(config=tiny_config("promotion.register_model=false"))
-        assert result.model.device == "cpu"
-        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1", "the run sees only the GPU it took"
-    finally:
-        trial.kill()
+    """`tuneloop run` (or a train deployment's run) beside a sweep's trial that holds a 2-GPU host's
+    first GPU trains on the other (without a GPU it trains on the CPU)."""
+    result = train(config=tiny_config("promotion.register_model=false"))
+    assert result.model.device == "cpu"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1", "the run sees only the GPU it took"
 
 
 def test_saved_model_reloads_offline_with_its_labels_and_predicts(

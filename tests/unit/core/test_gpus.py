@@ -70,6 +70,27 @@ def test_a_process_that_took_a_gpu_runs_its_next_trial_on_it_waiting_while_anoth
         other.kill()
 
 
+def test_a_block_inside_one_that_holds_the_gpu_shares_it(two_gpus: Path) -> None:
+    """A sweep's one-at-a-time trial runs in the sweep's process, which holds a GPU for it: the
+    trial takes that one at once (a second lock on the same file would wait on the first)."""
+    taken: list[str | None] = []
+
+    def trial() -> None:
+        with one_gpu(LOG) as gpu:
+            taken.append(gpu)
+
+    with one_gpu(LOG) as sweep:
+        inside = threading.Thread(target=trial)  # the trial's task run is a thread of the sweep's process
+        inside.start()
+        inside.join(5)
+        assert taken == [sweep] == ["3"], "the trial shares its sweep's GPU"
+    other, its_gpu = hold_a_gpu("3,5")
+    try:
+        assert its_gpu == "3", "released when the outer block ends"
+    finally:
+        other.kill()
+
+
 def test_with_every_gpu_held_a_trial_waits_and_takes_the_gpu_of_one_that_was_killed(two_gpus: Path) -> None:
     holders = [hold_a_gpu("3,5"), hold_a_gpu("3,5")]
     taken: list[str | None] = []
