@@ -161,7 +161,8 @@ def sweep(
         round_number: The round this run performs (1 = the first).
     """
     state = None
-    if sweep_id is not None:  # a later round runs the sweep's own config (tracking, trust, data, model)
+    # A later round runs the sweep's own config (tracking, trust, data, model), never an event's.
+    if sweep_id is not None:
         state = find_sweep(config, sweep_id)
         config = use_stored_config(config, state)
     with one_gpu(get_run_logger(), config.train.device if trains_here(config) else "cpu"):  # before any CUDA call
