@@ -86,6 +86,38 @@ def take_free(gpus: list[str], folder: Path) -> tuple[str, int] | None:
     return None
 
 
+def choosable(gpus: list[str], log: logging.Logger | logging.LoggerAdapter) -> bool:
+    """Whether this process, which has taken no GPU yet, can choose one of `gpus`: several of them,
+    file locks on this platform, and CUDA not started here yet (then it sees every GPU for good)."""
+    if len(gpus) < 2 or importlib.util.find_spec("fcntl") is None:
+        return False
+    if cuda_started():
+        log.info(f"CUDA is in use in this process already: training on its first of {len(gpus)} GPUs.")
+        return False
+    return True
+
+
+def hold(gpus: list[str], log: logging.Logger | logging.LoggerAdapter) -> tuple[str, int]:
+    """Lock the first free of `gpus`, waiting while all are held, and pin this process to it (once):
+    (the GPU, the open lock file)."""
+    folder = lock_folder()
+    taken = take_free(gpus, folder)
+    if taken is None:
+        held = "its GPU is" if PINNED else f"all {len(gpus)} GPUs of this host are"
+        log.info(f"Waiting for a GPU: {held} held by other runs or trials.")
+    while taken is None:
+        time.sleep(WAIT_SECONDS)
+        taken = take_free(gpus, folder)
+    gpu = taken[0]
+    if PINNED:
+        log.info(f"Training on GPU {gpu}, this process's since its first training.")
+    else:
+        log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other run or trial on this host holds).")
+        PINNED.append(gpu)
+        os.environ[VISIBLE] = gpu  # for good: this process's CUDA will see only this GPU
+    return taken
+
+
 @contextmanager
 def one_gpu(log: logging.Logger | logging.LoggerAdapter, device: str = "auto") -> Iterator[str | None]:
     """Hold one of this host's GPUs for the block and let CUDA see only it; yields the GPU (None
@@ -97,41 +129,20 @@ def one_gpu(log: logging.Logger | logging.LoggerAdapter, device: str = "auto") -
     if device not in ("auto", "cuda"):
         yield None
         return
-    if HOLDING:
-        HOLDING.append(1)
-        try:
-            yield PINNED[0]
-        finally:
-            HOLDING.pop()
-        return
-    gpus = PINNED or visible_gpus()
-    if not PINNED:
-        if len(gpus) < 2 or importlib.util.find_spec("fcntl") is None:
-            yield None
-            return
-        if cuda_started():
-            log.info(f"CUDA is in use in this process already: training on its first of {len(gpus)} GPUs.")
-            yield None
-            return
-    folder = lock_folder()
-    taken = take_free(gpus, folder)
-    if taken is None:
-        held = "its GPU is" if PINNED else f"all {len(gpus)} GPUs of this host are"
-        log.info(f"Waiting for a GPU: {held} held by other runs or trials.")
-    while taken is None:
-        time.sleep(WAIT_SECONDS)
-        taken = take_free(gpus, folder)
-    gpu, handle = taken
-    if PINNED:
-        log.info(f"Training on GPU {gpu}, this process's since its first training.")
+    handle = None
+    if HOLDING:  # inside a block of this process that holds its GPU
+        gpu = PINNED[0]
     else:
-        log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other run or trial on this host holds).")
-        PINNED.append(gpu)
-        os.environ[VISIBLE] = gpu  # for good: this process's CUDA will see only this GPU
+        gpus = PINNED or visible_gpus()
+        if not PINNED and not choosable(gpus, log):
+            yield None
+            return
+        gpu, handle = hold(gpus, log)
     HOLDING.append(1)
     try:
         yield gpu
     finally:
         HOLDING.pop()
-        with contextlib.suppress(OSError):
-            os.close(handle)  # releases the lock
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                os.close(handle)  # releases the lock
