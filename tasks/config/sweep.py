@@ -74,11 +74,12 @@ class SweepConfig(BaseModel):
         description="Optuna sampler (seeded): tpe (tree-structured Parzen estimator), gp (Gaussian-process "
         "Bayesian optimisation: few, continuous parameters), or random.",
     )
-    pruner: Literal["median", "successive_halving", "none"] = Field(
-        "median",
+    pruner: Literal["auto", "median", "successive_halving", "none"] = Field(
+        "auto",
         description="Stops hopeless trials on their per-epoch validation score: median (a trial clearly below "
         "the median of the finished trials at the same epoch, by more than the validation split's noise), "
-        "successive_halving (Optuna's, aggressive), none.",
+        "successive_halving (Optuna's, aggressive), none; auto: median, and none with sampler gp (which learns "
+        "from completed trials only).",
     )
     pruning_min_epochs: int = Field(
         1,
@@ -135,6 +136,23 @@ class SweepConfig(BaseModel):
         if self.learning_rate_min > self.learning_rate_max or self.epochs_min > self.epochs_max:
             raise ValueError("sweep ranges need min <= max (learning_rate_min/max, epochs_min/max)")
         return self
+
+    @model_validator(mode="after")
+    def _gp_unpruned(self) -> SweepConfig:
+        if self.sampler == "gp" and self.pruner not in ("auto", "none"):
+            raise ValueError(
+                f"sweep.sampler=gp learns from completed trials only: a trial that sweep.pruner={self.pruner} "
+                "stops teaches it nothing, and it proposes the same configuration again and again. Use "
+                "sweep.pruner=auto or none with gp, or sweep.sampler=tpe to prune."
+            )
+        return self
+
+    @property
+    def pruning(self) -> Literal["median", "successive_halving", "none"]:
+        """The pruner the study uses: `pruner`, with auto resolved (median; none with gp)."""
+        if self.pruner == "auto":
+            return "none" if self.sampler == "gp" else "median"
+        return self.pruner
 
 
 DEFAULT_SEARCH = SweepConfig.model_fields["search"].default

@@ -205,6 +205,8 @@ def stored_config(state: SweepState, given: Any) -> Any:
     raw = sweep_study(state).user_attrs.get(CONFIG)
     if raw is None:
         return None
+    if raw["sweep"].get("sampler") == "gp":  # stored before gp refused pruners, which only made it repeat itself
+        raw = {**raw, "sweep": {**raw["sweep"], "pruner": "none"}}
     config = type(given).model_validate(raw)
     update = {"storage": given.sweep.storage, **state.budget.limits()}  # the budget as stored, extensions included
     return config.model_copy(update={"sweep": config.sweep.model_copy(update=update)})

@@ -70,7 +70,7 @@ def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0
         "median": lambda: median_pruner(config.pruning_min_epochs, validation_rows),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=config.pruning_min_epochs),
         "none": lambda: optuna.pruners.NopPruner(),
-    }[config.pruner]()
+    }[config.pruning]()
     return optuna.create_study(
         study_name=study_name,
         storage=rdb_storage(storage),

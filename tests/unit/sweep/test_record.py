@@ -132,6 +132,19 @@ def test_later_rounds_run_the_config_the_sweep_started_with(tmp_path: Path) -> N
     assert study.user_attrs[record.CONFIG]["sweep"]["storage"] is None, "no storage URL (maybe a password) stored"
 
 
+def test_a_gp_sweep_stored_with_a_pruner_continues_unpruned(tmp_path: Path) -> None:
+    """A GP sweep stored before gp refused pruners (sweep.pruner=median) is continued, not refused,
+    and runs as gp is now run: without a pruner."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="sweep-test", storage=record.rdb_storage(url))
+    started = SweepPipelineConfig().model_dump(mode="json")
+    started["sweep"].update(sampler="gp", pruner="median", storage=url)
+    state = sweep_state(storage=url, max_rounds=2)
+    record.save_setup(study, state, started)
+    used = record.stored_config(state, SweepPipelineConfig())
+    assert used.sweep.sampler == "gp" and used.sweep.pruning == "none"
+
+
 def test_a_dead_workers_trial_is_failed_by_its_heartbeat_retried_once_and_counted_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

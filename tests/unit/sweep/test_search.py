@@ -2,6 +2,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from pydantic import ValidationError
 
 from tasks.config.sweep import SweepConfig
 from tasks.config.train import TrainConfig
@@ -44,6 +45,23 @@ def test_the_search_space_in_words() -> None:
         "batch_size one of [16, 32]",
         "lora_r one of [4, 8, 16, 32] (LoRA trials)",
     ]
+
+
+def test_gp_is_never_pruned_and_auto_prunes_the_others_by_the_median(tmp_path: Path) -> None:
+    """GPSampler learns from completed trials only: a pruned trial teaches it nothing, and it asks
+    for the same configuration again (measured: 16 pruned trials in a row at one point). So the
+    default pruner (auto) is the median pruner for tpe and random and none for gp, and gp with a
+    pruner is refused with what to set."""
+    assert SweepConfig().pruning == "median" and SweepConfig(sampler="random").pruning == "median"
+    assert SweepConfig(sampler="gp").pruning == "none" and SweepConfig(sampler="gp", pruner="none").pruning == "none"
+    assert SweepConfig(pruner="successive_halving").pruning == "successive_halving"
+    for pruner in ("median", "successive_halving"):
+        with pytest.raises(ValidationError, match=r"sweep.pruner=auto or none with gp"):
+            SweepConfig(sampler="gp", pruner=pruner)
+    import optuna
+
+    study = open_study(SweepConfig(sampler="gp"), "s", f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert isinstance(study.pruner, optuna.pruners.NopPruner)
 
 
 def study_with_two_good_trials(tmp_path: Path, pruner: str = "median") -> str:
