@@ -52,15 +52,20 @@ from tasks.tracking.store import TrackingTarget
 
 @task(name="plan_search_space")
 def plan_search_space(pipeline: SweepPipelineConfig) -> SweepPipelineConfig:
-    """The sweep's config with only the hyperparameters it will search in sweep.search; the ones
-    the train section sets are kept as set (logged)."""
+    """The sweep's config with only the hyperparameters it will search in sweep.search (the ones
+    the train section sets are kept as set, logged) and the pruner that runs in sweep.pruner (auto
+    resolved), as its record and its MLflow run show them."""
     config: SweepConfig = pipeline.sweep
     searched, fixed = search_space(config, pipeline.train)
     log = get_run_logger()
-    log.info("Searching %s", "; ".join(space_lines(config, searched)))
+    log.info(
+        "Searching %s; sampler %s, pruner %s", "; ".join(space_lines(config, searched)), config.sampler, config.pruning
+    )
     if fixed:
         log.info("Held fixed (set in the train section): %s", ", ".join(f"{k}={v}" for k, v in fixed.items()))
-    return pipeline.model_copy(update={"sweep": config.model_copy(update={"search": searched})})
+    return pipeline.model_copy(
+        update={"sweep": config.model_copy(update={"search": searched, "pruner": config.pruning})}
+    )
 
 
 @task(name="check_trial_device")

@@ -158,6 +158,7 @@ def test_a_parameter_the_user_set_is_not_searched(
         "sweep.target_f1=1.0",
         "sweep.max_rounds=1",
         "sweep.trials_per_round=2",
+        "sweep.pruner=auto",
     )
     result = sweep(config=config)
     assert [line.split()[0] for line in result.searched] == ["weight_decay", "warmup_epochs"]
@@ -168,6 +169,7 @@ def test_a_parameter_the_user_set_is_not_searched(
         [client.get_run(result.parent_run_id).info.experiment_id], "tags.kind = 'trial'", max_results=10
     )
     assert {run.data.params["train.learning_rate"] for run in trials} == {"0.0003"}
+    assert client.get_run(result.parent_run_id).data.params["sweep.pruner"] == "median", "auto, as it ran"
     assert all(len(trial.history) == 1 for trial in record(result.sweep_id)[1])
 
 
