@@ -197,6 +197,25 @@ def epoch_metrics(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]
     return rows
 
 
+def unstreamed_epochs(
+    client: Any, run_id: str, history: list[dict[str, Any]], unsent: list[tuple[str, float, int, int]], stamp: int
+) -> list[Any]:
+    """The epoch metrics of `history` (which a resume from checkpoint keeps) that the live run holds
+    neither sent nor queued in `unsent`: a run continued from a checkpoint (a rerun of a killed run,
+    a retried trial) streams only the epochs after it, and a process killed right after an epoch's
+    checkpoint may not have sent that epoch yet. As Metrics stamped `stamp`, to log at the end."""
+    from mlflow.entities import Metric
+
+    rows = epoch_metrics(history)
+    queued = {(key, step) for key, _, step, _ in unsent}
+    held = {key: {metric.step for metric in client.get_metric_history(run_id, key)} for key in {row[0] for row in rows}}
+    return [
+        Metric(key, value, stamp, step)
+        for key, value, step in rows
+        if step not in held[key] and (key, step) not in queued
+    ]
+
+
 def best_epoch_metrics(history: list[dict[str, Any]], metric: str) -> dict[str, float]:
     """`best/<score>` of the epoch with the highest validation `metric`: the same keys on training
     runs and sweep trials, for the leaderboard and MLflow's compare view."""

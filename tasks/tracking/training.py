@@ -36,6 +36,7 @@ from tasks.tracking.store import (
     mlflow_client,
     run_tags,
     tracked_run,
+    unstreamed_epochs,
     upload,
     write_config,
 )
@@ -69,6 +70,7 @@ def log_training(
         else:
             run_id, unsent = live
             metrics = [Metric(key, value, sent_at, step) for key, value, step, sent_at in unsent]
+            metrics += unstreamed_epochs(client, run_id, history, unsent, stamp)
         metrics += [Metric(key, value, stamp, 0) for key, value in final_metrics(evaluation).items()]
         metrics.append(Metric("best_epoch", float(best_epoch), stamp, 0))
         chosen = [record for record in history if record["epoch"] == best_epoch]

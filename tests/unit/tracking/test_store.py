@@ -45,3 +45,31 @@ def test_experiments_are_model_training_experiments_unless_someone_chose_otherwi
     chosen = client.create_experiment("genai", tags={"mlflow.experimentKind": "genai_development"})
     ensure_experiment("genai")
     assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_a_continued_run_gets_the_epochs_its_stream_never_sent_once(tuneloop_home: Path) -> None:
+    """A run continued from a checkpoint (a rerun of a killed run, a retried trial) streamed only
+    the epochs after it, and a process killed right after an epoch's checkpoint may not have sent
+    that epoch: its end logs every epoch of the history the run lacks, once, and not the ones it
+    holds or still has queued (unsent, with their own timestamps)."""
+    import mlflow
+
+    from tasks.tracking.store import ensure_experiment
+    from tasks.tracking.sweep import log_trial
+    from tasks.tracking.training import log_training
+
+    target = ensure_experiment("continued")
+    client = mlflow.MlflowClient(target.uri)
+    trial_run = client.create_run(target.experiment_id).info.run_id
+    history = [{"epoch": epoch, "train_loss": None, "val": {"f1_macro": 0.5 + epoch / 10}} for epoch in (1, 2, 3, 4)]
+    unsent = [("val/f1_macro", 0.9, 4, 1_000)]  # epoch 4: kept through an outage, sent at the end
+    trained = client.create_run(target.experiment_id).info.run_id
+    for run in (trial_run, trained):
+        for epoch in (1, 3):  # epoch 2 died in the stream's queue with the first process
+            client.log_metric(run, "val/f1_macro", 0.5 + epoch / 10, step=epoch)
+    log_trial(target, trial_run, {}, {"state": "complete", "history": history}, "f1_macro", unsent)
+    scores = {"val": {"f1_macro": 0.9, "per_class": {}}, "test": {"f1_macro": 0.9, "per_class": {}}}
+    log_training(target, None, {}, {}, history, 4, scores, {}, {}, live=(trained, unsent))
+    for run in (trial_run, trained):
+        steps = sorted(metric.step for metric in client.get_metric_history(run, "val/f1_macro"))
+        assert steps == [1, 2, 3, 4], steps
