@@ -35,6 +35,7 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOLS = ("cpu", "gpu")
+WORKER_POLL_SECONDS = "2"
 QUIET = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -232,6 +233,9 @@ def service_env(prefect_url: str, mlflow_url: str) -> dict[str, str]:
         "PREFECT_LOCAL_STORAGE_PATH": str(tuneloop_home / "prefect-storage"),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+        # Workers ask for flow runs every WORKER_POLL_SECONDS (Prefect's default, 10 s, would delay a
+        # UI run's start, and start a round's trial flow runs up to a poll apart); the user's own wins.
+        "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS", WORKER_POLL_SECONDS),
     }
 
 

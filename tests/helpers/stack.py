@@ -122,8 +122,8 @@ def running_stack(home: Path, **settings: str) -> Iterator[dict[str, Any]]:
         TUNELOOP_MLFLOW_PORT=str(free_port()),
         HF_HUB_OFFLINE="1",
         PREFECT_HOME=str(home / "prefect-client"),
-        # Workers poll every second (Prefect's default is 10 s), so the trials of a round that the
-        # tests expect to overlap start together, not a poll apart (seen: two 8 s trials 11 s apart).
+        # Workers poll every second (the stack's default is 2 s, Prefect's 10 s), so the trials of a
+        # round that the tests expect to overlap start together (seen at 10 s: 8 s trials 11 s apart).
         PREFECT_WORKER_QUERY_SECONDS="1",
         **settings,
     )

@@ -8,8 +8,10 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
+import pytest
 
 from tests.helpers import ROOT, free_port
 from tests.helpers.stack import wait_for
@@ -57,15 +59,31 @@ def test_status_down_and_deploy_without_a_stack(tmp_path: Path) -> None:
     assert deploy.returncode == 2 and "does not answer" in deploy.stderr and "make up" in deploy.stderr
 
 
-def test_a_stack_process_is_still_known_after_the_clock_was_stepped() -> None:
-    """`make down` must find its processes after an NTP step or a resumed VM moved the wall clock
-    (psutil's start times move with it); a reused pid running something else is not ours."""
+def stack_script() -> Any:
+    """infra/stack.py as a module (it is a script, not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("stack_script", ROOT / "infra/stack.py")
     assert spec and spec.loader
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_the_stacks_workers_poll_every_two_seconds_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's 10 s default would make a UI run wait up to 10 s for a worker, and start a round's
+    trial flow runs up to a poll apart."""
+    script = stack_script()
+    monkeypatch.delenv("PREFECT_WORKER_QUERY_SECONDS", raising=False)
+    assert script.service_env("http://p", "http://m")["PREFECT_WORKER_QUERY_SECONDS"] == "2"
+    monkeypatch.setenv("PREFECT_WORKER_QUERY_SECONDS", "15")
+    assert script.service_env("http://p", "http://m")["PREFECT_WORKER_QUERY_SECONDS"] == "15"
+
+
+def test_a_stack_process_is_still_known_after_the_clock_was_stepped() -> None:
+    """`make down` must find its processes after an NTP step or a resumed VM moved the wall clock
+    (psutil's start times move with it); a reused pid running something else is not ours."""
+    script = stack_script()
     command = [sys.executable, "-c", "import time; time.sleep(60)", "tuneloop-test"]
     process = subprocess.Popen(command)
     try:
