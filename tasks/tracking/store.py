@@ -197,19 +197,20 @@ def epoch_metrics(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]
     return rows
 
 
-def unstreamed_epochs(
+def live_run_epochs(
     client: Any, run_id: str, history: list[dict[str, Any]], unsent: list[tuple[str, float, int, int]], stamp: int
 ) -> list[Any]:
-    """The epoch metrics of `history` (which a resume from checkpoint keeps) that the live run holds
-    neither sent nor queued in `unsent`: a run continued from a checkpoint (a rerun of a killed run,
-    a retried trial) streams only the epochs after it, and a process killed right after an epoch's
-    checkpoint may not have sent that epoch yet. As Metrics stamped `stamp`, to log at the end."""
+    """The epoch metrics a live run still needs at its end, as Metrics: what its stream could not
+    send (`unsent`, with their own timestamps), and the epochs of `history` (which a resume from
+    checkpoint keeps) that the run holds neither sent nor queued there, stamped `stamp`: a run
+    continued from a checkpoint (a rerun of a killed run, a retried trial) streams only the epochs
+    after it, and a process killed right after an epoch's checkpoint may not have sent that epoch."""
     from mlflow.entities import Metric
 
     rows = epoch_metrics(history)
     queued = {(key, step) for key, _, step, _ in unsent}
     held = {key: {metric.step for metric in client.get_metric_history(run_id, key)} for key in {row[0] for row in rows}}
-    return [
+    return [Metric(key, value, sent_at, step) for key, value, step, sent_at in unsent] + [
         Metric(key, value, stamp, step)
         for key, value, step in rows
         if step not in held[key] and (key, step) not in queued

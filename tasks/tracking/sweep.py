@@ -14,9 +14,9 @@ from tasks.tracking.store import (
     TrackingTarget,
     best_epoch_metrics,
     final_metrics,
+    live_run_epochs,
     metric_name,
     mlflow_client,
-    unstreamed_epochs,
     upload,
 )
 
@@ -76,8 +76,7 @@ def log_trial(
         tags["error"] = trial["error"][:5000]
     stamp = int(time.time() * 1000)
     metrics = [Metric(key, value, stamp, 0) for key, value in best_epoch_metrics(trial["history"], metric).items()]
-    metrics += [Metric(key, value, sent_at, step) for key, value, step, sent_at in unsent]
-    metrics += unstreamed_epochs(client, run_id, trial["history"], unsent, stamp)
+    metrics += live_run_epochs(client, run_id, trial["history"], unsent, stamp)
     client.log_batch(
         run_id,
         metrics=metrics,

@@ -32,11 +32,11 @@ from tasks.tracking.store import (
     epoch_metrics,
     final_metrics,
     flatten,
+    live_run_epochs,
     metric_name,
     mlflow_client,
     run_tags,
     tracked_run,
-    unstreamed_epochs,
     upload,
     write_config,
 )
@@ -69,8 +69,7 @@ def log_training(
             metrics = [Metric(key, value, stamp, step) for key, value, step in epoch_metrics(history)]
         else:
             run_id, unsent = live
-            metrics = [Metric(key, value, sent_at, step) for key, value, step, sent_at in unsent]
-            metrics += unstreamed_epochs(client, run_id, history, unsent, stamp)
+            metrics = live_run_epochs(client, run_id, history, unsent, stamp)
         metrics += [Metric(key, value, stamp, 0) for key, value in final_metrics(evaluation).items()]
         metrics.append(Metric("best_epoch", float(best_epoch), stamp, 0))
         chosen = [record for record in history if record["epoch"] == best_epoch]
