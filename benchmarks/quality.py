@@ -85,6 +85,12 @@ def splits_of(summary: dict[str, Any]) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("train", "validation", "test")}
 
 
+def progress(line: str, summary: dict[str, Any] | None = None) -> None:
+    """One line on stderr as each arm ends, so a long or cut-short run shows how far it got."""
+    wall = f" ({summary['wall_seconds']:.0f} s)" if summary else ""
+    print(f"  {line}{wall}", file=sys.stderr, flush=True)
+
+
 def compare(name: str, seed: int, options: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
     """The three arms on one dataset and split seed, as table rows."""
     from benchmarks.plain_loop import plain_finetune
@@ -93,10 +99,12 @@ def compare(name: str, seed: int, options: list[str], args: argparse.Namespace) 
 
     with tempfile.TemporaryDirectory(prefix="tuneloop-quality-") as home:
         ours = run_tuneloop(options, seed, Path(home), args.set or [])
+        progress(f"{name} seed {seed}: tuneloop run test macro F1 {ours['metrics']['test']['f1_macro']:.4f}", ours)
         splits = splits_of(ours)
         started = time.perf_counter()
         baseline = fit_tfidf_baseline(splits["train"], splits["validation"], splits["test"], seed)
         tfidf_seconds = time.perf_counter() - started
+        progress(f"{name} seed {seed}: TF-IDF test macro F1 {baseline.test.f1_macro:.4f} ({tfidf_seconds:.0f} s)")
         started = time.perf_counter()
         history = []
         if not args.no_plain:

@@ -28,7 +28,7 @@ from tasks.model.finetune import finetune
 from tasks.model.predict import load_classifier, predict_texts
 from tasks.model.resolve import ModelRef
 from tasks.tracking.store import flatten
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, machine_device
 from tests.helpers.artifacts import read_artifact_markdown
 from tests.helpers.tables import clean_table
 
@@ -40,7 +40,7 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
     config = tiny_config(f"train.method={method}", "train.early_stopping_patience=0", "tracking.loss_every_steps=5")
     state = train(config=config, return_state=True)
     result = state.result()
-    assert result.model.method == method and result.model.device == "cpu" and result.model.precision == "fp32"
+    assert result.model.method == method and (result.model.device, result.model.precision) == machine_device()
     assert [record.epoch for record in result.model.history] == [1, 2]
     # After success only the final model stays (train.keep_checkpoints=false): no epoch checkpoints.
     assert Path(result.model.path, "tuneloop.json").is_file() and not Path(result.folder, "checkpoints").exists()
@@ -110,10 +110,18 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
 
 @pytest.mark.usefixtures("first_gpu_held")
 def test_a_run_on_a_host_with_several_gpus_takes_one_no_trial_holds(
-    tiny_config: Callable[..., PipelineConfig],
+    tiny_config: Callable[..., PipelineConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`tuneloop run` (or a train deployment's run) beside a sweep's trial that holds a 2-GPU host's
-    first GPU trains on the other (without a GPU it trains on the CPU)."""
+    first GPU trains on the other (the two GPUs are only named, so it trains on the CPU). On a machine
+    with a real GPU, CUDA has started in this test process already and would keep every GPU in view:
+    the test sees this process as one that has not started it, on a host whose GPUs it cannot use."""
+    import torch
+
+    from tasks.core import gpus
+
+    monkeypatch.setattr(gpus, "cuda_started", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = train(config=tiny_config("promotion.register_model=false"))
     assert result.model.device == "cpu"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1", "the run sees only the GPU it took"
@@ -325,7 +333,8 @@ def test_the_run_is_live_while_it_trains_and_opened_once_per_flow_run(tiny_bert:
 def test_a_failed_training_ends_its_run_failed_with_the_error(
     tiny_config: Callable[..., PipelineConfig], tuneloop_home: Path
 ) -> None:
-    state = train(config=tiny_config("train.precision=bf16"), return_state=True)  # no bf16 on this CPU
+    # bf16 on the CPU fails inside the training task, after its MLflow run opened, on every machine.
+    state = train(config=tiny_config("train.device=cpu", "train.precision=bf16"), return_state=True)
     assert state.is_failed()
     client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny")

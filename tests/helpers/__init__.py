@@ -20,6 +20,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def machine_device() -> tuple[str, str]:
+    """The device and precision `train.device=auto` and `train.precision=auto` must pick on this
+    machine: a CUDA GPU in bf16 (fp16 where it lacks bf16), else the CPU in fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "cpu", "fp32"
+
+
 def sample_command(subcommand: str, *settings: str) -> list[str]:
     """The installed `tuneloop <subcommand>` on the sample's config, with `--set` for each setting."""
     import sys
