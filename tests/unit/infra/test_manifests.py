@@ -45,6 +45,7 @@ def test_docker_compose_file_is_valid_and_gives_the_gpu_worker_one_gpu() -> None
     assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     for worker in ("worker-cpu", "worker-gpu"):
         assert services[worker]["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+        assert services[worker]["environment"]["PREFECT_WORKER_QUERY_SECONDS"] == "2", "a round's trials start together"
 
 
 def k8s_errors(document: dict[str, Any]) -> str | None:
@@ -67,6 +68,12 @@ def test_kubernetes_manifests_match_the_schema() -> None:
     assert {document["kind"] for document in documents} >= {"Deployment", "Role", "ServiceAccount"}
     for document in documents:
         assert k8s_errors(document) is None, (document["kind"], k8s_errors(document))
+    # The worker reads this ConfigMap: it asks for flow runs every 2 s, so a round's trial Jobs start together.
+    [endpoints] = [document for document in documents if document["metadata"]["name"] == "tuneloop-endpoints"]
+    worker = next(document for document in documents if document["kind"] == "Deployment")
+    [container] = worker["spec"]["template"]["spec"]["containers"]
+    assert {"configMapRef": {"name": "tuneloop-endpoints"}} in container["envFrom"]
+    assert endpoints["data"]["PREFECT_WORKER_QUERY_SECONDS"] == "2"
 
 
 def rendered_job(template: dict[str, Any]) -> dict[str, Any]:
