@@ -165,20 +165,23 @@ def sweep(
     if sweep_id is not None:
         state = find_sweep(config, sweep_id)
         config = use_stored_config(config, state)
-    with one_gpu(get_run_logger(), config.train.device if trains_here(config) else "cpu"):  # before any CUDA call
-        if state is None:  # a new sweep: bad settings are refused before it creates anything
-            config = plan_search_space(config)
-            check_trial_device(config)
-            target = check_tracking(config.tracking)
-            sweep_id, folder = begin_sweep()
-            data = check_data(config, folder)
-            clean, test = data.clean_tables()
-            splits = split_dataset(clean, config.split, folder / "splits", test)
+    if state is None:  # a new sweep: bad settings are refused before it creates anything
+        config = plan_search_space(config)
+        check_trial_device(config)
+        target = check_tracking(config.tracking)
+        new_id, folder = begin_sweep()
+        data = check_data(config, folder)
+        clean, test = data.clean_tables()
+        splits = split_dataset(clean, config.split, folder / "splits", test)
+    else:
+        check_trial_device(config)
+        target = check_tracking(config.tracking)
+    # The GPU is chosen (waiting while the host's are all held) after the settings and the data are
+    # checked, which start no CUDA, and before the first CUDA call (the model screening, the trials).
+    with one_gpu(get_run_logger(), config.train.device if trains_here(config) else "cpu"):
+        if state is None:
             selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
-            state = start_sweep(config, sweep_id, folder, data.data.dataset_sha256, splits, selection, target)
-        else:
-            check_trial_device(config)
-            target = check_tracking(config.tracking)
+            state = start_sweep(config, new_id, folder, data.data.dataset_sha256, splits, selection, target)
         while True:
             refusal = check_round(config, state, round_number)
             if refusal:

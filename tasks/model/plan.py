@@ -5,6 +5,7 @@ the best epoch (ties to the later, lower-loss one), and the Trainer and LoRA arg
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ from pydantic import BaseModel, Field
 from tasks.config.train import DEFAULT_LEARNING_RATE, TrainConfig
 from tasks.core.errors import ConfigError
 from tasks.core.metrics import METRIC_KEYS, classification_metrics
+
+# Set while training_device asks whether CUDA is present: torch then counts GPUs through NVML.
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 # Unset epochs: enough optimizer steps for small data, never fewer than 3 or more than 30 epochs.
 AUTO_EPOCH_STEPS, AUTO_EPOCHS_MIN, AUTO_EPOCHS_MAX = 5000, 3, 30
@@ -45,11 +49,24 @@ class TrainingPlan(BaseModel):
     max_length: int
 
 
-def choose_device(config: TrainConfig) -> tuple[str, str]:
-    """The device and precision to train on, from what is present and what the config asks."""
+def training_device(config: TrainConfig) -> str:
+    """The device to train on (train.device; auto: CUDA, then MPS, then CPU), refusing one this
+    machine lacks and a reduced precision off CUDA. CUDA is looked for through NVML
+    (PYTORCH_NVML_BASED_CUDA_CHECK), which leaves the CUDA driver unstarted: a sweep checks its
+    trials' device before it chooses its GPU (tasks.core.gpus.one_gpu), and a started driver would
+    fix which GPUs the process sees. (Where NVML cannot answer, torch asks the driver.)"""
     import torch
 
-    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    previous = os.environ.get(NVML_CHECK)
+    os.environ[NVML_CHECK] = "1"
+    try:
+        cuda = torch.cuda.is_available()
+    finally:
+        if previous is None:
+            os.environ.pop(NVML_CHECK, None)
+        else:
+            os.environ[NVML_CHECK] = previous
+    available = {"cuda": cuda, "mps": torch.backends.mps.is_available(), "cpu": True}
     device = (
         next(name for name in ("cuda", "mps", "cpu") if available[name]) if config.device == "auto" else config.device
     )
@@ -57,11 +74,20 @@ def choose_device(config: TrainConfig) -> tuple[str, str]:
         raise ConfigError(
             f"train.device={device} but no {device.upper()} device is available here. Use train.device=auto."
         )
+    if config.precision not in ("auto", "fp32") and device != "cuda":
+        raise ConfigError(f"train.precision={config.precision} needs a CUDA GPU; on {device} use fp32 or auto.")
+    return device
+
+
+def choose_device(config: TrainConfig) -> tuple[str, str]:
+    """The device (training_device) and precision to train on; auto precision is bf16 on GPUs that
+    support it, else fp16 on CUDA, fp32 elsewhere (asking the GPU starts the CUDA driver)."""
+    import torch
+
+    device = training_device(config)
     precision = config.precision
     if precision == "auto":
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
-    if precision != "fp32" and device != "cuda":
-        raise ConfigError(f"train.precision={precision} needs a CUDA GPU; on {device} use fp32 or auto.")
     return device, precision
 
 

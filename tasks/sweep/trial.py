@@ -36,10 +36,11 @@ def gpu_limit_problem(name: str) -> str | None:
 
 
 def trains_on_gpu(train: TrainConfig) -> bool:
-    """Whether trials with this train section run on a CUDA GPU (train.device, or auto on a GPU machine)."""
-    from tasks.model.plan import choose_device
+    """Whether trials with this train section run on a CUDA GPU (train.device, or auto on a GPU
+    machine); refuses a device or precision this machine lacks. Leaves the CUDA driver unstarted."""
+    from tasks.model.plan import training_device
 
-    return choose_device(train)[0] == "cuda"
+    return training_device(train) == "cuda"
 
 
 def gpu_slot(config: SweepConfig, on_gpu: bool) -> AbstractContextManager:

@@ -1,6 +1,7 @@
 """The sweep flow with a tiny BERT: rounds, warm start, pruning, parent/child MLflow runs."""
 
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from tasks.core.errors import ConfigError
 from tasks.sweep.record import closed_rounds, load_sweep, study_trials, sweep_study
 from tasks.sweep.state import SweepResult, SweepState, TrialResult
 from tasks.sweep.trial import gpu_limit_problem, gpu_slot
-from tests.helpers import ROOT, configs
+from tests.helpers import ROOT, configs, hold_a_gpu
 
 
 def record(sweep_id: str) -> tuple[SweepState, list[TrialResult], dict[int, dict]]:
@@ -346,14 +347,9 @@ def test_gpu_slot_lets_one_trial_at_a_time_train() -> None:
 
 
 def test_a_precision_this_machine_lacks_stops_the_sweep_before_any_work(tiny_bert: Path, tuneloop_home: Path) -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
     data = ROOT / "data/sample/support_tickets.csv"
-    answer = CliRunner().invoke(
-        app, ["sweep", "--data", str(data), "--set", f"model.candidates=[{tiny_bert}]", "--set", "train.precision=bf16"]
-    )
+    settings = [f"model.candidates=[{tiny_bert}]", "train.device=cpu", "train.precision=bf16"]  # on every machine
+    answer = CliRunner().invoke(app, ["sweep", "--data", str(data), *[part for s in settings for part in ("--set", s)]])
     assert answer.exit_code == 2 and "train.precision=bf16 needs a CUDA GPU" in answer.output
     assert "Traceback" not in answer.output
     assert not (tuneloop_home / "sweeps").exists(), "no sweep folder, no split, no trial"
@@ -409,14 +405,58 @@ def test_run_locally_one_at_a_time_the_sweep_holds_a_gpu_no_other_training_holds
 
     started: list[bool] = []
 
-    def is_available() -> bool:  # as on a GPU host: the first CUDA call starts the driver
-        started.append(True)
+    def is_available() -> bool:  # as on a GPU host: the first CUDA call starts the driver (not an NVML count)
+        if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+            started.append(True)
         return False
 
     monkeypatch.setattr(torch.cuda, "is_available", is_available)
     monkeypatch.setattr(gpus, "cuda_started", lambda: bool(started))
     result = sweep(config=sweep_config("sweep.target_f1=1.0", "sweep.max_rounds=1", "sweep.trials_per_round=2"))
     assert [trial.user_attrs.get("gpu") for trial in sweep_study(record(result.sweep_id)[0]).trials] == ["1", "1"]
+
+
+def test_a_new_sweep_answers_bad_data_at_once_while_every_gpu_of_its_host_is_held(
+    sweep_config: Callable[..., SweepPipelineConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep checks its settings and its data (no CUDA call) before it takes a GPU: on a host
+    whose two GPUs other trainings hold, a sweep of one-class data says so at once instead of waiting
+    for a GPU first, and the same sweep of good data waits for one before its model screening."""
+    import pandas as pd
+
+    from tasks.core import gpus
+    from tasks.core.errors import DataValidationError
+
+    monkeypatch.setattr(gpus, "PINNED", [])
+    monkeypatch.setattr(gpus, "cuda_started", lambda: False)  # on a GPU host too: as in a fresh process
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path / "locks"))
+    holders = [hold_a_gpu("0,1") for _ in range(2)]
+    try:
+        assert sorted(gpu for _, gpu in holders) == ["0", "1"]
+        waited: list[str] = []
+        take_free = gpus.take_free
+
+        def take_or_give_up(*args: object) -> object:  # every GPU held: give up instead of waiting
+            taken = take_free(*args)  # type: ignore[arg-type]
+            if taken is None:
+                waited.append("waited")
+                raise TimeoutError("the sweep waited for a GPU")
+            return taken
+
+        monkeypatch.setattr(gpus, "take_free", take_or_give_up)
+        one_class = tmp_path / "one-class.csv"
+        table = pd.read_csv(ROOT / "data/sample/support_tickets.csv")
+        table.assign(category="billing").to_csv(one_class, index=False)
+        with pytest.raises(DataValidationError, match="min_classes"):
+            sweep(config=sweep_config(f"data.path={one_class}"))
+        assert waited == [], "the data was answered before a GPU was asked for"
+        with pytest.raises(TimeoutError, match="waited for a GPU"):
+            sweep(config=sweep_config())
+        assert waited == ["waited"]
+    finally:
+        for holder, _ in holders:
+            holder.kill()
 
 
 def test_a_round_of_a_sweep_its_storage_does_not_hold_is_refused_and_starts_nothing(

@@ -154,15 +154,18 @@ def test_a_process_without_the_cuda_driver_has_not_started_it() -> None:
 
 @pytest.mark.gpu
 def test_on_a_gpu_machine_the_driver_starts_with_the_first_cuda_call_not_when_gpus_are_counted() -> None:
-    """The choice relies on this: counting the host's GPUs (NVML) leaves the CUDA driver unstarted,
-    so CUDA_VISIBLE_DEVICES set after it still decides what the trial sees; any CUDA call starts it."""
+    """The choice relies on this: counting the host's GPUs and checking the trials' device (NVML) leave
+    the CUDA driver unstarted, so CUDA_VISIBLE_DEVICES set after them still decides what the trial
+    sees; any CUDA call starts it."""
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here")
     code = (
         "import os, torch\nfrom tasks.core.gpus import cuda_started, visible_gpus\n"
-        "os.environ.pop('CUDA_VISIBLE_DEVICES', None)\ngpus = visible_gpus()\nbefore = cuda_started()\n"
+        "from tasks.config.train import TrainConfig\nfrom tasks.model.plan import training_device\n"
+        "os.environ.pop('CUDA_VISIBLE_DEVICES', None)\ngpus = visible_gpus()\n"
+        "assert training_device(TrainConfig()) == 'cuda'\nbefore = cuda_started()\n"
         "os.environ['CUDA_VISIBLE_DEVICES'] = gpus[-1]\ntorch.cuda.is_available()\n"
         "print(len(gpus) >= 1, before, cuda_started(), torch.cuda.device_count())"
     )

@@ -193,6 +193,34 @@ def test_on_a_gpu_the_choice_is_bf16_else_fp16(monkeypatch: pytest.MonkeyPatch, 
     assert choose_device(TrainConfig()) == ("cuda", "fp16")
 
 
+def test_the_device_is_looked_for_through_nvml_so_the_cuda_driver_stays_unstarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sweep checks its trials' device before it chooses its GPU: torch's availability check then
+    counts GPUs through NVML (PYTORCH_NVML_BASED_CUDA_CHECK=1), which does not start the driver, and
+    the setting is put back after (the driver-level check on a GPU: test_gpus.py, marker gpu)."""
+    import os
+
+    import torch
+
+    from tasks.model.plan import NVML_CHECK, training_device
+
+    asked: list[str | None] = []
+
+    def is_available() -> bool:
+        asked.append(os.environ.get(NVML_CHECK))
+        return True
+
+    monkeypatch.setattr(torch.cuda, "is_available", is_available)
+    monkeypatch.delenv(NVML_CHECK, raising=False)
+    assert training_device(TrainConfig()) == "cuda" and asked == ["1"]
+    assert NVML_CHECK not in os.environ
+    monkeypatch.setenv(NVML_CHECK, "0")
+    assert training_device(TrainConfig(precision="bf16")) == "cuda" and os.environ[NVML_CHECK] == "0"
+    with pytest.raises(ConfigError, match=r"train\.precision=fp16 needs a CUDA GPU; on cpu"):
+        training_device(TrainConfig(device="cpu", precision="fp16"))
+
+
 @pytest.mark.gpu
 def test_gpu_trains_in_bf16_or_fp16() -> None:
     import torch
