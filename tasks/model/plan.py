@@ -49,16 +49,18 @@ class TrainingPlan(BaseModel):
     max_length: int
 
 
-def training_device(config: TrainConfig) -> str:
+def training_device(config: TrainConfig, through_nvml: bool = True) -> str:
     """The device to train on (train.device; auto: CUDA, then MPS, then CPU), refusing one this
-    machine lacks and a reduced precision off CUDA. CUDA is looked for through NVML
+    machine lacks and a reduced precision off CUDA. `through_nvml`: CUDA is looked for through NVML
     (PYTORCH_NVML_BASED_CUDA_CHECK), which leaves the CUDA driver unstarted: a sweep checks its
     trials' device before it chooses its GPU (tasks.core.gpus.one_gpu), and a started driver would
-    fix which GPUs the process sees. (Where NVML cannot answer, torch asks the driver.)"""
+    fix which GPUs the process sees (where NVML cannot answer, torch asks the driver). Training asks
+    the driver itself (it starts now anyway), which also notices a GPU the driver cannot use."""
     import torch
 
     previous = os.environ.get(NVML_CHECK)
-    os.environ[NVML_CHECK] = "1"
+    if through_nvml:
+        os.environ[NVML_CHECK] = "1"
     try:
         cuda = torch.cuda.is_available()
     finally:
@@ -84,7 +86,7 @@ def choose_device(config: TrainConfig) -> tuple[str, str]:
     support it, else fp16 on CUDA, fp32 elsewhere (asking the GPU starts the CUDA driver)."""
     import torch
 
-    device = training_device(config)
+    device = training_device(config, through_nvml=False)
     precision = config.precision
     if precision == "auto":
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"

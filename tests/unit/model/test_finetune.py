@@ -219,6 +219,9 @@ def test_the_device_is_looked_for_through_nvml_so_the_cuda_driver_stays_unstarte
     assert training_device(TrainConfig(precision="bf16")) == "cuda" and os.environ[NVML_CHECK] == "0"
     with pytest.raises(ConfigError, match=r"train\.precision=fp16 needs a CUDA GPU; on cpu"):
         training_device(TrainConfig(device="cpu", precision="fp16"))
+    monkeypatch.delenv(NVML_CHECK)
+    assert choose_device(TrainConfig(precision="fp32")) == ("cuda", "fp32")  # training asks the driver
+    assert asked[-1] is None and NVML_CHECK not in os.environ
 
 
 @pytest.mark.gpu
