@@ -85,10 +85,9 @@ def splits_of(summary: dict[str, Any]) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("train", "validation", "test")}
 
 
-def progress(line: str, summary: dict[str, Any] | None = None) -> None:
+def progress(line: str) -> None:
     """One line on stderr as each arm ends, so a long or cut-short run shows how far it got."""
-    wall = f" ({summary['wall_seconds']:.0f} s)" if summary else ""
-    print(f"  {line}{wall}", file=sys.stderr, flush=True)
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def compare(name: str, seed: int, options: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -99,7 +98,8 @@ def compare(name: str, seed: int, options: list[str], args: argparse.Namespace) 
 
     with tempfile.TemporaryDirectory(prefix="tuneloop-quality-") as home:
         ours = run_tuneloop(options, seed, Path(home), args.set or [])
-        progress(f"{name} seed {seed}: tuneloop run test macro F1 {ours['metrics']['test']['f1_macro']:.4f}", ours)
+        test_f1 = ours["metrics"]["test"]["f1_macro"]
+        progress(f"{name} seed {seed}: tuneloop run test macro F1 {test_f1:.4f} ({ours['wall_seconds']:.0f} s)")
         splits = splits_of(ours)
         started = time.perf_counter()
         baseline = fit_tfidf_baseline(splits["train"], splits["validation"], splits["test"], seed)

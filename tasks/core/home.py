@@ -3,7 +3,9 @@ so the command line can set the environment from it before Prefect is imported."
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 HOME_VARIABLE = "TUNELOOP_HOME"
@@ -31,6 +33,22 @@ def tuneloop_home() -> Path:
         raise ConfigError(f"The tuneloop home {home} is not writable: {fix}.")
     CHECKED.add(home)
     return home
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """These environment variables set for a block, each put back (or removed) after it: for libraries
+    that read a setting from the environment on each call."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def configure_environment() -> None:

@@ -5,7 +5,6 @@ the best epoch (ties to the later, lower-loss one), and the Trainer and LoRA arg
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from tasks.config.train import DEFAULT_LEARNING_RATE, TrainConfig
 from tasks.core.errors import ConfigError
+from tasks.core.home import environment
 from tasks.core.metrics import METRIC_KEYS, classification_metrics
 
 # Set while training_device asks whether CUDA is present: torch then counts GPUs through NVML.
@@ -58,16 +58,8 @@ def training_device(config: TrainConfig, through_nvml: bool = True) -> str:
     the driver itself (it starts now anyway), which also notices a GPU the driver cannot use."""
     import torch
 
-    previous = os.environ.get(NVML_CHECK)
-    if through_nvml:
-        os.environ[NVML_CHECK] = "1"
-    try:
+    with environment({NVML_CHECK: "1"} if through_nvml else {}):
         cuda = torch.cuda.is_available()
-    finally:
-        if previous is None:
-            os.environ.pop(NVML_CHECK, None)
-        else:
-            os.environ[NVML_CHECK] = previous
     available = {"cuda": cuda, "mps": torch.backends.mps.is_available(), "cpu": True}
     device = (
         next(name for name in ("cuda", "mps", "cpu") if available[name]) if config.device == "auto" else config.device

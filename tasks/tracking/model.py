@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tasks.core.home import environment
 from tasks.data.load import DatasetRef
 from tasks.model.predict import MODEL_INFO_FILE, model_info
 from tasks.tracking.store import mlflow_client
@@ -116,14 +116,5 @@ def global_store(uri: str) -> Iterator[None]:
     environment, which MLflow reads on each call, so nothing stays set after it). Needed by the few
     calls that ignore the client's store: a local registry resolves a logged model through the global
     tracking store when it creates a version."""
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    before = {name: os.environ.get(name) for name in names}
-    os.environ.update(dict.fromkeys(names, uri))
-    try:
+    with environment(dict.fromkeys(("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), uri)):
         yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
