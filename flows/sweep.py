@@ -177,10 +177,14 @@ def sweep(
         check_trial_device(config)
         target = check_tracking(config.tracking)
     # The GPU is chosen (waiting while the host's are all held) after the settings and the data are
-    # checked, which start no CUDA, and before the first CUDA call (the model screening, the trials).
-    with one_gpu(get_run_logger(), config.train.device if trains_here(config) else "cpu"):
+    # checked, which start no CUDA, and before the first CUDA call (the model screening). Trials
+    # that train here share this process's hold; trials elsewhere take a GPU each, and this process
+    # holds its own (the same one again) only to screen the models and to score the best trial.
+    log, device = get_run_logger(), config.train.device
+    with one_gpu(log, device if trains_here(config) else "cpu"):
         if state is None:
-            selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
+            with one_gpu(log, device):
+                selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
             state = start_sweep(config, new_id, folder, data.data.dataset_sha256, splits, selection, target)
         while True:
             refusal = check_round(config, state, round_number)
@@ -190,10 +194,11 @@ def sweep(
                 open_round(state, target)
                 new, unfinished = ask_trials(config, state, round_number)
                 with trial_starter(config, state.sweep_id) as start:
-                    run_round(state, new, unfinished, config.sweep.max_concurrent_trials, start, get_run_logger())
+                    run_round(state, new, unfinished, config.sweep.max_concurrent_trials, start, log)
                 state, decision = close_round(config, state, round_number, target)
             if decision.action != "next_round":
-                promotion = register_best(config, state, decision, target)
+                with one_gpu(log, device):
+                    promotion = register_best(config, state, decision, target)
                 return final_state(finish_sweep(state, decision, target, promotion=promotion))
             queued = queue_next_round(config, state, round_number, decision)
             if queued:

@@ -32,6 +32,20 @@ os.environ.update(
 
 
 @pytest.fixture(autouse=True)
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test process has taken no GPU yet (a process keeps the one it took, and sees only it from
+    then on): each test starts with none taken and the GPUs it was started with."""
+    from tasks.core import gpus
+
+    monkeypatch.setattr(gpus, "PINNED", [])
+    monkeypatch.setattr(gpus, "UNPINNED", [])
+    if gpus.VISIBLE in os.environ:
+        monkeypatch.setenv(gpus.VISIBLE, os.environ[gpus.VISIBLE])
+    else:
+        monkeypatch.delenv(gpus.VISIBLE, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def tuneloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test writes under its own TUNELOOP_HOME."""
     home = tmp_path / "home"

@@ -23,6 +23,7 @@ LOCKS_VARIABLE = "TUNELOOP_GPU_LOCKS"
 WAIT_SECONDS = 1.0
 CUDA_ERROR_NOT_INITIALIZED = 3
 PINNED: list[str] = []  # the GPU this process took, once it took one
+UNPINNED: list[str | None] = []  # CUDA_VISIBLE_DEVICES as this process found it, before it took one
 HOLDING: list[int] = []  # one entry per block of this process that holds it now
 
 
@@ -110,12 +111,27 @@ def hold(gpus: list[str], log: logging.Logger | logging.LoggerAdapter) -> tuple[
         taken = take_free(gpus, folder)
     gpu = taken[0]
     if PINNED:
-        log.info(f"Training on GPU {gpu}, this process's since its first training.")
+        log.info(f"On GPU {gpu}, this process's since it first took one.")
     else:
-        log.info(f"Training on GPU {gpu} of {', '.join(gpus)} (the first no other run or trial on this host holds).")
+        log.info(f"On GPU {gpu} of {', '.join(gpus)} (the first no other run or trial on this host holds).")
         PINNED.append(gpu)
+        UNPINNED.append(os.environ.get(VISIBLE))
         os.environ[VISIBLE] = gpu  # for good: this process's CUDA will see only this GPU
     return taken
+
+
+def host_gpus() -> str | None:
+    """The GPUs a process this one starts may choose from (a local round's trial processes): this
+    process's CUDA_VISIBLE_DEVICES as it was before it took a GPU (None: unset, every GPU)."""
+    return UNPINNED[0] if UNPINNED else os.environ.get(VISIBLE)
+
+
+def see_gpus(visible: str | None) -> None:
+    """Let this process, before its first CUDA call, see the GPUs `visible` names (None: every GPU)."""
+    if visible is None:
+        os.environ.pop(VISIBLE, None)
+    else:
+        os.environ[VISIBLE] = visible
 
 
 @contextmanager

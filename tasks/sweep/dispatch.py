@@ -18,11 +18,13 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.core.gpus import host_gpus, see_gpus
 from tasks.core.signals import keep_lost_signals
 from tasks.sweep.record import ask, frozen_trial, rdb_storage, retried_numbers, sweep_study
 from tasks.sweep.state import SweepState
@@ -85,6 +87,14 @@ def trial_process(round_pid: int, threads: int) -> None:
         os._exit(1)
 
 
+def seeing(gpus: str | None, run: Callable[[int], Any], number: int) -> None:
+    """`run(number)` in a trial process, choosing from the host's GPUs `gpus`: Prefect hands each
+    task of the pool the round's environment, whose CUDA_VISIBLE_DEVICES names only the round's own
+    GPU once it took one (for its model screening and its scoring of the best trial)."""
+    see_gpus(gpus)
+    run(number)
+
+
 def cores_each(concurrent: int) -> int:
     """The CPU cores each of `concurrent` trials running at once on this machine may compute on."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -124,7 +134,8 @@ class TrialProcesses:
                 initargs=(os.getpid(), cores_each(self.concurrent)),
             )
             self.runner = pool.__enter__()
-        return InTask(self.runner.submit(run_trial_here, {"run": self.run, "number": number}))
+        run = partial(seeing, host_gpus(), self.run)
+        return InTask(self.runner.submit(run_trial_here, {"run": run, "number": number}))
 
     def stop(self) -> None:
         """End the trial processes now (an interrupted round): their trials are failed by their

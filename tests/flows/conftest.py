@@ -34,9 +34,6 @@ def sweep_config(tiny_bert: Path) -> Callable[..., SweepPipelineConfig]:
 def first_gpu_held(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """A host with two GPUs (named by CUDA_VISIBLE_DEVICES; no GPU needed) whose first another
     training holds for the test; this process has taken none yet."""
-    from tasks.core import gpus
-
-    monkeypatch.setattr(gpus, "PINNED", [])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path / "locks"))
     other, its_gpu = hold_a_gpu("0,1")

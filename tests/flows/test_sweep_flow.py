@@ -7,6 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import optuna
@@ -362,10 +363,29 @@ def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
     accelerate's global state, and one's set-up reset it under the other ("AcceleratorState object
     has no attribute distributed_type": a failed trial). On a host with two GPUs (named here by
     CUDA_VISIBLE_DEVICES; without a GPU the trials still train on the CPU) the two at once hold
-    one GPU each."""
+    one GPU each, and the round's process holds one of its own only to screen the models and to
+    score the best trial (its CUDA calls), not while the trials train."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterParentFlowRunId
 
+    import flows.sweep
+    from tasks.core import gpus
+
+    held_by_the_round: dict[str, str | None] = {}
+
+    def holding(step: str, work: Callable[..., Any]) -> Callable[..., Any]:
+        def step_holding_its_gpu(*args: Any, **kwargs: Any) -> Any:  # the GPU this process sees, if it holds it
+            seen = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+            free = gpus.take_free([seen], gpus.lock_folder())
+            if free is not None:
+                os.close(free[1])
+            held_by_the_round[step] = None if free else seen
+            return work(*args, **kwargs)
+
+        return step_holding_its_gpu
+
+    for step in ("select_base_model", "evaluate_best_trial"):
+        monkeypatch.setattr(flows.sweep, step, holding(step, getattr(flows.sweep, step)))
     # trials of a few seconds: the first trial's imports (torch, transformers) delay the second's start by ~2 s
     one_round = ("sweep.target_f1=1.0", "sweep.max_rounds=1", "sweep.max_concurrent_trials=2")
     longer = ("train.batch_size=8", "sweep.epochs_min=2", "sweep.epochs_max=2")
@@ -388,8 +408,9 @@ def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
     trials = record(result.sweep_id)[1]
     assert [trial.state for trial in trials] == ["complete"] * 3, [(t.state, t.error) for t in trials]
     assert len({run.parent_task_run_id for run in runs}) == 3, "each trial in a task run of the round"
-    gpus = [trial.user_attrs.get("gpu") for trial in sweep_study(record(result.sweep_id)[0]).trials]
-    assert set(gpus[:2]) == {"0", "1"} and gpus[2] in ("0", "1"), f"one GPU each at once: {gpus}"
+    taken = [trial.user_attrs.get("gpu") for trial in sweep_study(record(result.sweep_id)[0]).trials]
+    assert set(taken[:2]) == {"0", "1"} and taken[2] in ("0", "1"), f"one GPU each at once: {taken}"
+    assert held_by_the_round == {"select_base_model": "0", "evaluate_best_trial": "0"}
 
 
 @pytest.mark.usefixtures("first_gpu_held")
@@ -427,7 +448,6 @@ def test_a_new_sweep_answers_bad_data_at_once_while_every_gpu_of_its_host_is_hel
     from tasks.core import gpus
     from tasks.core.errors import DataValidationError
 
-    monkeypatch.setattr(gpus, "PINNED", [])
     monkeypatch.setattr(gpus, "cuda_started", lambda: False)  # on a GPU host too: as in a fresh process
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setenv("TUNELOOP_GPU_LOCKS", str(tmp_path / "locks"))

@@ -15,17 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core import gpus
 from tasks.core.gpus import VISIBLE, cuda_started, one_gpu
 from tests.helpers import hold_a_gpu
 
 LOG = logging.getLogger("test-gpus")
-
-
-@pytest.fixture(autouse=True)
-def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """This test process has taken no GPU yet (a process keeps the one it took)."""
-    monkeypatch.setattr(gpus, "PINNED", [])
 
 
 @pytest.fixture
