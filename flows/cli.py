@@ -145,8 +145,9 @@ def run(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the pipeline: validate, split, fine-tune, evaluate and log to MLflow. An unfinished run of the
-    same settings and data is continued (same folder and MLflow run, from its last checkpoint)."""
+    """Run the pipeline: validate, split, fine-tune, evaluate and log to MLflow.
+
+    An unfinished run of the same settings and data continues (its folder, MLflow run and checkpoint)."""
     with user_errors(
         on_interrupt="Run the same command again to continue from the last checkpoint (--fresh starts over)."
     ):
