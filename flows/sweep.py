@@ -165,17 +165,16 @@ def sweep(
     if sweep_id is not None:
         state = find_sweep(config, sweep_id)
         config = use_stored_config(config, state)
-    if state is None:  # a new sweep: bad settings are refused before it creates anything
+    else:
         config = plan_search_space(config)
-        check_trial_device(config)
-        target = check_tracking(config.tracking)
+    # Bad settings are refused before a new sweep creates anything.
+    check_trial_device(config)
+    target = check_tracking(config.tracking)
+    if state is None:
         new_id, folder = begin_sweep()
         data = check_data(config, folder)
         clean, test = data.clean_tables()
         splits = split_dataset(clean, config.split, folder / "splits", test)
-    else:
-        check_trial_device(config)
-        target = check_tracking(config.tracking)
     # The GPU is chosen (waiting while the host's are all held) after the settings and the data are
     # checked, which start no CUDA, and before the first CUDA call (the model screening). Trials
     # that train here share this process's hold; trials elsewhere take a GPU each, and this process
