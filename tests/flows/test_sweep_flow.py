@@ -386,6 +386,7 @@ def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
 
     for step in ("select_base_model", "evaluate_best_trial"):
         monkeypatch.setattr(flows.sweep, step, holding(step, getattr(flows.sweep, step)))
+    monkeypatch.setattr(gpus, "cuda_started", lambda: False)  # on a GPU host too: as in a fresh process
     # trials of a few seconds: the first trial's imports (torch, transformers) delay the second's start by ~2 s
     one_round = ("sweep.target_f1=1.0", "sweep.max_rounds=1", "sweep.max_concurrent_trials=2")
     longer = ("train.batch_size=8", "sweep.epochs_min=2", "sweep.epochs_max=2")
