@@ -126,14 +126,6 @@ def host_gpus() -> str | None:
     return UNPINNED[0] if UNPINNED else os.environ.get(VISIBLE)
 
 
-def see_gpus(visible: str | None) -> None:
-    """Let this process, before its first CUDA call, see the GPUs `visible` names (None: every GPU)."""
-    if visible is None:
-        os.environ.pop(VISIBLE, None)
-    else:
-        os.environ[VISIBLE] = visible
-
-
 @contextmanager
 def one_gpu(log: logging.Logger | logging.LoggerAdapter, device: str = "auto") -> Iterator[str | None]:
     """Hold one of this host's GPUs for the block and let CUDA see only it; yields the GPU (None

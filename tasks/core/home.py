@@ -45,10 +45,15 @@ def environment(values: dict[str, str]) -> Iterator[None]:
         yield
     finally:
         for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+            set_variable(name, value)
+
+
+def set_variable(name: str, value: str | None) -> None:
+    """Set the environment variable `name` to `value`, or remove it (None)."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def configure_environment() -> None:

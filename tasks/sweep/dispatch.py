@@ -24,7 +24,8 @@ from typing import Any, Protocol
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.core.gpus import host_gpus, see_gpus
+from tasks.core.gpus import VISIBLE, host_gpus
+from tasks.core.home import set_variable
 from tasks.core.signals import keep_lost_signals
 from tasks.sweep.record import ask, frozen_trial, rdb_storage, retried_numbers, sweep_study
 from tasks.sweep.state import SweepState
@@ -91,7 +92,7 @@ def seeing(gpus: str | None, run: Callable[[int], Any], number: int) -> None:
     """`run(number)` in a trial process, choosing from the host's GPUs `gpus`: Prefect hands each
     task of the pool the round's environment, whose CUDA_VISIBLE_DEVICES names only the round's own
     GPU once it took one (for its model screening and its scoring of the best trial)."""
-    see_gpus(gpus)
+    set_variable(VISIBLE, gpus)  # before the trial's first CUDA call
     run(number)
 
 
