@@ -6,8 +6,9 @@ reach. Every arm searches the sweep's default space (learning rate, weight decay
 stop early as `tuneloop run` does) for several sampler seeds, until a completed trial reaches the
 target (--trials caps it; --no-stop-at-target spends the whole budget): TPE + median pruning (the
 sweep's default) and random search without pruning (the reference); TPE + successive halving and GP
-(unpruned: it learns from completed trials only) on request (--arms). The modelling samplers' random
-start-up trials are the random arm's first trials of the same seed, so the arms are paired. It
+(unpruned: it learns from completed trials only) on request (--arms). The modelling samplers' start-up
+trials are points of a space-filling design (seeded by the sweep's seed), the random arm's are random
+draws, so the arms no longer share their first trials. It
 prints per arm and seed the trials, trial-epochs and seconds until a completed trial first reached
 the target (the whole budget when none did), and the best validation F1; per seed, each arm's best
 completed trial at equal spend (the fewest trial-epochs any arm spent); then one `tuneloop run` with
@@ -347,9 +348,9 @@ def main() -> int:
     parser.add_argument(
         "--round-epochs",
         type=int,
-        nargs="+",
+        nargs="*",
         default=[2, 8],
-        help="Trial lengths (epochs) of the concurrency comparison's rounds.",
+        help="Trial lengths (epochs) of the concurrency comparison's rounds (none: no round comparison).",
     )
     parser.add_argument("--round-repeats", type=int, default=1, help="Rounds per setting and trial length.")
     parser.add_argument(

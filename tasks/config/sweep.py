@@ -98,11 +98,12 @@ class SweepConfig(BaseModel):
     )
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of the sampler.")
     startup_trials: int = Field(
-        4,
+        8,
         ge=1,
         le=1000,
-        description="Random trials before TPE or GP starts modelling the space (GP counts completed ones "
-        "only; Optuna's default of 10 would make small sweeps purely random).",
+        description="Start-up trials before TPE or GP starts modelling the space (GP counts completed ones only): "
+        "points of one space-filling (scrambled Sobol') design, so the first 4 try one value from each quarter of "
+        "every searched range, the first 8 one from each eighth.",
     )
     search: list[SearchedParameter] = Field(
         default=["learning_rate", "weight_decay", "warmup_epochs"],

@@ -1,14 +1,16 @@
-"""The search: what the sweep searches and keeps fixed, the persistent seeded Optuna study, what each
-trial tries, the searched space in words, and parameter importances."""
+"""The search: what the sweep searches and keeps fixed, the persistent seeded Optuna study (its
+space-filling start-up, its pruner), what each trial tries, the searched space in words, and
+parameter importances."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from tasks.config.sweep import DEFAULT_SEARCH, SweepConfig
+from tasks.config.sweep import DEFAULT_SEARCH, SearchedParameter, SweepConfig
 from tasks.config.train import TrainConfig
 from tasks.core.errors import ConfigError
 from tasks.core.metrics import sampling_error
@@ -50,15 +52,69 @@ def median_pruner(min_epoch: int, validation_rows: int) -> Any:
     return NoiseAwareMedianPruner()
 
 
-def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0, validation_rows: int = 0) -> Any:
-    """The persistent Optuna study (created on first use), with the pruner and a sampler seeded by
-    `sweep.seed` and the trial's slot: each trial opens the study anew, so each needs its own seed.
-    The two are mixed (not added), so sweeps with neighbouring seeds do not draw the same trials.
-    `validation_rows` sizes the median pruner's margin for noise (0: none)."""
+def space_filling_start(then: Any, seed: int, startup: int) -> Any:
+    """`then` (TPE or GP), whose first `startup` trials (by trial number) take their values from one
+    scrambled Sobol' design seeded by `seed` instead of independent random draws: the first 4
+    points of a Sobol' sequence put one value in each quarter of every parameter's range (on the log
+    scale for the learning rate), so a round of 4 start-up trials always tries a low, a middle-low, a
+    middle-high and a high learning rate, where 4 random draws often try three rates of one quarter
+    (measured: see the README's sweep efficiency). The point is the trial's number, so trials asked
+    by different processes, each with its own sampler, still take the one design's points. Trials
+    after the start-up, and any parameter the design does not know, are `then`'s."""
+    import optuna
+    from scipy.stats import qmc
+
+    dimensions = {name: index for index, name in enumerate(get_args(SearchedParameter))}
+    design = qmc.Sobol(len(dimensions), scramble=True, rng=seed).random_base2(max(0, math.ceil(math.log2(startup))))
+
+    def value(u: float, distribution: Any) -> Any:
+        """The design's coordinate u in [0, 1) as a value of `distribution`."""
+        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+            return distribution.choices[min(int(u * len(distribution.choices)), len(distribution.choices) - 1)]
+        low, high, step = distribution.low, distribution.high, distribution.step
+        if isinstance(distribution, optuna.distributions.IntDistribution):
+            count = (high - low) // step + 1
+            return low + step * min(int(u * count), count - 1)
+        if distribution.log:
+            return math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+        drawn = low + u * (high - low)
+        return drawn if step is None else min(high, low + round((drawn - low) / step) * step)
+
+    class SpaceFillingStart(optuna.samplers.BaseSampler):
+        def starting(self, trial: Any) -> bool:
+            return trial.number < startup
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+            return {} if self.starting(trial) else then.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+            return {} if self.starting(trial) else then.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str, distribution: Any) -> Any:
+            if self.starting(trial) and param_name in dimensions:
+                return value(float(design[trial.number, dimensions[param_name]]), distribution)
+            return then.sample_independent(study, trial, param_name, distribution)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            then.before_trial(study, trial)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            then.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            then.reseed_rng()
+
+    return SpaceFillingStart()
+
+
+def study_sampler(config: SweepConfig, slot: int = 0) -> Any:
+    """The sampler `sweep.sampler` names, seeded by `sweep.seed` and the trial's slot: each trial opens
+    the study anew, so each needs its own seed. The two are mixed (not added), so sweeps with
+    neighbouring seeds do not draw the same trials. TPE's and GP's start-up trials come from one
+    space-filling design seeded by `sweep.seed` alone (every process must agree on it)."""
     import numpy as np
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = int(np.random.SeedSequence([config.seed, slot]).generate_state(1)[0])
     startup = config.startup_trials
     sampler = {
@@ -66,17 +122,33 @@ def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0
         "gp": lambda: optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
     }[config.sampler]()
-    pruner = {
+    return sampler if config.sampler == "random" else space_filling_start(sampler, config.seed, startup)
+
+
+def study_pruner(config: SweepConfig, validation_rows: int = 0) -> Any:
+    """The pruner `sweep.pruner` names (auto resolved); `validation_rows` sizes the median pruner's
+    margin for noise (0: none)."""
+    import optuna
+
+    return {
         "median": lambda: median_pruner(config.pruning_min_epochs, validation_rows),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=config.pruning_min_epochs),
         "none": lambda: optuna.pruners.NopPruner(),
     }[config.pruning]()
+
+
+def open_study(config: SweepConfig, study_name: str, storage: str, slot: int = 0, validation_rows: int = 0) -> Any:
+    """The persistent Optuna study (created on first use), with the sampler for trial slot `slot` and
+    the pruner (`validation_rows`: see study_pruner)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         study_name=study_name,
         storage=rdb_storage(storage),
         direction="maximize",
-        sampler=sampler,
-        pruner=pruner,
+        sampler=study_sampler(config, slot),
+        pruner=study_pruner(config, validation_rows),
         load_if_exists=True,
     )
 
