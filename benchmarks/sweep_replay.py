@@ -17,7 +17,7 @@ A replay knows only the recorded configurations: it says how a search setting ex
 problem, not how a new problem will behave.
 
 Run: `python benchmarks/sweep_replay.py [--seeds 540] [--startup-trials N] [--sampler tpe|gp]
-[--pruner auto|median|...] [--random-start]` (seconds).
+[--pruner auto|median|...] [--random-start] [--listed 18]` (seconds).
 """
 
 from __future__ import annotations
@@ -100,6 +100,9 @@ def main() -> int:
         help="Random start-up trials (tuneloop before its space-filling design) instead of the design.",
     )
     parser.add_argument("--from-logs", nargs="+", type=Path, help="Rebuild the curves from these stderr logs.")
+    parser.add_argument(
+        "--listed", type=int, default=9, help="Seeds 0..N-1 listed one by one, as the real benchmark's --seeds N."
+    )
     args = parser.parse_args()
     import numpy as np
     import optuna
@@ -131,14 +134,17 @@ def main() -> int:
         f"{len(recorded)} recorded curves; {args.seeds} seeds; target {args.target}; budget {args.trials} trials; "
         f"start-up trials {example.startup_trials} ({'random' if args.random_start else 'space-filling design'})"
     )
-    print("| arm | mean trial-epochs to target | 90th percentile | seeds 0-8 |")
+    listed = min(args.listed, args.seeds)
+    print(f"| arm | mean trial-epochs to target | 90th percentile | seeds 0-{listed - 1} |")
     print("|---|---|---|---|")
     for arm, values in zip(arms, (searching, random), strict=True):
-        print(f"| {arm} | {values.mean():.1f} | {np.percentile(values, 90):.0f} | {' '.join(map(str, values[:9]))} |")
+        shown = " ".join(map(str, values[:listed]))
+        print(f"| {arm} | {values.mean():.1f} | {np.percentile(values, 90):.0f} | {shown} |")
     groups = [searching[i : i + 3].sum() / random[i : i + 3].sum() for i in range(0, args.seeds - 2, 3)]
-    first, above = searching[:9].sum() / random[:9].sum(), np.mean(np.array(groups) > 0.6)
+    first, above = searching[:listed].sum() / random[:listed].sum(), np.mean(np.array(groups) > 0.6)
     print(
-        f"searching / random: {searching.sum() / random.sum():.3f} over all seeds, {first:.2f} over seeds 0-8; "
+        f"searching / random: {searching.sum() / random.sum():.3f} over all seeds, "
+        f"{first:.2f} over seeds 0-{listed - 1}; "
         f"a 3-seed measurement is above 0.6 in {above:.0%} of the {len(groups)} groups of 3 seeds"
     )
     return 0
