@@ -134,7 +134,7 @@ def main() -> int:
         f"{len(recorded)} recorded curves; {args.seeds} seeds; target {args.target}; budget {args.trials} trials; "
         f"start-up trials {example.startup_trials} ({'random' if args.random_start else 'space-filling design'})"
     )
-    listed = min(args.listed, args.seeds)
+    listed = max(1, min(args.listed, args.seeds))
     print(f"| arm | mean trial-epochs to target | 90th percentile | seeds 0-{listed - 1} |")
     print("|---|---|---|---|")
     for arm, values in zip(arms, (searching, random), strict=True):
