@@ -324,7 +324,11 @@ def main() -> int:
         "--lr-max", type=float, help="Upper bound of the searched learning rate (default: the sweep's)."
     )
     parser.add_argument("--search", nargs="+", help="Searched hyperparameters (default: the sweep's).")
-    parser.add_argument("--startup-trials", type=int, help="Random trials before TPE models the space.")
+    parser.add_argument(
+        "--startup-trials",
+        type=int,
+        help="Start-up trials (points of the space-filling design) before TPE models the space.",
+    )
     parser.add_argument("--pruning-min-epochs", type=int, help="Earliest epoch the pruner may stop.")
     parser.add_argument("--pruning-min-steps", type=int, help="Optimizer steps after warmup before it may stop one.")
     parser.add_argument("--epochs-max", type=int, default=12, help="Most epochs a trial may train, when searched.")
