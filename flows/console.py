@@ -202,7 +202,12 @@ def run_summary(result: TrainResult) -> dict[str, Any]:
         "best_epoch": result.model.best_epoch,
         "epochs": len(result.model.history),
         "train_seconds": result.model.train_seconds,
-        "plan": result.model.plan.model_dump(),
+        "plan": {
+            **result.model.plan.model_dump(),
+            "train_rows": result.splits.train.rows,
+            "validation_rows": result.splits.validation.rows,
+            "refit": result.model.refit.model_dump(),
+        },
         "metrics": metrics,
         "run_folder": result.folder,
         "model_path": result.model.path,
@@ -227,6 +232,7 @@ def print_training(result: TrainResult) -> None:
         f"Fine-tuned {summary['base_model']} ({how}), best epoch {summary['best_epoch']} of {summary['epochs']} "
         f"({summary['train_seconds']:.0f} s)."
     )
+    typer.echo(f"  {result.model.refit.sentence()}")
     typer.echo(f"  validation: accuracy {val['accuracy']:.4f}, f1_macro {val['f1_macro']:.4f}")
     typer.echo(
         f"  test:       accuracy {test['accuracy']:.4f}, f1_macro {test['f1_macro']:.4f}, "
@@ -267,6 +273,10 @@ def print_sweep(result: SweepResult) -> None:
         typer.echo(f"  searched: {'; '.join(result.searched)}")
     if result.best_model_path:
         typer.echo(f"  best trial {result.best_trial}: {result.best_score:.4f}, model {result.best_model_path}")
+    if result.refit is not None:
+        typer.echo(f"  {result.refit.sentence()}")
+    if result.best_test is not None:
+        typer.echo(f"  candidate's test {result.best_test.get('f1_macro', float('nan')):.4f} f1_macro")
     typer.echo(f"  MLflow parent run: {result.parent_run_id}")
     if result.promotion:
         typer.echo(f"  registry: {result.promotion.message}")

@@ -27,7 +27,7 @@ from tasks.sweep.dispatch import Handle, in_process, on_workers, run_round
 from tasks.sweep.record import round_lease
 from tasks.sweep.report import sweep_report
 from tasks.sweep.requeue import check_round, queue_next_round
-from tasks.sweep.state import RoundDecision, SweepResult, SweepState
+from tasks.sweep.state import BestModel, RoundDecision, SweepResult, SweepState
 from tasks.sweep.steps import (
     ask_trials,
     begin_sweep,
@@ -48,10 +48,11 @@ from tasks.tracking.store import TrackingTarget, check_tracking, run_link
 
 def register_best(
     config: SweepPipelineConfig, state: SweepState, decision: RoundDecision, target: TrackingTarget
-) -> PromotionResult | None:
-    """At the sweep's end: score the best trial on the test split, register it (alias `candidate`),
-    run champion/challenger when the target was met (only register when the budget ran out first),
-    and write the comparison report."""
+) -> tuple[BestModel | None, PromotionResult | None]:
+    """At the sweep's end: the candidate (the best trial, refit on train + validation when its
+    trials were cross-validated or the validation split is small) scored on the test split and
+    registered (alias `candidate`), champion/challenger when the target was met (only register when
+    the budget ran out first), and the comparison report."""
     best = evaluate_best_trial(config, state, target)
     promotion = None
     if best is not None and config.promotion.register_model:
@@ -82,7 +83,7 @@ def register_best(
             },
         )
     sweep_report(config, state, target, best, promotion)
-    return promotion
+    return best, promotion
 
 
 def run_trial_flow(config: SweepPipelineConfig, sweep_id: str, number: int) -> None:
@@ -197,8 +198,8 @@ def sweep(
                 state, decision = close_round(config, state, round_number, target)
             if decision.action != "next_round":
                 with one_gpu(log, device):
-                    promotion = register_best(config, state, decision, target)
-                return final_state(finish_sweep(state, decision, target, promotion=promotion))
+                    best, promotion = register_best(config, state, decision, target)
+                return final_state(finish_sweep(state, decision, target, promotion=promotion, candidate=best))
             queued = queue_next_round(config, state, round_number, decision)
             if queued:
                 return finish_sweep(state, decision, target, queued)

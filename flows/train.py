@@ -95,7 +95,12 @@ def train(
             config.tracking.loss_every_steps,
         )
         evaluation = evaluate_model(
-            trained.path, splits.validation.path, splits.test.path, config.eval, folder / "evaluation"
+            trained.path,
+            splits.validation.path,
+            splits.test.path,
+            config.eval,
+            folder / "evaluation",
+            trained.validation_predictions,
         )
         tracked = log_run(target, run, config, data, splits, trained, evaluation, selection, baseline)
         check_model_quality(evaluation, config.eval)

@@ -48,3 +48,12 @@ class SweepPipelineConfig(PipelineConfig):
     and secrets (MLflow URI, Optuna storage passwords) come from the environment, never from here."""
 
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="The search space, target and budget.")
+
+    @model_validator(mode="after")
+    def _folds_need_a_refit(self) -> SweepPipelineConfig:
+        if self.sweep.cross_validation == "always" and self.train.refit == "never":
+            raise ValueError(
+                "sweep.cross_validation=always trains one model per fold, so the best trial's model is its refit on "
+                "train + validation: set train.refit to auto or always, or sweep.cross_validation to auto or never"
+            )
+        return self

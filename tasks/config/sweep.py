@@ -96,6 +96,15 @@ class SweepConfig(BaseModel):
         "(0: no such floor). On little data an epoch is a few steps and a score after so few says little: a floor "
         "(e.g. 20) lets slow starters show what they reach, at the cost of more epochs.",
     )
+    cross_validation: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Score each trial by k-fold cross-validation of train + validation instead of the validation "
+        "split alone: `folds` models per trial, trained in lockstep, the pruner and the epoch choice fed the "
+        "out-of-fold score of every labelled row; the best trial is then refit on train + validation. auto: "
+        "when the validation split has fewer than 300 rows (too few to tell trials apart) and train.refit is "
+        "not never.",
+    )
+    folds: int = Field(5, ge=2, le=20, description="Folds of a cross-validated trial (each trains one model).")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of the sampler.")
     startup_trials: int = Field(
         8,

@@ -64,6 +64,13 @@ class TrainConfig(BaseModel):
         le=100,
         description="Stop after this many epochs without a better validation score; 0 turns early stopping off.",
     )
+    refit: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="After the first fit chose how many epochs to train on validation, train again from the base "
+        "model on train + validation for that many, so the final model learns from every labelled row "
+        "(validation scores then come from the first fit). auto: when the validation split has fewer than "
+        "300 rows, where the held-out rows are worth learning from and too few to choose weights by.",
+    )
     keep_checkpoints: bool = Field(
         False,
         description="Keep the epoch checkpoints after a successful run (they let a crashed run resume; "

@@ -59,9 +59,16 @@ def plot_confusion_matrices(
 
 
 def score_model(
-    model_dir: Path, validation: pd.DataFrame, test: pd.DataFrame, config: EvalConfig, folder: Path
+    model_dir: Path,
+    validation: pd.DataFrame,
+    test: pd.DataFrame,
+    config: EvalConfig,
+    folder: Path,
+    held_out: pd.DataFrame | None = None,
 ) -> EvalReport:
-    """Predict both splits with the saved model; write the confusion matrix, report and predictions."""
+    """Predict both splits with the saved model (validation: the `held_out` predictions when given,
+    those of the model that validation chose, since a refit model trained on validation); write the
+    confusion matrix, report and test predictions."""
     from sklearn.metrics import classification_report
 
     from tasks.model.predict import load_classifier, predict_texts
@@ -79,6 +86,9 @@ def score_model(
         )
     scored = {}
     for name, frame in (("val", validation), ("test", test)):
+        if name == "val" and held_out is not None:
+            scored[name] = (held_out["label"].tolist(), held_out["predicted"].tolist())
+            continue
         predicted = [row["label"] for row in predict_texts(classifier, frame["text"].tolist(), config.batch_size)]
         scored[name] = (frame["label"].tolist(), predicted)
     folder.mkdir(parents=True, exist_ok=True)
@@ -111,10 +121,19 @@ def check_quality(report: EvalReport, config: EvalConfig) -> None:
 
 @task(name="evaluate_model")
 def evaluate_model(
-    model_dir: str, validation_path: str, test_path: str, config: EvalConfig, folder: Path
+    model_dir: str,
+    validation_path: str,
+    test_path: str,
+    config: EvalConfig,
+    folder: Path,
+    validation_predictions: str | None = None,
 ) -> EvalReport:
-    """Score the final model on validation and test; write the confusion matrix and report."""
-    report = score_model(Path(model_dir), pd.read_parquet(validation_path), pd.read_parquet(test_path), config, folder)
+    """Score the final model on test, and validation by the predictions the training made of it (those
+    of the model chosen on validation, before any refit); write the confusion matrix and report."""
+    held_out = pd.read_parquet(validation_predictions) if validation_predictions else None
+    report = score_model(
+        Path(model_dir), pd.read_parquet(validation_path), pd.read_parquet(test_path), config, folder, held_out
+    )
     get_run_logger().info(
         "Test: accuracy %.4f, f1_macro %.4f, f1_weighted %.4f",
         report.test.accuracy,

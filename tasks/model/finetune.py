@@ -1,44 +1,90 @@
 """Fine-tune the base model for sequence classification with transformers' Trainer, fully or with
-LoRA (peft), on the GPU when there is one; keep the best epoch; save a model that reloads offline."""
+LoRA (peft), on the GPU when there is one. The first fit trains on the train split and scores
+validation every epoch, which chooses how long to train; with a small validation split the model is
+then refit (tasks/model/refit.py) on train + validation for that long. The final model is saved so
+that it reloads offline, beside the validation predictions its scores come from."""
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from tasks.config.eval import EvalConfig
 from tasks.config.train import TrainConfig
-from tasks.core.errors import ConfigError
 from tasks.core.quiet import quiet_libraries
 from tasks.data.split import SplitReport
 from tasks.model.plan import (
-    MAX_LENGTH_CAP,
-    MAX_LENGTH_SAMPLE,
     EpochRecord,
     TrainingPlan,
     best_epoch,
     choose_device,
-    choose_max_length,
     early_stopping,
-    epoch_losses,
-    epoch_scores,
-    eval_scores,
-    lora_config,
     training_arguments,
     training_plan,
 )
-from tasks.model.predict import MODEL_INFO_FILE
 from tasks.model.progress import metric_stream, step_progress
+from tasks.model.refit import RefitReport, refit_decision, refit_plan
 from tasks.model.resolve import ModelRef
+from tasks.model.trainer import (
+    build_model,
+    encode_splits,
+    epoch_callback,
+    epoch_history,
+    last_checkpoint,
+    loading_line,
+    make_trainer,
+    refit_epoch_callback,
+    refit_epoch_losses,
+    save_trained,
+    sequence_length,
+    shown_device,
+    validation_predictions,
+)
+
+FIRST_FIT = "first_fit.json"  # a refit run's first fit, once it ended: a rerun after a crash starts at the refit
+VALIDATION_PREDICTIONS = "validation_predictions.parquet"
+
+
+@dataclass
+class Fitting:
+    """What both phases of a fine-tuning share: the base model, the settings, the labels, the device,
+    the log and where progress goes (`progress` for the first fit, `refit_progress` for the refit)."""
+
+    model: ModelRef
+    config: TrainConfig
+    labels: list[str]
+    metric: str
+    trust_remote_code: bool
+    device: str
+    precision: str
+    log: Any
+    progress: Callable[[float], None] | None = None
+    refit_progress: Callable[[float], None] | None = None
+
+    def info(self, **extra: Any) -> dict[str, Any]:
+        """The model's `tuneloop.json`: base model, method, labels and `extra`."""
+        return {"base_model": self.model.base_model, "method": self.config.method, "labels": self.labels, **extra}
+
+
+class FirstFit(BaseModel):
+    """What the first fit found: each epoch's validation scores, the chosen epoch and the plan."""
+
+    history: list[EpochRecord]
+    best_epoch: int
+    plan: TrainingPlan
+    resumed_from: str | None
+    seconds: float
+    trainable_parameters: int
+    total_parameters: int
 
 
 class TrainedModelRef(BaseModel):
@@ -53,226 +99,165 @@ class TrainedModelRef(BaseModel):
     history: list[EpochRecord]
     best_epoch: int
     plan: TrainingPlan
+    refit: RefitReport
+    validation_predictions: str
     resumed_from: str | None
     train_seconds: float
     trainable_parameters: int
     total_parameters: int
 
 
-def build_model(
-    model: ModelRef, labels: list[str], config: TrainConfig, trust_remote_code: bool
-) -> tuple[Any, dict[str, Any]]:
-    """The base model with a fresh classification head for `labels`, wrapped with LoRA if asked, and
-    what loading found (the new head's keys are `missing_keys`)."""
-    from transformers import AutoModelForSequenceClassification
-
-    network, loading = AutoModelForSequenceClassification.from_pretrained(
-        model.path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: index for index, label in enumerate(labels)},
-        use_safetensors=True,
-        trust_remote_code=trust_remote_code,
-        output_loading_info=True,
-    )
-    if config.method == "lora":
-        from peft import get_peft_model
-
-        try:
-            network = get_peft_model(network, lora_config(config))
-        except ValueError as error:
-            raise ConfigError(
-                f"LoRA cannot adapt {model.base_model}: {error}. Set train.lora_target_modules "
-                "to names of its linear layers."
-            ) from None
-    return network, loading
-
-
-def loading_line(model: ModelRef, loading: dict[str, Any]) -> str:
-    """transformers' load report in one line: the freshly initialised weights and the unused ones."""
-    new, unused = sorted(loading.get("missing_keys") or []), sorted(loading.get("unexpected_keys") or [])
-    line = f"Loaded {model.base_model}: new weights {', '.join(new) or 'none'} (trained from scratch)"
-    return line + (f"; unused checkpoint weights: {', '.join(unused)}" if unused else "")
-
-
-def model_length_limit(tokenizer: Any, network: Any) -> int:
-    """The most tokens per text the model takes (its positions, its tokenizer), and at most 512."""
-    limits = [MAX_LENGTH_CAP, tokenizer.model_max_length, getattr(network.config, "max_position_embeddings", None)]
-    return int(min(limit for limit in limits if limit))
-
-
-def token_counts(tokenizer: Any, texts: list[str], seed: int) -> list[int]:
-    """Token counts of the texts (a seeded sample of MAX_LENGTH_SAMPLE of them when there are more)."""
-    import random
-
-    sample = texts if len(texts) <= MAX_LENGTH_SAMPLE else random.Random(seed).sample(texts, MAX_LENGTH_SAMPLE)
-    return [len(ids) for ids in tokenizer(sample, verbose=False)["input_ids"]]
-
-
-def sequence_length(config: TrainConfig, tokenizer: Any, network: Any, texts: list[str]) -> int:
-    """train.max_length when set (within the model's limit), else chosen from the training texts."""
-    limit = model_length_limit(tokenizer, network)
-    if config.max_length is None:
-        return choose_max_length(token_counts(tokenizer, texts, config.seed), limit)
-    if config.max_length > limit:
-        raise ConfigError(
-            f"train.max_length={config.max_length} is more than this model takes ({limit} tokens). "
-            f"Set train.max_length to {limit} or less, or leave it unset to choose it from the data."
-        )
-    return config.max_length
-
-
-def encode_splits(frames: dict[str, Any], labels: list[str], tokenizer: Any, max_length: int) -> dict[str, Any]:
-    """Train and validation frames as tokenized `datasets.Dataset`s with integer labels."""
-    import datasets
-
-    index = {label: number for number, label in enumerate(labels)}
-    encoded = {}
-    for name, frame in frames.items():
-        dataset = datasets.Dataset.from_dict(
-            {"text": frame["text"].tolist(), "label": [index[label] for label in frame["label"]]}
-        )
-        encoded[name] = dataset.map(
-            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-            batched=True,
-            remove_columns=["text"],
-        )
-    return encoded
-
-
-def epoch_history(log_history: list[dict[str, Any]], seconds: dict[int, float]) -> list[EpochRecord]:
-    """Per-epoch records from the Trainer's log history (which survives a resume from checkpoint)."""
-    losses = epoch_losses(log_history)
-    return [
-        EpochRecord(
-            epoch=round(entry["epoch"]),
-            train_loss=losses.get(round(entry["epoch"])),
-            val=eval_scores(entry),
-            seconds=seconds.get(round(entry["epoch"]), 0.0),
-            val_loss=entry.get("eval_loss"),
-            selection=entry.get("eval_selection"),
-        )
-        for entry in log_history
-        if "eval_loss" in entry
-    ]
-
-
-def epoch_callback(seconds: dict[int, float], log: logging.Logger | Any, epochs: int) -> Any:
-    """A Trainer callback that times each epoch and logs one progress line for it."""
-    from transformers import TrainerCallback
-
-    class EpochLog(TrainerCallback):
-        def __init__(self) -> None:
-            self.started = time.perf_counter()
-
-        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.started = time.perf_counter()
-
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
-            metrics, epoch = metrics or {}, round(state.epoch or 0)
-            seconds[epoch] = round(time.perf_counter() - self.started, 2)
-            mean = epoch_losses(state.log_history).get(epoch)
-            loss = f"{mean:.4f}" if mean is not None else "n/a"
-            log.info(
-                "epoch %d/%d: train loss %s, val f1_macro %.4f, accuracy %.4f (%.1f s)",
-                epoch,
-                epochs,
-                loss,
-                metrics.get("eval_f1_macro", float("nan")),
-                metrics.get("eval_accuracy", float("nan")),
-                seconds[epoch],
-            )
-
-    return EpochLog()
-
-
-def make_trainer(
-    network: Any, tokenizer: Any, encoded: dict[str, Any], classes: int, metric: str, arguments: Any, callbacks: list
-) -> Any:
-    """A Trainer over the encoded train/validation splits that scores every epoch with our metrics."""
-    from transformers import DataCollatorWithPadding, Trainer
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer = Trainer(
-        model=network,
-        args=arguments,
-        train_dataset=encoded["train"],
-        eval_dataset=encoded["validation"],
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        callbacks=callbacks,
-        compute_metrics=lambda prediction: epoch_scores(prediction.predictions, prediction.label_ids, classes, metric),
-    )
-    trainer.remove_callback(PrinterCallback)  # our epoch lines replace its raw dicts
-    return trainer
-
-
-def save_model(network: Any, tokenizer: Any, folder: Path, info: dict[str, Any]) -> None:
-    """Merged weights (LoRA folded in), head, tokenizer and label map: everything to reload offline."""
-    if hasattr(network, "merge_and_unload"):
-        network = network.merge_and_unload()
-    network.save_pretrained(str(folder), safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
-    (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
-
-
-def shown_device(device: str) -> str:
-    """The device as the run log names it: with several GPUs visible, which one trains (a run
-    trains on one: tasks/model/plan.py::training_arguments)."""
-    if device != "cuda":
-        return device
-    import torch
-
-    visible = torch.cuda.device_count()
-    return f"cuda:0 (one of the {visible} GPUs this process sees)" if visible > 1 else device
-
-
 def plan_line(
     model: ModelRef,
     config: TrainConfig,
-    splits: SplitReport,
+    rows: tuple[int, int],
     plan: TrainingPlan,
     device: str,
     precision: str,
     resume: str | None,
 ) -> str:
-    """The one log line that says how this fine-tuning will run."""
+    """The one log line that says how this fine-tuning will run (`rows`: train, validation)."""
     return (
-        f"Fine-tuning {model.base_model} ({config.method}) on {device}, {precision}: {splits.train.rows} train / "
-        f"{splits.validation.rows} validation rows, up to {plan.epochs} epochs of {plan.steps_per_epoch} steps "
+        f"Fine-tuning {model.base_model} ({config.method}) on {device}, {precision}: {rows[0]} train / "
+        f"{rows[1]} validation rows, up to {plan.epochs} epochs of {plan.steps_per_epoch} steps "
         f"(early stopping after {plan.patience} without gain), lr {plan.learning_rate:.1e} {plan.lr_scheduler}, "
         f"{plan.max_length} tokens per text" + (f", resuming from {Path(resume).name}" if resume else "")
     )
 
 
-def save_trained(trainer: Any, tokenizer: Any, folder: Path, info: dict[str, Any]) -> tuple[int, int]:
-    """Save the best epoch's model; (trainable, total) parameters, counted before LoRA is merged in."""
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in trainer.model.parameters())
-    save_model(trainer.model, tokenizer, folder, info)
-    return trainable, total
-
-
-def last_checkpoint(checkpoints: Path, log: logging.Logger | Any) -> str | None:
-    """The newest checkpoint that was written to the end: the Trainer writes its state file last, so
-    one without a readable state was cut off mid-write (a kill while saving). Such a folder holds
-    nothing to resume from and is removed, so that its epoch is trained and saved again."""
-    if not checkpoints.is_dir():
-        return None
-    found = sorted(
-        (path for path in checkpoints.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()),
-        key=lambda path: int(path.name.split("-")[-1]),
-        reverse=True,
+def refit_line(refit: RefitReport, plan: TrainingPlan, resume: str | None) -> str:
+    """The log line that says the refit starts, on what and for how long."""
+    return (
+        f"Refit on train + validation ({refit.rows} rows) for the {plan.epochs} epochs the first fit chose "
+        f"({refit.steps} steps): {refit.reason}" + (f" Resuming from {Path(resume).name}." if resume else "")
     )
-    for path in found:
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log.warning("Checkpoint %s was cut off while it was written: removed, resuming before it", path.name)
-            shutil.rmtree(path, ignore_errors=True)
-            continue
-        return str(path)
-    return None
+
+
+def load_base(fitting: Fitting) -> tuple[Any, Any]:
+    """The tokenizer and the base model with a new head, seeded, its load report logged."""
+    from transformers import AutoTokenizer, set_seed
+
+    set_seed(fitting.config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(fitting.model.path, trust_remote_code=fitting.trust_remote_code)
+    network, loading = build_model(fitting.model, fitting.labels, fitting.config, fitting.trust_remote_code)
+    fitting.log.info(loading_line(fitting.model, loading))
+    return tokenizer, network
+
+
+def first_fit(fitting: Fitting, frames: dict[str, pd.DataFrame], folder: Path, keep: bool, callbacks: list) -> FirstFit:
+    """Train on the train split, score validation every epoch, stop when it stops improving and choose
+    the epoch; write the chosen weights' validation predictions, and (`keep`) save them as the model."""
+    config, log, labels = fitting.config, fitting.log, fitting.labels
+    tokenizer, network = load_base(fitting)
+    max_length = sequence_length(config, tokenizer, network, frames["train"]["text"].tolist())
+    plan = training_plan(len(frames["train"]), config, max_length)
+    encoded = encode_splits(frames, labels, tokenizer, max_length)
+    checkpoints = folder / "checkpoints"
+    resume = last_checkpoint(checkpoints, log)
+    seconds: dict[int, float] = {}
+    extra = [epoch_callback(seconds, log, plan.epochs), step_progress(plan, log, fitting.progress), *callbacks]
+    if plan.patience:
+        extra.append(early_stopping(plan.patience))
+    arguments = training_arguments(plan, config, checkpoints, fitting.device, fitting.precision)
+    trainer = make_trainer(network, tokenizer, encoded, len(labels), fitting.metric, arguments, extra)
+    device = shown_device(fitting.device)
+    rows = (len(frames["train"]), len(frames["validation"]))
+    log.info(plan_line(fitting.model, config, rows, plan, device, fitting.precision, resume))
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
+    history = epoch_history(trainer.state.log_history, seconds)
+    chosen = best_epoch(history, fitting.metric)
+    validation_predictions(trainer, encoded["validation"], labels, folder / VALIDATION_PREDICTIONS)
+    info = fitting.info(best_epoch=chosen, max_length=plan.max_length)
+    trainable, total = save_trained(trainer, tokenizer, folder / "model", info, save=keep)
+    return FirstFit(
+        history=history,
+        best_epoch=chosen,
+        plan=plan,
+        resumed_from=resume,
+        seconds=round(train_seconds, 2),
+        trainable_parameters=trainable,
+        total_parameters=total,
+    )
+
+
+def refit(
+    fitting: Fitting,
+    frames: dict[str, pd.DataFrame],
+    first: FirstFit,
+    decision: RefitReport,
+    folder: Path,
+    callbacks: list,
+) -> RefitReport:
+    """Train the base model again, on train + validation, for the epochs the first fit chose, and save
+    it as the model."""
+    config, log = fitting.config, fitting.log
+    tokenizer, network = load_base(fitting)
+    combined = pd.concat([frames["train"], frames["validation"]], ignore_index=True)
+    plan = refit_plan(first.plan, first.best_epoch, len(combined), config)
+    encoded = encode_splits({"train": combined}, fitting.labels, tokenizer, plan.max_length)
+    checkpoints = folder / "refit" / "checkpoints"
+    resume = last_checkpoint(checkpoints, log)
+    steps = plan.epochs * plan.steps_per_epoch
+    report = decision.model_copy(update={"rows": len(combined), "epochs": plan.epochs, "steps": steps})
+    extra = [refit_epoch_callback(log, plan), step_progress(plan, log, fitting.refit_progress), *callbacks]
+    arguments = training_arguments(plan, config, checkpoints, fitting.device, fitting.precision, evaluate=False)
+    trainer = make_trainer(network, tokenizer, encoded, len(fitting.labels), fitting.metric, arguments, extra)
+    log.info(refit_line(report, plan, resume))
+    trainer.train(resume_from_checkpoint=resume)
+    info = fitting.info(best_epoch=first.best_epoch, max_length=plan.max_length, refit=True)
+    save_trained(trainer, tokenizer, folder / "model", info)
+    losses = refit_epoch_losses(trainer.state.log_history, plan.steps_per_epoch)
+    return report.model_copy(update={"epoch_losses": losses})
+
+
+def first_fit_of(
+    fitting: Fitting, frames: dict[str, pd.DataFrame], folder: Path, refit: bool, callbacks: list
+) -> FirstFit:
+    """The first fit: run now, or (a refit run continued after a crash) read from where it ended."""
+    record = folder / FIRST_FIT
+    if refit and record.is_file():
+        first = FirstFit.model_validate_json(record.read_text(encoding="utf-8"))
+        fitting.log.info("The first fit had ended (epoch %d chosen): continuing with the refit", first.best_epoch)
+        return first
+    first = first_fit(fitting, frames, folder, keep=not refit, callbacks=callbacks)
+    if refit:
+        record.write_text(first.model_dump_json(), encoding="utf-8")
+    return first
+
+
+def free_device() -> None:
+    """Give the GPU memory of a finished training back (the Trainer's reference cycles can keep its
+    model alive): before the refit loads its own model, and for the next trial in this process."""
+    import gc
+
+    import torch
+
+    if torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def prepare(
+    splits: SplitReport, model: ModelRef, config: TrainConfig, metric: str, trust_remote_code: bool, log: Any
+) -> tuple[Fitting, dict[str, pd.DataFrame]]:
+    """What a fine-tuning of `model` on `splits` needs (device and precision chosen, labels from the
+    train split), and the train and validation frames."""
+    quiet_libraries()
+    device, precision = choose_device(config)
+    frames = {name: pd.read_parquet(getattr(splits, name).path) for name in ("train", "validation")}
+    fitting = Fitting(
+        model=model,
+        config=config,
+        labels=sorted(frames["train"]["label"].unique().tolist()),
+        metric=metric,
+        trust_remote_code=trust_remote_code,
+        device=device,
+        precision=precision,
+        log=log or logging.getLogger(__name__),
+    )
+    return fitting, frames
 
 
 def finetune(
@@ -285,66 +270,41 @@ def finetune(
     log: Any = None,
     callbacks: list | None = None,
     progress: Callable[[float], None] | None = None,
+    refit_callbacks: list | None = None,
 ) -> TrainedModelRef:
-    """Train on the train split until validation stops improving, keep the best epoch, save it to
-    `folder/model`. Checkpoints go to `folder/checkpoints`; if some exist, training resumes from the last complete one.
-    `progress` hears the share of planned steps done (0-100) as training goes."""
-    import pandas as pd
-    import torch
-    from transformers import AutoTokenizer, set_seed
-
-    log = log or logging.getLogger(__name__)
-    quiet_libraries()
-    device, precision = choose_device(config)
-    frames = {name: pd.read_parquet(getattr(splits, name).path) for name in ("train", "validation")}
-    labels = sorted(frames["train"]["label"].unique().tolist())
-    set_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(model.path, trust_remote_code=trust_remote_code)
-    network, loading = build_model(model, labels, config, trust_remote_code)
-    log.info(loading_line(model, loading))
-    max_length = sequence_length(config, tokenizer, network, frames["train"]["text"].tolist())
-    plan = training_plan(len(frames["train"]), config, max_length)
-    encoded = encode_splits(frames, labels, tokenizer, max_length)
-    checkpoints = folder / "checkpoints"
-    resume = last_checkpoint(checkpoints, log)
-    seconds: dict[int, float] = {}
-    extra = [epoch_callback(seconds, log, plan.epochs), step_progress(plan, log, progress), *(callbacks or [])]
-    if plan.patience:
-        extra.append(early_stopping(plan.patience))
-    arguments = training_arguments(plan, config, checkpoints, device, precision)
-    trainer = make_trainer(network, tokenizer, encoded, len(labels), eval_config.metric, arguments, extra)
-    log.info(plan_line(model, config, splits, plan, shown_device(device), precision, resume))
+    """Fine-tune: the first fit chooses the epoch on validation (keeping its model, or with a refit
+    training again on train + validation for that long); the final model goes to `folder/model`.
+    Checkpoints go to `folder/checkpoints` (the refit's to `folder/refit/checkpoints`); a rerun
+    resumes from the last complete one of the phase it was in. `progress` hears the share of planned
+    steps done (0-100) as training goes; `refit_callbacks` go to the refit's Trainer."""
+    fitting, frames = prepare(splits, model, config, eval_config.metric, trust_remote_code, log)
+    decision = refit_decision(config.refit, len(frames["validation"]))
+    if progress is not None:
+        share = 50.0 if decision.refit else 100.0  # of the progress, for the first fit
+        fitting.progress = lambda done: progress(done * share / 100)
+        fitting.refit_progress = lambda done: progress(share + done * (100 - share) / 100)
+    first = first_fit_of(fitting, frames, folder, decision.refit, callbacks or [])
+    free_device()
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.perf_counter() - started
-    history = epoch_history(trainer.state.log_history, seconds)
-    chosen = best_epoch(history, eval_config.metric)
-    model_dir = folder / "model"
-    info = {
-        "base_model": model.base_model,
-        "method": config.method,
-        "labels": labels,
-        "max_length": plan.max_length,
-        "best_epoch": chosen,
-    }
-    trainable, total = save_trained(trainer, tokenizer, model_dir, info)
-    del trainer, network  # frees the GPU for the next trial in this process
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    report = refit(fitting, frames, first, decision, folder, refit_callbacks or []) if decision.refit else decision
+    train_seconds = first.seconds + (time.perf_counter() - started if decision.refit else 0.0)
+    free_device()
     return TrainedModelRef(
-        path=str(model_dir),
+        path=str(folder / "model"),
         base_model=model.base_model,
         method=config.method,
-        labels=labels,
-        device=device,
-        precision=precision,
-        history=history,
-        best_epoch=chosen,
-        plan=plan,
-        resumed_from=resume,
+        labels=fitting.labels,
+        device=fitting.device,
+        precision=fitting.precision,
+        history=first.history,
+        best_epoch=first.best_epoch,
+        plan=first.plan,
+        refit=report,
+        validation_predictions=str(folder / VALIDATION_PREDICTIONS),
+        resumed_from=first.resumed_from,
         train_seconds=round(train_seconds, 2),
-        trainable_parameters=trainable,
-        total_parameters=total,
+        trainable_parameters=first.trainable_parameters,
+        total_parameters=first.total_parameters,
     )
 
 
@@ -362,8 +322,8 @@ def finetune_model(
 ) -> TrainedModelRef:
     """Fine-tune, logging one line per epoch (and progress within it), with a Prefect progress artifact
     on the flow run; the loss every `loss_every` steps and each epoch's metrics go to `stream` (the
-    live MLflow run) as they happen. A rerun of the same run resumes from its last checkpoint. Never
-    retried blindly: a retry of the flow run resumes instead."""
+    live MLflow run) as they happen (a refit's loss as `refit/loss`). A rerun of the same run resumes
+    from its last checkpoint. Never retried blindly: a retry of the flow run resumes instead."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     artifact = create_progress_artifact(0.0, key="training-progress", description="Fine-tuning: planned steps done")
@@ -373,9 +333,20 @@ def finetune_model(
         update_progress_artifact(artifact, percent)
 
     log = get_run_logger()
-    callbacks = [metric_stream(stream, log, folder, grace_seconds, loss_every)] if stream else None
+    streams = []
+    if stream is not None:
+        streams = [metric_stream(stream, log, folder, grace_seconds, loss_every, phase) for phase in ("train", "refit")]
     trained = finetune(
-        splits, model, config, eval_config, folder, trust_remote_code, log=log, callbacks=callbacks, progress=progress
+        splits,
+        model,
+        config,
+        eval_config,
+        folder,
+        trust_remote_code,
+        log=log,
+        callbacks=streams[:1],
+        progress=progress,
+        refit_callbacks=streams[1:],
     )
     progress(100.0)  # early stopping ends before the planned steps: the training itself is done
     return trained

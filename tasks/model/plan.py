@@ -5,6 +5,7 @@ the best epoch (ties to the later, lower-loss one), and the Trainer and LoRA arg
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,51 +119,111 @@ def effective_train(config: TrainConfig, plan: TrainingPlan) -> TrainConfig:
     return config.model_copy(update=chosen)
 
 
+# Epochs are ranked by the mean validation score of the last SMOOTHED_EPOCHS epochs, ending at the
+# epoch ranked: on a validation split of a few dozen rows one epoch's score moves by two or three
+# texts, and the best single epoch is often a lucky one (measured: benchmarks/small_data.py).
+SMOOTHED_EPOCHS = 3
+
+
+def smoothed(scores: Sequence[float]) -> float:
+    """The mean of the last SMOOTHED_EPOCHS scores (all of them while there are fewer)."""
+    window = list(scores)[-SMOOTHED_EPOCHS:]
+    return sum(window) / len(window)
+
+
 def selection_score(score: float, loss: float) -> float:
-    """What ranks epochs: the validation score, and among equal scores (to 6 decimals) the lower
-    validation loss. The loss term stays below the score's last decimal, so it only breaks ties."""
+    """What ranks epochs, from the (smoothed) validation score: the score, and among equal scores
+    (to 6 decimals) the lower validation loss. The loss term stays below the score's last decimal,
+    so it only breaks ties."""
     return round(score, 6) + 1e-7 / (1.0 + max(loss, 0.0))
 
 
-# What counts as progress for early stopping: a better validation score (which moves the selection
-# score by at least 1e-6, minus the loss term's < 1e-7), never a lower loss at the same score alone.
+# What counts as progress for early stopping: a better (smoothed) validation score, which moves the
+# selection score by at least 1e-6 minus the loss term's < 1e-7; or a validation loss lower than
+# every epoch's before by more than LOSS_GAIN of it. On a validation split of a few dozen rows the
+# score can stay on one value for ten epochs while the model still learns (the same texts right and
+# wrong, each more surely): the loss, continuous, sees that; once it stops falling too, the run ends.
 SCORE_GAIN = 5e-7
+LOSS_GAIN = 1e-3
+
+
+def epochs_without_progress(epochs: Sequence[tuple[float, float]]) -> int:
+    """How many of the last (selection score, validation loss) epochs made no progress: neither a
+    better selection score nor a lower loss than all the epochs before them."""
+    waited, best_score, best_loss = 0, float("-inf"), float("inf")
+    for score, loss in epochs:
+        if score > best_score + SCORE_GAIN or loss < best_loss * (1 - LOSS_GAIN):
+            waited = 0
+        else:
+            waited += 1
+        best_score, best_loss = max(best_score, score), min(best_loss, loss)
+    return waited
 
 
 def early_stopping(patience: int) -> Any:
-    """Stop after `patience` evaluations without a better validation score. A tie broken by a lower
-    loss still picks the kept epoch (best_epoch) but is no progress: a score that stays flat while
-    the loss keeps falling would otherwise train to the last planned epoch."""
-    from transformers import EarlyStoppingCallback
+    """A Trainer callback that stops after `patience` evaluations without progress (see
+    epochs_without_progress), counted from the Trainer's log, so a resumed run counts its epochs
+    before the crash too."""
+    from transformers import TrainerCallback
 
-    return EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=SCORE_GAIN)
+    class EarlyStopping(TrainerCallback):
+        def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            epochs = [
+                (entry["eval_selection"], entry["eval_loss"])
+                for entry in state.log_history
+                if "eval_selection" in entry and "eval_loss" in entry
+            ]
+            if epochs_without_progress(epochs) >= patience:
+                control.should_training_stop = True
+
+    return EarlyStopping()
 
 
 def best_epoch(history: list[EpochRecord], metric: str) -> int:
-    """The epoch whose weights are kept: the highest selection score (a tie in the validation score
-    goes to the lower validation loss, so the later, better-fitted epoch wins over an early one)."""
+    """The epoch whose weights are kept (and the one a refit trains to): the highest selection
+    score, the smoothed validation score of the epochs up to it (a tie goes to the lower validation
+    loss, so the later, better-fitted epoch wins over an early one)."""
+    scores = [record.val.get(metric, 0.0) for record in history]
 
-    def rank(record: EpochRecord) -> float:
+    def rank(index: int) -> float:
+        record = history[index]
         if record.selection is not None:
             return record.selection
-        return selection_score(record.val.get(metric, 0.0), record.val_loss if record.val_loss is not None else 0.0)
+        loss = record.val_loss if record.val_loss is not None else 0.0
+        return selection_score(smoothed(scores[: index + 1]), loss)
 
-    return max(history, key=rank).epoch
+    return history[max(range(len(history)), key=rank)].epoch
 
 
-def epoch_scores(logits: Any, label_ids: Any, classes: int, metric: str) -> dict[str, float]:
-    """A Trainer evaluation's scores: our METRIC_KEYS, the cross-entropy, and the selection score."""
+def epoch_scores(
+    logits: Any, label_ids: Any, classes: int, metric: str, earlier: Sequence[float] = ()
+) -> dict[str, float]:
+    """A Trainer evaluation's scores: our METRIC_KEYS, the cross-entropy, and the selection score
+    (smoothed over the `earlier` epochs' validation scores and this one's)."""
     import numpy as np
 
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     loss = float(-log_probabilities[np.arange(len(label_ids)), label_ids].mean())
     scores = classification_metrics(label_ids, logits.argmax(-1), list(range(classes)))["overall"]
-    return {**scores, "cross_entropy": loss, "selection": selection_score(scores[metric], loss)}
+    selection = selection_score(smoothed([*earlier, scores[metric]]), loss)
+    return {**scores, "cross_entropy": loss, "selection": selection}
 
 
-def training_arguments(plan: TrainingPlan, config: TrainConfig, output_dir: Path, device: str, precision: str) -> Any:
-    """The one place our config and plan become transformers' TrainingArguments."""
+def training_arguments(
+    plan: TrainingPlan,
+    config: TrainConfig,
+    output_dir: Path,
+    device: str,
+    precision: str,
+    evaluate: bool = True,
+    keep_best: bool = True,
+) -> Any:
+    """The one place our config and plan become transformers' TrainingArguments. `evaluate`: score
+    validation every epoch and (`keep_best`) end with the best epoch's weights (the first fit; a
+    cross-validation fold chooses on all folds together); else (a refit, nothing held out) train the
+    plan's epochs and end with the last."""
+    keep_best = evaluate and keep_best
     from transformers import TrainingArguments
 
     arguments = TrainingArguments(
@@ -177,13 +238,13 @@ def training_arguments(plan: TrainingPlan, config: TrainConfig, output_dir: Path
         warmup_steps=plan.warmup_steps,
         seed=config.seed,
         data_seed=config.seed,
-        eval_strategy="epoch",
+        eval_strategy="epoch" if evaluate else "no",
         save_strategy="epoch",
         logging_strategy="epoch",
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="selection",
-        greater_is_better=True,
+        save_total_limit=2 if keep_best else 1,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model="selection" if keep_best else None,
+        greater_is_better=True if keep_best else None,
         train_sampling_strategy="group_by_length",
         use_cpu=device == "cpu",
         bf16=precision == "bf16",
@@ -215,10 +276,15 @@ def lora_config(config: TrainConfig) -> Any:
     )
 
 
-def epoch_losses(log_history: list[dict[str, Any]]) -> dict[int, float]:
+def epoch_losses(log_history: list[dict[str, Any]], steps_per_epoch: int | None = None) -> dict[int, float]:
     """Each evaluated epoch's mean training loss, from the loss windows the Trainer logged (every N
-    optimizer steps and at the epoch's end), weighted by the steps each window covers."""
-    ends = [(entry["step"], round(entry["epoch"])) for entry in log_history if "eval_loss" in entry]
+    optimizer steps and at the epoch's end), weighted by the steps each window covers. Epochs end at
+    the evaluations, or (a refit, which evaluates nothing) every `steps_per_epoch` steps."""
+    if steps_per_epoch:
+        last = max((entry["step"] for entry in log_history if "loss" in entry), default=0)
+        ends = [(epoch * steps_per_epoch, epoch) for epoch in range(1, math.ceil(last / steps_per_epoch) + 1)]
+    else:
+        ends = [(entry["step"], round(entry["epoch"])) for entry in log_history if "eval_loss" in entry]
     totals: dict[int, tuple[float, int]] = {}
     previous = 0
     for entry in sorted((entry for entry in log_history if "loss" in entry), key=lambda entry: entry["step"]):

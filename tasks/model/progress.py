@@ -151,13 +151,19 @@ class MetricQueue:
 
 
 def metric_stream(
-    send: Callable[[list[Row]], None], log: Any, folder: Path, grace_seconds: float, loss_every: int = 50
+    send: Callable[[list[Row]], None],
+    log: Any,
+    folder: Path,
+    grace_seconds: float,
+    loss_every: int = 50,
+    phase: str = "train",
 ) -> Any:
-    """A Trainer callback that streams the training to a live run: `train/loss` (step = optimizer
+    """A Trainer callback that streams the training to a live run: `<phase>/loss` (step = optimizer
     step) every `loss_every` steps and at each epoch's end, `train/epoch_loss` and `val/*` (step =
-    epoch) as each epoch is evaluated, sent in the background (MetricQueue). At the end of training
-    it retries for `grace_seconds`, then leaves what is still unsent in `folder/pending_metrics.json`
-    for the run's final logging: no metric is lost."""
+    epoch) as each epoch is evaluated, sent in the background (MetricQueue); a refit (`phase`
+    "refit") evaluates nothing and streams `refit/loss`. At the end of training it retries for
+    `grace_seconds`, then adds what is still unsent to `folder/pending_metrics.json` for the run's
+    final logging: no metric is lost."""
     from transformers import TrainerCallback
 
     class MetricStream(TrainerCallback):
@@ -175,7 +181,7 @@ def metric_stream(
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
             if self.queue and logs and "loss" in logs:
                 began = time.perf_counter()
-                self.queue.add("train/loss", float(logs["loss"]), state.global_step)
+                self.queue.add(f"{phase}/loss", float(logs["loss"]), state.global_step)
                 self.waited += time.perf_counter() - began
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> None:
@@ -195,7 +201,9 @@ def metric_stream(
                 return
             unsent = self.queue.close(grace_seconds)
             if unsent:
-                (folder / PENDING_METRICS).write_text(json.dumps(unsent), encoding="utf-8")
+                pending = folder / PENDING_METRICS  # the first fit's, when this is the refit
+                kept = json.loads(pending.read_text(encoding="utf-8")) if pending.is_file() else []
+                pending.write_text(json.dumps([*kept, *unsent]), encoding="utf-8")
                 log.warning("MLflow still unreachable: %d metrics kept in %s", len(unsent), folder)
             share = self.waited / max(time.perf_counter() - self.started, 1e-9)
             log.info(

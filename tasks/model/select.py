@@ -248,7 +248,7 @@ def short_finetune_probe(
     from tasks.model.finetune import finetune
 
     probe_splits = splits.model_copy(update={"train": write_table(train, folder / "train.parquet")})
-    quick = train_config.model_copy(update={"epochs": 1, "early_stopping_patience": 0})
+    quick = train_config.model_copy(update={"epochs": 1, "early_stopping_patience": 0, "refit": "never"})
     model = ModelRef(base_model=report.candidate, path=str(report.path), source=str(report.source))
     trained = finetune(probe_splits, model, quick, eval_config, folder)
     return trained.history[-1].val[eval_config.metric]

@@ -258,6 +258,9 @@ def trial_result(trial: Any) -> TrialResult:
         mlflow_run_id=attributes.get("mlflow_run_id"),
         error=attributes.get("error"),
         plan=attributes.get("plan"),
+        best_epoch=attributes.get("best_epoch"),
+        predictions=attributes.get("predictions"),
+        folds=int(attributes.get("folds", 0)),
         retry_of=trial.system_attrs.get("failed_trial"),
     )
 

@@ -8,7 +8,38 @@ from typing import Any
 
 from tasks.config.sweep import SweepConfig
 from tasks.core.metrics import noise_margin
+from tasks.model.refit import SMALL_VALIDATION_ROWS
 from tasks.sweep.state import Budget, RoundDecision, SweepState, TrialResult, best_of
+
+
+def trial_folds(config: SweepConfig, refit: str, validation_rows: int) -> int:
+    """How many folds each trial trains (sweep.cross_validation, sweep.folds); 0: the trial trains
+    once and is scored on the validation split. auto folds small validation splits unless
+    train.refit=never (a cross-validated trial has no model of its own to keep)."""
+    if config.cross_validation == "always":
+        return config.folds
+    small = validation_rows < SMALL_VALIDATION_ROWS
+    return config.folds if config.cross_validation == "auto" and small and refit != "never" else 0
+
+
+def scored_rows(config: SweepConfig, refit: str, state: SweepState) -> int:
+    """How many rows a trial's score is measured on: train + validation out of fold when trials are
+    cross-validated, else the validation split."""
+    validation = state.splits.validation.rows
+    return validation + state.splits.train.rows if trial_folds(config, refit, validation) else validation
+
+
+def folds_line(config: SweepConfig, refit: str, state: SweepState) -> str:
+    """How the sweep's trials are scored, in words."""
+    validation = state.splits.validation.rows
+    folds = trial_folds(config, refit, validation)
+    if not folds:
+        return f"Trials are scored on the validation split ({validation} rows)."
+    rows = scored_rows(config, refit, state)
+    return (
+        f"Trials are scored by {folds}-fold cross-validation of train + validation ({rows} rows out of fold; "
+        f"the validation split alone has {validation}), and the best is refit on all of them."
+    )
 
 
 def trials_this_round(config: SweepConfig, budget: Budget, round_number: int, trials_so_far: int) -> int:
@@ -30,9 +61,15 @@ def spent_budget(state: SweepState, round_number: int, trials_so_far: int) -> li
 
 
 def decide(
-    config: SweepConfig, state: SweepState, round_number: int, trials: list[TrialResult], trials_so_far: int
+    config: SweepConfig,
+    state: SweepState,
+    round_number: int,
+    trials: list[TrialResult],
+    trials_so_far: int,
+    rows: int | None = None,
 ) -> RoundDecision:
-    """Target met, next round, or budget spent: never loop without bound."""
+    """Target met, next round, or budget spent: never loop without bound. `rows`: how many rows the
+    trials' scores are measured on (scored_rows; default the validation split's)."""
     best = best_of(trials)
     best_score = best.score if best else None
     shown = f"{best_score:.4f}" if best_score is not None else "none"
@@ -62,21 +99,22 @@ def decide(
             ),
         )
     if best_score is not None:
-        message += within_noise(best_score, config.target_f1, state.splits.validation.rows)
+        message += within_noise(best_score, config.target_f1, rows or state.splits.validation.rows)
     best_number = best.number if best else None
     return RoundDecision(action=action, message=message, best_score=best_score, best_trial=best_number)
 
 
-def within_noise(best_score: float, target: float, validation_rows: int) -> str:
-    """A sentence to add when the best score is closer to the target than the validation split can
-    measure: the target is then met or missed by luck, and more rounds mostly buy more lucky draws."""
-    margin = noise_margin(target, validation_rows)
+def within_noise(best_score: float, target: float, rows: int) -> str:
+    """A sentence to add when the best score is closer to the target than the `rows` it was measured on
+    can tell: the target is then met or missed by luck, and more rounds mostly buy more lucky draws."""
+    margin = noise_margin(target, rows)
     if abs(best_score - target) >= margin:
         return ""
     return (
-        f" The gap to the target ({best_score - target:+.4f}) is within the validation split's noise "
-        f"(+-{margin:.4f} on {validation_rows} rows): whether a trial meets the target is partly luck here. "
-        "Give validation more rows (split.validation_fraction) to measure trials closer."
+        f" The gap to the target ({best_score - target:+.4f}) is within the noise of the trials' scores "
+        f"(+-{margin:.4f} on {rows} rows): whether a trial meets the target is partly luck here. "
+        "Give validation more rows (split.validation_fraction), or cross-validate the trials "
+        "(sweep.cross_validation=always), to measure trials closer."
     )
 
 

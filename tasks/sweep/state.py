@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from tasks.core.home import tuneloop_home
 from tasks.data.split import SplitReport
 from tasks.model.evaluate import EvalReport
+from tasks.model.refit import RefitReport
 from tasks.model.resolve import ModelRef
 from tasks.registry.versions import PromotionResult
 
@@ -105,6 +106,11 @@ class TrialResult(BaseModel):
     mlflow_run_id: str | None = None
     error: str | None = None
     plan: dict[str, Any] | None = Field(None, description="The training plan of a trial that finished.")
+    best_epoch: int | None = Field(None, description="The epoch a finished trial chose.")
+    predictions: str | None = Field(
+        None, description="A finished trial's held-out predictions (out of fold when cross-validated)."
+    )
+    folds: int = Field(0, description="Folds the trial was cross-validated on (0: scored on the validation split).")
     retry_of: int | None = Field(None, description="The trial whose worker died and that this one retries.")
 
 
@@ -119,7 +125,11 @@ class SweepResult(BaseModel):
     pruned: int
     best_score: float | None
     best_trial: int | None
-    best_model_path: str | None
+    best_model_path: str | None = Field(
+        None, description="The candidate's model: the best trial's own, or its refit on train + validation."
+    )
+    best_test: dict[str, float] | None = Field(None, description="The candidate's test scores (per class left out).")
+    refit: RefitReport | None = Field(None, description="Whether the candidate was refit, on what and why.")
     parent_run_id: str
     next_round: QueuedRound | None = None
     promotion: PromotionResult | None = None
@@ -127,9 +137,12 @@ class SweepResult(BaseModel):
 
 
 class BestModel(BaseModel):
-    """The sweep's best trial, scored on the test split and logged with its model."""
+    """The sweep's best trial, scored on the test split and logged with its model (its own, or its
+    refit on train + validation)."""
 
     trial: TrialResult
     evaluation: EvalReport
+    model_path: str
+    refit: RefitReport
     run_id: str
     model_id: str | None = None  # its logged MLflow Model (None when tracking.log_model is off)

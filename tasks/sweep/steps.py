@@ -31,7 +31,7 @@ from tasks.sweep.record import (
     sweep_trials,
 )
 from tasks.sweep.report import plot_trials
-from tasks.sweep.rounds import decide, escalated, round_table, trials_this_round
+from tasks.sweep.rounds import decide, escalated, folds_line, round_table, scored_rows, trials_this_round
 from tasks.sweep.search import open_study, plot_importances, search_space, space_lines, suggest
 from tasks.sweep.state import (
     BestModel,
@@ -163,6 +163,7 @@ def start_sweep(
         host=socket.gethostname(),
     )
     save_setup(study, state, pipeline.model_dump(mode="json"))
+    get_run_logger().info(folds_line(config, pipeline.train.refit, state))
     return state
 
 
@@ -287,7 +288,8 @@ def close_round(
     study = sweep_study(state)
     history = study_trials(study)
     trials = [trial for trial in history if trial.round == round_number]
-    decision = decide(config, state, round_number, trials, len(history))
+    rows = scored_rows(config, pipeline.train.refit, state)
+    decision = decide(config, state, round_number, trials, len(history), rows)
     decision.searched = space_lines(escalated(config, round_number, best_learning_rate(history)))
     summary = {"trials": [trial.number for trial in trials], "decision": decision.action, "best": decision.best_score}
     close_round_record(study, round_number, summary)
@@ -331,13 +333,15 @@ def finish_sweep(
     target: TrackingTarget,
     queued: QueuedRound | None = None,
     promotion: PromotionResult | None = None,
+    candidate: BestModel | None = None,
 ) -> SweepResult:
-    """The sweep's result; when it is over, close the MLflow parent run with the outcome."""
+    """The sweep's result (with its `candidate`, when it is over); when it is over, close the MLflow
+    parent run with the outcome."""
     from tasks.tracking.sweep import finish_sweep_run
 
     study = sweep_study(state)
     trials = study_trials(study)
-    best = best_of(trials)
+    top = best_of(trials)
     outcome = "next_round_queued" if queued else decision.action
     if outcome in ("target_met", "budget_spent"):
         finish_sweep_run(target, state.parent_run_id, outcome, decision.message)
@@ -348,9 +352,11 @@ def finish_sweep(
         rounds=len(closed_rounds(study)),
         trials=len(trials),
         pruned=sum(trial.state == "pruned" for trial in trials),
-        best_score=best.score if best else None,
-        best_trial=best.number if best else None,
-        best_model_path=best.model_path if best else None,
+        best_score=top.score if top else None,
+        best_trial=top.number if top else None,
+        best_model_path=candidate.model_path if candidate else (top.model_path if top else None),
+        best_test=candidate.evaluation.test.model_dump(exclude={"per_class"}) if candidate else None,
+        refit=candidate.refit if candidate else None,
         parent_run_id=state.parent_run_id,
         next_round=queued,
         promotion=promotion,
@@ -372,24 +378,43 @@ def final_state(result: SweepResult) -> SweepResult | Any:
 
 @task(name="evaluate_best_trial")
 def evaluate_best_trial(pipeline: SweepPipelineConfig, state: SweepState, target: TrackingTarget) -> BestModel | None:
-    """Score the best trial's saved model on validation and test (trials only saw validation), and
-    add the scores, the evaluation files and the model to its MLflow run. None without a completed trial."""
+    """The sweep's candidate: the best trial's model, or its configuration refit on train + validation
+    (tasks/sweep/candidate.py), scored on test (trials only saw validation) and on validation by the
+    trial's held-out predictions; the scores, the evaluation files, the refit and the model go to the
+    trial's MLflow run. None without a completed trial."""
     from tasks.model.evaluate import evaluate_model
+    from tasks.sweep.candidate import candidate_decision, refit_candidate
     from tasks.tracking.model import example_text
     from tasks.tracking.sweep import log_final_model
 
     best = best_of(sweep_trials(state))
-    if best is None or best.model_path is None or best.mlflow_run_id is None:
+    if best is None or best.mlflow_run_id is None:
         return None
-    folder = Path(best.model_path).parent / "evaluation"
+    decision = candidate_decision(pipeline, state, best)
+    log = get_run_logger()
+    if decision.refit:
+        model, decision = refit_candidate(pipeline, state, best, decision, log)
+    elif best.model_path is None:
+        return None
+    else:
+        model = Path(best.model_path)
+    log.info("Candidate: trial %d. %s", best.number, decision.sentence())
     report = evaluate_model.fn(
-        best.model_path,
+        str(model),
         state.splits.validation.path,
         state.splits.test.path,
         pipeline.eval,
-        folder,
+        model.parent / "evaluation",
+        best.predictions,
     )
-    model_path = best.model_path if pipeline.tracking.log_model else None
+    model_path = str(model) if pipeline.tracking.log_model else None
     example = example_text(state.splits.validation) if model_path else ""
-    model_id = log_final_model(target, best.mlflow_run_id, report, model_path, example)
-    return BestModel(trial=best, evaluation=report, run_id=best.mlflow_run_id, model_id=model_id)
+    model_id = log_final_model(target, best.mlflow_run_id, report, model_path, example, decision)
+    return BestModel(
+        trial=best,
+        evaluation=report,
+        model_path=str(model),
+        refit=decision,
+        run_id=best.mlflow_run_id,
+        model_id=model_id,
+    )

@@ -13,8 +13,10 @@ from typing import Any
 from tasks.config.eval import EvalConfig
 from tasks.config.sweep import SweepConfig
 from tasks.config.train import TrainConfig
+from tasks.model.plan import EpochRecord, TrainingPlan
 from tasks.model.resolve import ModelRef
 from tasks.sweep.record import heartbeat, trial_id, trial_result
+from tasks.sweep.rounds import scored_rows, trial_folds
 from tasks.sweep.search import open_study
 from tasks.sweep.state import SweepState, TrialResult
 
@@ -63,39 +65,60 @@ class TrialInterrupted(BaseException):
     the study is not told, its heartbeat stops, and `--continue` retries it from its checkpoint."""
 
 
-def pruning_callback(trial: Any, metric: str, min_steps: int = 0) -> Any:
-    """Report each epoch's validation score to Optuna and stop the Trainer when the pruner says so
-    (or at once, with TrialInterrupted, when the round in this process was interrupted),
-    once the trial has made `min_steps` optimizer steps after its warmup (the pruner's own minimum
-    epoch applies too). A trial at its last epoch is never pruned: stopping saves nothing, and the
-    study learns more from a finished trial (and keeps its model) than from a pruned one."""
-    import optuna
+class Judge:
+    """Reports each epoch's validation score of a trial to Optuna and raises optuna.TrialPruned when
+    the pruner says so, once the trial has made `min_steps` optimizer steps after its warmup (the
+    pruner's own minimum epoch applies too). A trial at its last epoch is never pruned: stopping
+    saves nothing, and the study learns more from a finished trial (and keeps its model) than from a
+    pruned one. Keeps the scores it heard: a pruned trial's training never returns them."""
+
+    def __init__(self, trial: Any, metric: str, min_steps: int = 0) -> None:
+        self.trial, self.metric, self.min_steps = trial, metric, min_steps
+        self.history: list[dict[str, Any]] = []
+
+    def epoch(self, epoch: int, scores: dict[str, float], steps: int, warmup_steps: int, planned: int) -> None:
+        """Epoch `epoch` ended after `steps` optimizer steps of `planned` epochs, with these scores."""
+        import optuna
+
+        score = scores.get(self.metric)
+        if score is None:
+            return
+        self.history.append({"epoch": epoch, "val": scores})
+        self.trial.report(float(score), step=epoch)
+        if steps < warmup_steps + self.min_steps:
+            return  # too early to judge (successive halving judges its passed rungs at the next call)
+        # should_prune() first, always: successive halving records the trial's rung in it
+        if self.trial.should_prune() and epoch < planned:
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric} {score:.4f}")
+
+
+def interruption_callback() -> Any:
+    """A Trainer callback that stops training at once, with TrialInterrupted, when the round in this
+    process was interrupted."""
     from transformers import TrainerCallback
 
-    from tasks.model.plan import eval_scores
-
-    class ReportToOptuna(TrainerCallback):
-        def __init__(self) -> None:
-            self.history: list[dict[str, Any]] = []  # kept here too: a pruned trial's Trainer never returns
-
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **_: Any) -> None:
-            score = (metrics or {}).get(f"eval_{metric}")
-            if score is None:
-                return
-            epoch = round(state.epoch or 0)
-            self.history.append({"epoch": epoch, "val": eval_scores(metrics or {})})
-            trial.report(float(score), step=epoch)
-            if state.global_step < args.warmup_steps + min_steps:
-                return  # too early to judge (successive halving judges its passed rungs at the next call)
-            # should_prune() first, always: successive halving records the trial's rung in it
-            if trial.should_prune() and epoch < round(args.num_train_epochs):
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}: {metric} {score:.4f}")
-
+    class Interruption(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
             if INTERRUPTED.is_set():
                 raise TrialInterrupted("the round was interrupted")
 
         on_prediction_step = on_step_end  # evaluation steps too
+
+    return Interruption()
+
+
+def pruning_callback(judge: Judge) -> Any:
+    """A Trainer callback that hands each epoch's validation scores to `judge` (which may prune)."""
+    from transformers import TrainerCallback
+
+    from tasks.model.plan import eval_scores
+
+    class ReportToOptuna(TrainerCallback):
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **_: Any) -> None:
+            planned = round(args.num_train_epochs)
+            judge.epoch(
+                round(state.epoch or 0), eval_scores(metrics or {}), state.global_step, args.warmup_steps, planned
+            )
 
     return ReportToOptuna()
 
@@ -120,6 +143,70 @@ def trial_folder(state: SweepState, trial: Any) -> Path:
     return Path(state.folder) / f"trial-{number:03d}"
 
 
+def trained_once(
+    state: SweepState,
+    model: ModelRef,
+    train: TrainConfig,
+    eval_config: EvalConfig,
+    folder: Path,
+    trust_remote_code: bool,
+    log: Any,
+    judge: Judge,
+    callbacks: list[Any] | None,
+) -> dict[str, Any]:
+    """A trial scored on the validation split: one fine-tuning, its epochs judged as they end; its
+    outcome (history, chosen epoch, model, plan, validation predictions)."""
+    from tasks.model.finetune import finetune
+
+    reporting = [pruning_callback(judge), interruption_callback(), *(callbacks or [])]
+    trained = finetune(state.splits, model, train, eval_config, folder, trust_remote_code, log=log, callbacks=reporting)
+    return {
+        "history": [record.model_dump() for record in trained.history],
+        "best_epoch": trained.best_epoch,
+        "model_path": trained.path,
+        "plan": trained.plan.model_dump(),
+        "predictions": trained.validation_predictions,
+        "resumed_from": trained.resumed_from,  # a retry of a dead trial: its last checkpoint
+    }
+
+
+def cross_validated(
+    state: SweepState,
+    model: ModelRef,
+    train: TrainConfig,
+    eval_config: EvalConfig,
+    folder: Path,
+    folds: int,
+    trust_remote_code: bool,
+    log: Any,
+    judge: Judge,
+) -> dict[str, Any]:
+    """A trial scored by cross-validation of train + validation (tasks/model/crossval.py), each epoch's
+    out-of-fold score judged; its outcome (history, chosen epoch, plan, out-of-fold predictions; no
+    model: the sweep refits its best trial). Its epochs reach MLflow when it ends."""
+    import pandas as pd
+
+    from tasks.model.crossval import cross_validate
+    from tasks.model.finetune import prepare
+
+    fitting, frames = prepare(state.splits, model, train, eval_config.metric, trust_remote_code, log)
+    pool = pd.concat([frames["train"], frames["validation"]], ignore_index=True)
+
+    def on_epoch(record: EpochRecord, plan: TrainingPlan) -> None:
+        steps = record.epoch * plan.steps_per_epoch
+        judge.epoch(record.epoch, record.val, steps, plan.warmup_steps, plan.epochs)
+
+    report = cross_validate(fitting, pool, folds, train.seed, folder, on_epoch, [interruption_callback()])
+    return {
+        "history": [record.model_dump() for record in report.history],
+        "best_epoch": report.best_epoch,
+        "model_path": None,
+        "plan": report.plan.model_dump(),
+        "predictions": report.predictions,
+        "folds": folds,
+    }
+
+
 def run_trial(
     config: SweepConfig,
     state: SweepState,
@@ -138,9 +225,9 @@ def run_trial(
 
     import optuna
 
-    from tasks.model.finetune import finetune
-
-    study = open_study(config, state.study_name, state.storage, validation_rows=state.splits.validation.rows)
+    folds = trial_folds(config, train.refit, state.splits.validation.rows)
+    rows = scored_rows(config, train.refit, state)
+    study = open_study(config, state.study_name, state.storage, validation_rows=rows)
     frozen = study.trials[number]
     if frozen.state.is_finished():  # a retried flow run of a trial that already ended
         return trial_result(frozen)
@@ -148,34 +235,29 @@ def run_trial(
     round_number = int(frozen.user_attrs.get("round", 1))
     params = dict(frozen.params)
     folder = trial_folder(state, frozen)
-    reporter = pruning_callback(trial, config.metric, config.pruning_min_steps)
+    judge = Judge(trial, config.metric, config.pruning_min_steps)
     started = time.perf_counter()
     for key, value in {"started_at": time.time(), **(attributes or {})}.items():
         trial.set_user_attr(key, value)
     outcome: dict[str, Any] = {}
     with heartbeat(state.storage, state.study_name, number):
         try:
-            trained = finetune(
-                state.splits,
-                model_for_round(config, state, round_number),
-                train.model_copy(update=params),
-                eval_config.model_copy(update={"metric": config.metric}),
-                folder,
-                trust_remote_code,
-                log=log,
-                callbacks=[reporter, *(callbacks or [])],
-            )
-            history = [record.model_dump() for record in trained.history]
-            outcome = {"history": history, "model_path": trained.path, "plan": trained.plan.model_dump()}
-            outcome["resumed_from"] = trained.resumed_from  # a retry of a dead trial: its last checkpoint
-            tell: tuple[Any, ...] = (max(record.val[config.metric] for record in trained.history),)
+            model = model_for_round(config, state, round_number)
+            trained = train.model_copy(update={**params, "refit": "never"})  # the sweep refits its final candidate
+            scoring = eval_config.model_copy(update={"metric": config.metric})
+            if folds:
+                outcome = cross_validated(state, model, trained, scoring, folder, folds, trust_remote_code, log, judge)
+            else:
+                outcome = trained_once(state, model, trained, scoring, folder, trust_remote_code, log, judge, callbacks)
+            chosen = next(record for record in outcome["history"] if record["epoch"] == outcome["best_epoch"])
+            tell: tuple[Any, ...] = (chosen["val"][config.metric],)
         except optuna.TrialPruned as pruned:
-            scores = [entry["val"][config.metric] for entry in reporter.history]
-            outcome = {"history": trial_history(reporter.history), "score": max(scores, default=None)}
+            scores = [entry["val"][config.metric] for entry in judge.history]
+            outcome = {"history": trial_history(judge.history), "score": max(scores, default=None)}
             tell = (None, optuna.trial.TrialState.PRUNED)
             log.info("Trial %d %s", number, pruned)
         except Exception as error:  # a failed trial must not end the sweep; it is recorded and reported
-            outcome = {"error": f"{type(error).__name__}: {error}"[:500], "history": trial_history(reporter.history)}
+            outcome = {"error": f"{type(error).__name__}: {error}"[:500], "history": trial_history(judge.history)}
             tell = (None, optuna.trial.TrialState.FAIL)
             log.warning("Trial %d failed: %s", number, outcome["error"])
         outcome["seconds"] = round(time.perf_counter() - started, 2)

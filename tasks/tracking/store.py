@@ -21,6 +21,7 @@ from tasks.core.errors import TrackingError, first_line
 from tasks.core.home import tuneloop_home
 from tasks.core.locks import creation_lock
 from tasks.core.secrets import mask_credentials, mask_logs
+from tasks.model.refit import RefitReport
 
 # MLflow 3's experiment kind: the UI opens an experiment without one in GenAI mode (traces, evaluations).
 EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -198,16 +199,16 @@ def epoch_metrics(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]
 
 
 def live_run_epochs(
-    client: Any, run_id: str, history: list[dict[str, Any]], unsent: list[tuple[str, float, int, int]], stamp: int
+    client: Any, run_id: str, rows: list[tuple[str, float, int]], unsent: list[tuple[str, float, int, int]], stamp: int
 ) -> list[Any]:
     """The epoch metrics a live run still needs at its end, as Metrics: what its stream could not
-    send (`unsent`, with their own timestamps), and the epochs of `history` (which a resume from
-    checkpoint keeps) that the run holds neither sent nor queued there, stamped `stamp`: a run
-    continued from a checkpoint (a rerun of a killed run, a retried trial) streams only the epochs
-    after it, and a process killed right after an epoch's checkpoint may not have sent that epoch."""
+    send (`unsent`, with their own timestamps), and the rows (key, value, step = epoch: epoch_metrics
+    of a history, which a resume from checkpoint keeps) that the run holds neither sent nor queued
+    there, stamped `stamp`: a run continued from a checkpoint (a rerun of a killed run, a retried
+    trial) streams only the epochs after it, and a process killed right after an epoch's checkpoint
+    may not have sent that epoch."""
     from mlflow.entities import Metric
 
-    rows = epoch_metrics(history)
     queued = {(key, step) for key, _, step, _ in unsent}
     held = {key: {metric.step for metric in client.get_metric_history(run_id, key)} for key in {row[0] for row in rows}}
     return [Metric(key, value, sent_at, step) for key, value, step, sent_at in unsent] + [
@@ -215,6 +216,20 @@ def live_run_epochs(
         for key, value, step in rows
         if step not in held[key] and (key, step) not in queued
     ]
+
+
+def refit_tags(refit: RefitReport) -> dict[str, str]:
+    """Tags that say whether the final model was refit on train + validation, and why."""
+    return {"refit": str(refit.refit).lower(), "refit_reason": refit.reason[:5000]}
+
+
+def refit_metrics(refit: RefitReport) -> list[tuple[str, float, int]]:
+    """(key, value, step) of a refit: rows, epochs and steps (step 0), each epoch's mean training loss."""
+    if not refit.refit:
+        return []
+    rows = [("refit/rows", float(refit.rows), 0), ("refit/epochs", float(refit.epochs), 0)]
+    rows.append(("refit/steps", float(refit.steps), 0))
+    return rows + [("refit/epoch_loss", loss, epoch) for epoch, loss in enumerate(refit.epoch_losses, start=1)]
 
 
 def best_epoch_metrics(history: list[dict[str, Any]], metric: str) -> dict[str, float]:

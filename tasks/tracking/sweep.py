@@ -8,15 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from tasks.model.evaluate import EvalReport
+from tasks.model.refit import RefitReport
 from tasks.tracking.live import drive_run
 from tasks.tracking.model import log_model
 from tasks.tracking.store import (
     TrackingTarget,
     best_epoch_metrics,
+    epoch_metrics,
     final_metrics,
     live_run_epochs,
     metric_name,
     mlflow_client,
+    refit_metrics,
+    refit_tags,
     upload,
 )
 
@@ -76,7 +80,7 @@ def log_trial(
         tags["error"] = trial["error"][:5000]
     stamp = int(time.time() * 1000)
     metrics = [Metric(key, value, stamp, 0) for key, value in best_epoch_metrics(trial["history"], metric).items()]
-    metrics += live_run_epochs(client, run_id, trial["history"], unsent, stamp)
+    metrics += live_run_epochs(client, run_id, epoch_metrics(trial["history"]), unsent, stamp)
     client.log_batch(
         run_id,
         metrics=metrics,
@@ -131,16 +135,25 @@ def finish_sweep_run(target: TrackingTarget, parent_run_id: str, outcome: str, m
 
 
 def log_final_model(
-    target: TrackingTarget, run_id: str, evaluation: EvalReport, model_path: str | None, example: str
+    target: TrackingTarget,
+    run_id: str,
+    evaluation: EvalReport,
+    model_path: str | None,
+    example: str,
+    refit: RefitReport | None = None,
 ) -> str | None:
-    """A sweep's best trial, evaluated at the end: its test scores, evaluation files and MLflow Model,
-    added to the trial's run so that it can be registered like a training run; the model's id."""
-    from mlflow.entities import Metric
+    """A sweep's best trial, evaluated at the end: its test scores, evaluation files and MLflow Model
+    (with the `refit` that made it, when it was refit on train + validation), added to the trial's
+    run so that it can be registered like a training run; the model's id."""
+    from mlflow.entities import Metric, RunTag
 
     client = mlflow_client(target.uri)
     stamp = int(time.time() * 1000)
-    scores = final_metrics(evaluation.model_dump())
-    client.log_batch(run_id, metrics=[Metric(key, value, stamp, 0) for key, value in scores.items()])
+    scores = list(final_metrics(evaluation.model_dump()).items())
+    scores += [(key, value) for key, value, step in refit_metrics(refit) if step == 0] if refit else []
+    epochs = [Metric(key, value, stamp, step) for key, value, step in refit_metrics(refit) if step] if refit else []
+    tags = [RunTag(key, value) for key, value in refit_tags(refit).items()] if refit else []
+    client.log_batch(run_id, metrics=[Metric(key, value, stamp, 0) for key, value in scores] + epochs, tags=tags)
     upload(
         client,
         run_id,

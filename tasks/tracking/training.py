@@ -22,6 +22,7 @@ from tasks.model.evaluate import EvalReport
 from tasks.model.finetune import TrainedModelRef
 from tasks.model.plan import effective_train
 from tasks.model.progress import PENDING_METRICS
+from tasks.model.refit import RefitReport
 from tasks.model.select import SelectionReport, selection_table
 from tasks.tracking.model import example_text, log_model
 from tasks.tracking.store import (
@@ -35,6 +36,8 @@ from tasks.tracking.store import (
     live_run_epochs,
     metric_name,
     mlflow_client,
+    refit_metrics,
+    refit_tags,
     run_tags,
     tracked_run,
     upload,
@@ -55,21 +58,24 @@ def log_training(
     metric: str = "f1_macro",
     model: tuple[Path, str] | None = None,
     live: tuple[str, list[tuple[str, float, int, int]]] | None = None,
+    refit: RefitReport | None = None,
 ) -> TrackedRun:
     """Log everything in a few batched calls, into the run opened for the training (`live`: its id,
-    and the metrics its stream could not send) or into a new run with the whole history;
-    `model` (its folder and an example text) is logged as the run's MLflow Model, then the run FINISHED."""
+    and the metrics its stream could not send) or into a new run with the whole history (and the
+    `refit`'s figures); `model` (its folder and an example text) is logged as the run's MLflow Model,
+    then the run FINISHED."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = mlflow_client(target.uri)
     try:
         stamp = int(time.time() * 1000)
+        rows = epoch_metrics(history) + (refit_metrics(refit) if refit else [])
         if live is None:
             run_id = client.create_run(target.experiment_id, run_name=run_name, tags=tags).info.run_id
-            metrics = [Metric(key, value, stamp, step) for key, value, step in epoch_metrics(history)]
+            metrics = [Metric(key, value, stamp, step) for key, value, step in rows]
         else:
             run_id, unsent = live
-            metrics = live_run_epochs(client, run_id, history, unsent, stamp)
+            metrics = live_run_epochs(client, run_id, rows, unsent, stamp)
         metrics += [Metric(key, value, stamp, 0) for key, value in final_metrics(evaluation).items()]
         metrics.append(Metric("best_epoch", float(best_epoch), stamp, 0))
         chosen = [record for record in history if record["epoch"] == best_epoch]
@@ -164,6 +170,8 @@ def training_markdown(trained: TrainedModelRef, scores: dict[str, Any], verdict:
             f"Base model `{trained.base_model}` ({trained.method}) on {trained.device} ({trained.precision}), "
             f"best epoch {trained.best_epoch} of {len(trained.history)}.",
             "",
+            trained.refit.sentence(),
+            "",
             verdict,
             "",
             "| metric | validation | test |",
@@ -214,6 +222,7 @@ def log_run(
             "precision": trained.precision,
             "beats_baseline": str(beats_baseline(evaluation.val, baseline, selection.metric)),
             "kind": "training",
+            **refit_tags(trained.refit),
         },
     )
     scores = evaluation.model_dump()
@@ -238,6 +247,7 @@ def log_run(
         config.eval.metric,
         (Path(trained.path), example_text(splits.validation)) if tracking.log_model else None,
         (run.run_id, pending_metrics(Path(trained.path).parent)),
+        trained.refit,
     )
     (Path(trained.path).parent / PENDING_METRICS).unlink(missing_ok=True)
     log_candidates(target, tracked.run_id, rows, selection.metric, baseline)

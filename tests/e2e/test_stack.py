@@ -169,6 +169,7 @@ def sweep_round_config(tiny_bert: Path, experiment: str, *overrides: str) -> dic
     settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=64", "train.max_length=32", "train.epochs=2"]
     settings += ["train.early_stopping_patience=0", "sweep.trials_per_round=2", "sweep.max_rounds=1"]
     settings += ["sweep.max_concurrent_trials=2", "sweep.target_f1=1.0", "sweep.pruner=none"]
+    settings += ["sweep.cross_validation=never"]  # one Trainer a trial: its flow run on a worker is what is tested
     settings += ["sweep.trial_deployment=trial/cpu", f"tracking.experiment={experiment}", *overrides]
     config = load_config(ROOT / "data/sample/config.yaml", settings, SweepPipelineConfig)
     return {"config": config.model_dump(mode="json", exclude_defaults=True)}

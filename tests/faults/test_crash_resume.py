@@ -92,6 +92,7 @@ def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(
     env = own_homes(tmp_path, migrated_prefect)
     settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=8", "train.max_length=32"]
     trials = [
+        "sweep.cross_validation=never",  # one Trainer per trial: the trial processes are what is tested
         "sweep.max_concurrent_trials=2",
         "train.epochs=30",
         "train.early_stopping_patience=0",
@@ -174,7 +175,8 @@ def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_it
 
     home, env = tmp_path / "home", own_homes(tmp_path, migrated_prefect)
     settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=8", "train.max_length=32", "train.epochs=12"]
-    command = sample_command("sweep", *settings, "train.early_stopping_patience=0", "sweep.trials_per_round=1")
+    once = ["train.early_stopping_patience=0", "sweep.trials_per_round=1", "sweep.cross_validation=never"]
+    command = sample_command("sweep", *settings, *once)
     log = tmp_path / "sweep.log"
     with log.open("w") as output:
         sweep = subprocess.Popen(command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
@@ -212,6 +214,7 @@ def test_a_killed_local_trial_process_is_retried_and_the_sweep_finishes(
     home, env = tmp_path / "home", own_homes(tmp_path, migrated_prefect)
     settings = [f"model.candidates=[{tiny_bert}]", "train.batch_size=32", "train.max_length=32"]
     trials = [
+        "sweep.cross_validation=never",  # one Trainer per trial: the trial processes are what is tested
         "sweep.max_concurrent_trials=2",
         "sweep.trials_per_round=2",
         "sweep.max_rounds=1",

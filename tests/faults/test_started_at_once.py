@@ -13,7 +13,12 @@ from tests.helpers import ROOT, own_homes, sample_command
 def test_three_sweeps_started_at_once_in_a_fresh_home_all_succeed(tiny_bert: Path, tmp_path: Path) -> None:
     env = own_homes(tmp_path)
     settings = [f"model.candidates=[{tiny_bert}]", "train.max_length=32", "train.batch_size=64", "train.epochs=1"]
-    settings += ["sweep.trials_per_round=1", "sweep.max_rounds=1", "sweep.target_f1=0.0"]
+    settings += [
+        "sweep.trials_per_round=1",
+        "sweep.max_rounds=1",
+        "sweep.target_f1=0.0",
+        "sweep.cross_validation=never",
+    ]
     command = sample_command("sweep", *settings, "promotion.register_model=false")
     started = [
         subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -148,6 +149,46 @@ def test_reachable_target_stops_after_round_one(sweep_config: Callable[..., Swee
     assert nothing.exit_code == 2 and "Nothing to roll back to" in nothing.output
     assert missing.exit_code == 2 and "has no alias @previous" in missing.output
     assert "Traceback" not in again.output + nothing.output + missing.output
+
+
+def test_cross_validated_trials_feed_the_pruner_their_pooled_score_and_the_best_is_refit_and_registered(
+    sweep_config: Callable[..., SweepPipelineConfig], tuneloop_home: Path
+) -> None:
+    """sweep.cross_validation=always: each trial trains 2 folds of train + validation in lockstep;
+    the pruner hears each epoch's out-of-fold score over every row, which is the trial's history and
+    score; no trial keeps a model, so the best is refit on train + validation and registered."""
+    config = sweep_config(
+        "sweep.cross_validation=always",
+        "sweep.folds=2",
+        "sweep.trials_per_round=2",
+        "sweep.max_rounds=1",
+        "sweep.target_f1=1.0",
+        "sweep.search=[learning_rate]",
+        "train.epochs=2",
+    )
+    result = sweep(config=config)
+    assert result.outcome == "budget_spent" and result.trials == 2
+    state = load_sweep(config.sweep, result.sweep_id)
+    assert state is not None
+    rows = state.splits.train.rows + state.splits.validation.rows
+    study = optuna.load_study(study_name=result.sweep_id, storage=f"sqlite:///{tuneloop_home / 'optuna.db'}")
+    for trial, frozen in zip(study_trials(sweep_study(state)), study.trials, strict=True):
+        assert trial.state == "complete" and trial.folds == 2 and trial.model_path is None
+        scores = {record["epoch"]: record["val"]["f1_macro"] for record in trial.history}
+        assert frozen.intermediate_values == scores and list(scores) == [1, 2]
+        assert trial.score == scores[trial.best_epoch]
+        assert trial.predictions and len(pd.read_parquet(trial.predictions)) == rows, "out of fold: every row"
+        folder = Path(trial.predictions).parent
+        assert not list(folder.glob("fold-*/checkpoints")), "a finished trial keeps no fold checkpoints"
+    assert result.refit and result.refit.refit and result.refit.rows == rows
+    assert "2-fold cross-validation" in result.refit.reason
+    assert result.best_model_path == str(Path(state.folder) / "candidate" / "model")
+    assert json.loads(Path(result.best_model_path, "tuneloop.json").read_text())["refit"] is True
+    assert result.best_test and 0 <= result.best_test["f1_macro"] <= 1
+    assert result.promotion and result.promotion.version, "the refit candidate is registered"
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    best = client.get_run(client.get_run(result.promotion.version.run_id).info.run_id)
+    assert best.data.tags["refit"] == "true" and best.data.metrics["refit/rows"] == rows
 
 
 def test_a_parameter_the_user_set_is_not_searched(

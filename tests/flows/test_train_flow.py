@@ -1,5 +1,6 @@
 """The train flow end to end under a real Prefect server, with a tiny BERT and MLflow on a temp SQLite."""
 
+import json
 import logging
 import os
 import shutil
@@ -220,6 +221,76 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tiny_bert: Path, 
     assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-3"), "not from the cut-off one"
     assert [record.epoch for record in resumed.history] == [1, 2, 3]
     assert resumed.history[0].seconds == 0.0 and resumed.history[2].seconds > 0  # epoch 1 ran before the cut
+
+
+def test_a_refit_run_trains_twice_and_registers_the_model_trained_on_every_row(
+    tiny_config: Callable[..., PipelineConfig], tuneloop_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """train.refit=always: the first fit chooses the epoch on validation, the refit trains that many
+    epochs on train + validation; the run's validation scores are the first fit's held-out
+    predictions; MLflow and the summary say so; the registered version is the refit model."""
+    import math
+
+    from tasks.registry.fetch import fetch_model
+
+    config = tiny_config(
+        "train.refit=always", "train.epochs=3", "tracking.experiment=refit", "tracking.loss_every_steps=5"
+    )
+    with caplog.at_level(logging.INFO):
+        result = train(config=config)
+    refit, rows = result.model.refit, result.splits.train.rows + result.splits.validation.rows
+    assert refit.refit and refit.rows == rows and refit.epochs == result.model.best_epoch
+    assert refit.steps == refit.epochs * math.ceil(rows / 64) and len(refit.epoch_losses) == refit.epochs
+    assert "Refit on train + validation" in caplog.text and f"refit epoch {refit.epochs}/{refit.epochs}" in caplog.text
+    assert json.loads(Path(result.model.path, "tuneloop.json").read_text())["refit"] is True
+    held_out = pd.read_parquet(result.model.validation_predictions)
+    assert len(held_out) == result.splits.validation.rows
+    assert result.evaluation.val.accuracy == pytest.approx((held_out["label"] == held_out["predicted"]).mean())
+
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    run = client.get_run(result.tracking.run_id)
+    assert run.data.tags["refit"] == "true" and "train.refit=always" in run.data.tags["refit_reason"]
+    assert run.data.params["train.refit"] == "always"
+    figures = (run.data.metrics["refit/rows"], run.data.metrics["refit/epochs"], run.data.metrics["refit/steps"])
+    assert figures == (rows, refit.epochs, refit.steps)
+    epochs = client.get_metric_history(run.info.run_id, "refit/epoch_loss")
+    assert sorted(metric.step for metric in epochs) == list(range(1, refit.epochs + 1))
+    assert client.get_metric_history(run.info.run_id, "refit/loss"), "the refit's loss is streamed too"
+    assert result.promotion and result.promotion.version
+    registered = fetch_model(result.promotion.version.uri, client.tracking_uri)
+    assert json.loads((registered / "tuneloop.json").read_text())["refit"] is True
+
+
+def test_a_run_cut_off_in_its_refit_continues_the_refit_and_keeps_its_first_fit(
+    tiny_bert: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Resume after a crash in the second phase: the first fit is not trained again (its record is
+    kept), the refit continues from its last checkpoint, and the model is the refit's."""
+    splits, removed = split_table(clean_table(), SplitConfig())
+    report = write_splits(splits, removed, SplitConfig(), tmp_path / "splits")
+    model = ModelRef(base_model="tiny", path=str(tiny_bert), source="local folder")
+    config = TrainConfig(epochs=3, batch_size=16, early_stopping_patience=0, refit="always")
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt("power cut after the refit's first checkpoint")
+
+    run = tmp_path / "run"
+    log = logging.getLogger("refit-resume")
+    with pytest.raises(KeyboardInterrupt):
+        finetune(report, model, config, EvalConfig(), run, log=log, refit_callbacks=[Interrupt()])
+    first = json.loads((run / "first_fit.json").read_text())
+    assert not (run / "model").exists(), "a refit run saves no model before the refit has ended"
+    [checkpoint] = [path.name for path in (run / "refit" / "checkpoints").iterdir()]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="refit-resume"):
+        resumed = finetune(report, model, config, EvalConfig(), run, log=log)
+    assert f"The first fit had ended (epoch {first['best_epoch']} chosen)" in caplog.text
+    assert "epoch 1/3: train loss" not in caplog.text, "the first fit is not trained again"
+    assert f"Resuming from {checkpoint}" in caplog.text
+    assert resumed.refit.refit and resumed.refit.epochs == first["best_epoch"] == resumed.best_epoch
+    assert [record.model_dump() for record in resumed.history] == first["history"]
+    assert json.loads((run / "model" / "tuneloop.json").read_text())["refit"] is True
 
 
 def run_sample(*extra: str):

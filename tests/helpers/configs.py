@@ -38,6 +38,7 @@ def sweep_config(model: Path, *overrides: str) -> SweepPipelineConfig:
         "sweep.epochs_max=2",
         "sweep.escalation=[]",
         "sweep.pruner=none",
+        "sweep.cross_validation=never",
     ]
     sample = ROOT / "data/sample/config.yaml"
     return load_config(sample, [*on_the_sample(model, 32), *sweep, *overrides], SweepPipelineConfig)

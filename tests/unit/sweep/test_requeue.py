@@ -84,7 +84,7 @@ def test_a_round_whose_best_is_within_the_validation_noise_of_the_target_says_so
     far = decide(config, state, 1, [trial(0.90)], trials_so_far=1)
     assert (
         near_miss.action == "next_round"
-        and "within the validation split's noise (+-0.0178 on 600 rows)" in near_miss.message
+        and "within the noise of the trials' scores (+-0.0178 on 600 rows)" in near_miss.message
     )
     assert near_hit.action == "target_met" and "(+0.0100)" in near_hit.message
     assert "noise" not in far.message

@@ -9,7 +9,7 @@ from tasks.config.train import TrainConfig
 from tasks.core.errors import ConfigError
 from tasks.sweep.rounds import escalated
 from tasks.sweep.search import open_study, search_space, space_lines
-from tasks.sweep.trial import pruning_callback
+from tasks.sweep.trial import Judge, pruning_callback
 
 
 def test_escalation_policy_per_round() -> None:
@@ -134,7 +134,7 @@ def evaluate_epoch_1(storage: str, epochs: int, step: int = 4, warmup: int = 0, 
     `step`, after `warmup` warmup steps), scoring 0.1."""
     from transformers import TrainerState
 
-    callback = pruning_callback(open_study(SweepConfig(), "s", storage).ask(), "f1_macro", min_steps)
+    callback = pruning_callback(Judge(open_study(SweepConfig(), "s", storage).ask(), "f1_macro", min_steps))
     args = SimpleNamespace(num_train_epochs=epochs, warmup_steps=warmup)
     callback.on_evaluate(args, TrainerState(epoch=1.0, global_step=step), None, metrics={"eval_f1_macro": 0.1})
 
