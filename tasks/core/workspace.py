@@ -188,12 +188,13 @@ def run_interrupted(flow: Any, flow_run: Any, state: Any) -> None:
 
 @task(name="finish_run_folder")
 def finish_run_folder(folder: Path, keep_checkpoints: bool) -> None:
-    """The run succeeded: its final model is all it needs (checkpoints removed unless kept), and its
-    record says finished, so no later run continues it."""
+    """The run succeeded: its final model is all it needs (the first fit's and the refit's
+    checkpoints removed unless kept), and its record says finished, so no later run continues it."""
     import shutil
 
     if not keep_checkpoints:
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        shutil.rmtree(folder / "refit" / "checkpoints", ignore_errors=True)
     update_record(folder, status="finished")
 
 

@@ -184,16 +184,31 @@ def epoch_logits(folder: Path, folds: int, epoch: int) -> tuple[np.ndarray, np.n
     return np.concatenate([part["logits"] for part in parts]), np.concatenate([part["label_ids"] for part in parts])
 
 
-def chosen_epoch(history: list[EpochRecord], metric: str) -> int:
-    """The epoch cross-validation keeps, by the same rule as a single validation split's."""
-    return best_epoch(history, metric)
-
-
 def goes_on(history: list[EpochRecord], patience: int) -> bool:
     """Whether training goes on after the last epoch of `history`: early stopping on the pooled
     scores by the single split's rule (epochs_without_progress; patience 0: never stops)."""
     epochs = [(record.selection or 0.0, record.val_loss or 0.0) for record in history]
     return not patience or epochs_without_progress(epochs) < patience
+
+
+def epoch_line(record: EpochRecord, epochs: int, folds: int, rows: int, metric: str) -> str:
+    """The log line of one cross-validated epoch."""
+    return (
+        f"cross-validation epoch {record.epoch}/{epochs} ({folds} folds, {rows} rows out of fold): val {metric} "
+        f"{record.val[metric]:.4f}, accuracy {record.val['accuracy']:.4f}, loss {record.val_loss or 0.0:.4f} "
+        f"({record.seconds:.1f} s)"
+    )
+
+
+def decided_before(folder: Path, folds: int, epochs: int, classes: int, metric: str) -> list[EpochRecord]:
+    """The records of the first `epochs` epochs, which every fold ended before a crash: the same ones
+    again, from the logits the folds wrote."""
+    history: list[EpochRecord] = []
+    for epoch in range(1, epochs + 1):
+        scored = epoch_logits(folder, folds, epoch)
+        assert scored is not None, f"every fold ended epoch {epoch}, so each wrote its logits"
+        history.append(pooled_record(history, *scored, classes, metric))
+    return history
 
 
 def checkpoint_epoch(checkpoint: str | None) -> int:
@@ -255,36 +270,27 @@ def cross_validate(
     history: list[EpochRecord] = []
     clock = [time.perf_counter()]
 
+    def trains_on() -> bool:
+        return len(history) < plan.epochs and goes_on(history, config.early_stopping_patience)
+
     def decide(epoch: int) -> bool:
+        assert epoch == len(history) + 1, f"epoch {epoch} decided after {len(history)}"
         scored = epoch_logits(folder, folds, epoch)
         assert scored is not None, f"every fold ended epoch {epoch}, so each wrote its logits"
         record = pooled_record(history, *scored, len(fitting.labels), metric)
         record = record.model_copy(update={"seconds": round(time.perf_counter() - clock[0], 2)})
         clock[0] = time.perf_counter()
         history.append(record)
-        log.info(
-            "cross-validation epoch %d/%d (%d folds, %d rows out of fold): val %s %.4f, accuracy %.4f, loss %.4f "
-            "(%.1f s)",
-            epoch,
-            plan.epochs,
-            folds,
-            len(pool),
-            metric,
-            record.val[metric],
-            record.val["accuracy"],
-            record.val_loss or 0.0,
-            record.seconds,
-        )
+        log.info(epoch_line(record, plan.epochs, folds, len(pool), metric))
         if on_epoch is not None:
             on_epoch(record, plan)
-        return epoch < plan.epochs and goes_on(history, config.early_stopping_patience)
+        return trains_on()
 
     done = [checkpoint_epoch(resume) for resume in resumes]
-    for epoch in range(1, min(done) + 1):  # decided before a crash: the same records again
-        scored = epoch_logits(folder, folds, epoch)
-        assert scored is not None
-        history.append(pooled_record(history, *scored, len(fitting.labels), metric))
+    history += decided_before(folder, folds, min(done), len(fitting.labels), metric)
     lockstep = Lockstep(done, decide)
+    # a crash after the decision to stop: the folds stay where they ended
+    lockstep.stop = bool(history) and not trains_on()
     started = time.perf_counter()
     for fold, trainer in enumerate(trainers):
         trainer.add_callback(lockstep_callback(lockstep, fold, folder / f"fold-{fold}" / LOGITS, kept[fold]))
@@ -296,7 +302,7 @@ def cross_validate(
         plan.steps_per_epoch,
     )
     run_folds(trainers, resumes, lockstep)
-    chosen = chosen_epoch(history, metric)
+    chosen = best_epoch(history, metric)  # by the same rule as a single validation split's
     scored = epoch_logits(folder, folds, chosen)
     assert scored is not None
     predictions = write_predictions(*scored, fitting.labels, folder / VALIDATION_PREDICTIONS)

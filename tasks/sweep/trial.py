@@ -264,5 +264,7 @@ def run_trial(
         for key, value in outcome.items():
             trial.set_user_attr(key, value)
         study.tell(number, tell[0], state=tell[1] if len(tell) > 1 else None, skip_if_finished=True)
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the trial ended: its saved model is all it keeps
+    # the trial ended (a dead one's retry needs them, and never gets here): its model is all it keeps
+    for checkpoints in [folder / "checkpoints", *folder.glob("fold-*/checkpoints")]:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return trial_result(study.trials[number])

@@ -233,8 +233,9 @@ def refit_metrics(refit: RefitReport) -> list[tuple[str, float, int]]:
 
 
 def best_epoch_metrics(history: list[dict[str, Any]], metric: str) -> dict[str, float]:
-    """`best/<score>` of the epoch with the highest validation `metric`: the same keys on training
-    runs and sweep trials, for the leaderboard and MLflow's compare view."""
+    """`best/<score>` of the epoch with the highest validation `metric` among `history` (pass the
+    chosen epoch's record alone for its scores): the same keys on training runs and sweep trials,
+    for the leaderboard and MLflow's compare view."""
     scored = [record for record in history if metric in record["val"]]
     if not scored:
         return {}

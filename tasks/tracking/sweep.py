@@ -70,16 +70,23 @@ def log_trial(
     metric: str,
     unsent: list[tuple[str, float, int, int]],
 ) -> None:
-    """End a trial's child run: the same parameter keys as every run, the best epoch's scores, its
-    outcome (its epochs were streamed while it trained), and the metrics the stream could not send."""
+    """End a trial's child run: the same parameter keys as every run, the chosen epoch's scores (a
+    pruned trial's best), its outcome (its epochs were streamed while it trained, or, cross-validated,
+    are logged now), and the metrics the stream could not send."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = mlflow_client(target.uri)
     tags = {"pruned": str(trial["state"] == "pruned"), "state": trial["state"]}
     if trial.get("error"):
         tags["error"] = trial["error"][:5000]
+    if trial.get("folds"):
+        tags["cross_validation"] = f"{trial['folds']} folds, scored out of fold"
     stamp = int(time.time() * 1000)
-    metrics = [Metric(key, value, stamp, 0) for key, value in best_epoch_metrics(trial["history"], metric).items()]
+    chosen = [record for record in trial["history"] if record["epoch"] == trial.get("best_epoch")]
+    best = best_epoch_metrics(chosen or trial["history"], metric)
+    metrics = [Metric(key, value, stamp, 0) for key, value in best.items()]
+    if trial.get("best_epoch"):
+        metrics.append(Metric("best_epoch", float(trial["best_epoch"]), stamp, 0))
     metrics += live_run_epochs(client, run_id, epoch_metrics(trial["history"]), unsent, stamp)
     client.log_batch(
         run_id,

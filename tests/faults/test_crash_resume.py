@@ -72,6 +72,8 @@ def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_contin
     assert result["run_folder"] == str(folder) and result["run_id"] == record["mlflow_run_id"]
     assert json.loads((folder / "run.json").read_text())["status"] == "finished"
     assert not (folder / "checkpoints").exists(), "a finished run keeps its model, not its checkpoints"
+    assert not (folder / "refit" / "checkpoints").exists(), "nor the checkpoints of its refit"
+    assert json.loads((folder / "model" / "tuneloop.json").read_text())["refit"], "the sample's 111 rows: refit"
     assert [path.name for path in (home / "runs").glob("*-train-*")] == [folder.name], "no second run folder"
 
     tracking = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")

@@ -45,6 +45,7 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
     assert [record.epoch for record in result.model.history] == [1, 2]
     # After success only the final model stays (train.keep_checkpoints=false): no epoch checkpoints.
     assert Path(result.model.path, "tuneloop.json").is_file() and not Path(result.folder, "checkpoints").exists()
+    assert not Path(result.folder, "refit", "checkpoints").exists(), "nor those of its refit (111 validation rows)"
     if method == "lora":  # counted with the adapters, before they are merged into the saved model
         from transformers import AutoModelForSequenceClassification
 

@@ -1,0 +1,58 @@
+"""Cross-validation of a tiny BERT on a small table: folds trained in lockstep and cut off midway
+(as a killed trial is) continue from each fold's own checkpoint, the fold furthest behind first."""
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from transformers import TrainerCallback
+
+from tasks.config.train import TrainConfig
+from tasks.model.crossval import cross_validate
+from tasks.model.finetune import Fitting
+from tasks.model.resolve import ModelRef
+from tests.helpers.tables import clean_table
+
+
+def test_folds_cut_off_midway_resume_each_from_its_checkpoint_and_score_every_row(
+    tiny_bert: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = clean_table(20)
+    fitting = Fitting(
+        model=ModelRef(base_model="tiny", path=str(tiny_bert), source="local folder"),
+        config=TrainConfig(epochs=3, batch_size=16, max_length=32, early_stopping_patience=0),
+        labels=sorted(pool["label"].unique()),
+        metric="f1_macro",
+        trust_remote_code=False,
+        device="cpu",
+        precision="fp32",
+        log=logging.getLogger("folds"),
+    )
+
+    class PowerCut(TrainerCallback):
+        saves = 0
+
+        def on_save(self, args, state, control, **kwargs):
+            PowerCut.saves += 1
+            if PowerCut.saves == 5:  # folds 0, 1, 2 ended epoch 1; fold 0, then fold 1, epoch 2
+                raise KeyboardInterrupt("power cut in fold 1's second checkpoint")
+
+    heard: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate(fitting, pool, 3, 7, tmp_path, lambda record, plan: heard.append(record.epoch), [PowerCut()])
+    assert heard == [1], "epoch 2 was not decided: fold 2 had not ended it"
+    ended = {
+        fold: sorted(path.name for path in (tmp_path / f"fold-{fold}" / "checkpoints").iterdir()) for fold in range(3)
+    }
+    assert [len(names) for names in ended.values()] == [1, 1, 1]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="folds"):
+        report = cross_validate(fitting, pool, 3, 7, tmp_path, lambda record, plan: heard.append(record.epoch))
+    assert heard == [1, 2, 3], "each epoch decided once, over both runs"
+    assert [record.epoch for record in report.history] == [1, 2, 3]
+    assert "cross-validation epoch 1/3" not in caplog.text, "epoch 1 is not trained again"
+    predictions = pd.read_parquet(report.predictions)
+    assert len(predictions) == len(pool) and set(predictions["label"]) == set(pool["label"])
+    assert report.best_epoch in (1, 2, 3) and report.rows == len(pool) and report.folds == 3
+    assert not list(tmp_path.glob("fold-*/checkpoints")), "a finished cross-validation keeps no checkpoints"
