@@ -24,6 +24,7 @@ class EvalReport(BaseModel):
     confusion_matrix_path: str
     report_path: str
     predictions_path: str
+    val_scored_by: str = "final model"  # or "first fit, held out": a refit model trained on validation
 
 
 def plot_confusion_matrix(y_true: list[str], y_pred: list[str], labels: list[str], path: Path, title: str) -> Path:
@@ -106,6 +107,7 @@ def score_model(
         confusion_matrix_path=str(matrix),
         report_path=str(report),
         predictions_path=str(predictions),
+        val_scored_by="final model" if held_out is None else "first fit, held out",
     )
 
 

@@ -223,6 +223,7 @@ def log_run(
             "beats_baseline": str(beats_baseline(evaluation.val, baseline, selection.metric)),
             "kind": "training",
             **refit_tags(trained.refit),
+            "validation_scored_by": evaluation.val_scored_by,
         },
     )
     scores = evaluation.model_dump()

@@ -56,3 +56,34 @@ def test_folds_cut_off_midway_resume_each_from_its_checkpoint_and_score_every_ro
     assert len(predictions) == len(pool) and set(predictions["label"]) == set(pool["label"])
     assert report.best_epoch in (1, 2, 3) and report.rows == len(pool) and report.folds == 3
     assert not list(tmp_path.glob("fold-*/checkpoints")), "a finished cross-validation keeps no checkpoints"
+
+
+def test_a_refit_trains_the_epochs_the_first_fit_chose_not_those_it_planned(tiny_bert: Path, tmp_path: Path) -> None:
+    """The first fit planned 3 epochs and chose epoch 1: the refit trains 1 epoch over every row."""
+    import math
+
+    from tasks.model.finetune import FirstFit, refit
+    from tasks.model.plan import training_plan
+    from tasks.model.refit import refit_decision
+
+    pool = clean_table(20).sample(frac=1.0, random_state=0)
+    frames = {"train": pool.iloc[:40], "validation": pool.iloc[40:]}
+    config = TrainConfig(epochs=3, batch_size=16, max_length=32, early_stopping_patience=0)
+    fitting = Fitting(
+        model=ModelRef(base_model="tiny", path=str(tiny_bert), source="local folder"),
+        config=config,
+        labels=sorted(pool["label"].unique()),
+        metric="f1_macro",
+        trust_remote_code=False,
+        device="cpu",
+        precision="fp32",
+        log=logging.getLogger("refit"),
+    )
+    plan = training_plan(40, config, 32)
+    first = FirstFit(
+        history=[], best_epoch=1, plan=plan, resumed_from=None, seconds=0.0, trainable_parameters=0, total_parameters=0
+    )
+    report = refit(fitting, frames, first, refit_decision("always", 20), tmp_path, [])
+    assert plan.epochs == 3 and report.epochs == 1 and report.rows == len(pool)
+    assert report.steps == math.ceil(len(pool) / 16) and len(report.epoch_losses) == 1
+    assert (tmp_path / "model" / "tuneloop.json").exists()

@@ -283,12 +283,19 @@ def test_budget_in_trials_caps_the_rounds(sweep_config: Callable[..., SweepPipel
     assert "max_trials" in result.message
 
 
-@pytest.mark.parametrize("bad", ["sweep.learning_rate_min=0.1", "sweep.metric=accuracy"])
-def test_bad_sweep_settings_are_rejected(sweep_config: Callable[..., SweepPipelineConfig], bad: str) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["sweep.learning_rate_min=0.1", "sweep.learning_rate_max=0.01"],
+        ["sweep.metric=accuracy"],
+        ["sweep.cross_validation=always", "train.refit=never"],  # folds keep no model: the best must be refit
+    ],
+)
+def test_bad_sweep_settings_are_rejected(sweep_config: Callable[..., SweepPipelineConfig], bad: list[str]) -> None:
     from tasks.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        sweep_config(bad, "sweep.learning_rate_max=0.01")
+        sweep_config(*bad)
 
 
 def test_next_candidate_escalation_moves_to_the_runner_up(

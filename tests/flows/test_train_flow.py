@@ -251,6 +251,7 @@ def test_a_refit_run_trains_twice_and_registers_the_model_trained_on_every_row(
     client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
     run = client.get_run(result.tracking.run_id)
     assert run.data.tags["refit"] == "true" and "train.refit=always" in run.data.tags["refit_reason"]
+    assert run.data.tags["validation_scored_by"] == "first fit, held out", "the refit model trained on validation"
     assert run.data.params["train.refit"] == "always"
     figures = (run.data.metrics["refit/rows"], run.data.metrics["refit/epochs"], run.data.metrics["refit/steps"])
     assert figures == (rows, refit.epochs, refit.steps)

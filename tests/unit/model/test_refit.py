@@ -22,6 +22,7 @@ def test_a_refit_trains_the_chosen_epochs_over_train_and_validation_with_the_fir
     assert (first.steps_per_epoch, first.epochs, first.warmup_steps) == (23, 30, 12)
     plan = refit_plan(first, epochs=7, rows=800, config=config)
     assert (plan.epochs, plan.steps_per_epoch) == (7, 25), "the chosen epochs, each over every row"
+    assert refit_plan(first, epochs=7, rows=801, config=config).steps_per_epoch == 26, "a last short batch is a step"
     assert plan.warmup_steps == 13, "half an epoch of the larger data, rounded up"
     assert plan.patience == 0, "nothing is held out to stop on"
     assert (plan.learning_rate, plan.lr_scheduler, plan.max_length) == (1e-4, "constant", 64)
