@@ -202,7 +202,7 @@ def refit(
     resume = last_checkpoint(checkpoints, log)
     steps = plan.epochs * plan.steps_per_epoch
     report = decision.model_copy(update={"rows": len(combined), "epochs": plan.epochs, "steps": steps})
-    extra = [refit_epoch_callback(log, plan), step_progress(plan, log, fitting.refit_progress), *callbacks]
+    extra = [refit_epoch_callback(log, plan), step_progress(plan, log, fitting.refit_progress, phase="refit epoch"), *callbacks]
     arguments = training_arguments(plan, config, checkpoints, fitting.device, fitting.precision, evaluate=False)
     trainer = make_trainer(network, tokenizer, encoded, len(fitting.labels), fitting.metric, arguments, extra)
     log.info(refit_line(report, plan, resume))

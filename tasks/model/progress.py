@@ -16,20 +16,26 @@ from tasks.model.plan import TrainingPlan, epoch_losses, eval_scores
 PROGRESS_SECONDS = 30.0
 
 
-def progress_line(epoch: int, epochs: int, done: int, total: int, seconds: float) -> str:
-    """`epoch 2/7: step 120/400 (30%), 3.1 steps/s, about 90 s left in the epoch`."""
+def progress_line(epoch: int, epochs: int, done: int, total: int, seconds: float, phase: str = "epoch") -> str:
+    """`epoch 2/7: step 120/400 (30%), 3.1 steps/s, about 90 s left in the epoch` (`refit epoch ...`
+    for phase="refit epoch")."""
     rate = done / seconds if seconds > 0 else 0.0
     left = (total - done) / rate if rate > 0 else float("nan")
     return (
-        f"epoch {epoch}/{epochs}: step {done}/{total} ({done / max(total, 1):.0%}), {rate:.1f} steps/s, "
+        f"{phase} {epoch}/{epochs}: step {done}/{total} ({done / max(total, 1):.0%}), {rate:.1f} steps/s, "
         f"about {left:.0f} s left in the epoch"
     )
 
 
 def step_progress(
-    plan: TrainingPlan, log: Any, report: Callable[[float], None] | None = None, terminal: bool | None = None
+    plan: TrainingPlan,
+    log: Any,
+    report: Callable[[float], None] | None = None,
+    terminal: bool | None = None,
+    phase: str = "epoch",
 ) -> Any:
-    """A Trainer callback showing progress inside each epoch (see the module docstring)."""
+    """A Trainer callback showing progress inside each epoch (see the module docstring); `phase`
+    names the epochs (`refit epoch` for a refit's)."""
     from transformers import TrainerCallback
 
     on_terminal = sys.stderr.isatty() if terminal is None else terminal
@@ -49,7 +55,7 @@ def step_progress(
                 from tqdm.auto import tqdm
 
                 self.bar = tqdm(
-                    total=plan.steps_per_epoch, desc=f"epoch {self.epoch}/{plan.epochs}", unit="step", leave=False
+                    total=plan.steps_per_epoch, desc=f"{phase} {self.epoch}/{plan.epochs}", unit="step", leave=False
                 )
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -61,7 +67,7 @@ def step_progress(
             self.shown = now
             if self.bar is None:
                 done = state.global_step - self.first_step
-                log.info(progress_line(self.epoch, plan.epochs, done, plan.steps_per_epoch, now - self.started))
+                log.info(progress_line(self.epoch, plan.epochs, done, plan.steps_per_epoch, now - self.started, phase))
             if report:
                 report(min(100.0, 100.0 * state.global_step / max(total_steps, 1)))
 

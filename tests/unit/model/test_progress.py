@@ -24,6 +24,7 @@ class Lines:
 def test_progress_line_says_steps_rate_and_time_left() -> None:
     line = progress.progress_line(2, 7, 120, 400, 40.0)
     assert line == "epoch 2/7: step 120/400 (30%), 3.0 steps/s, about 93 s left in the epoch"
+    assert progress.progress_line(1, 4, 16, 31, 8.0, "refit epoch").startswith("refit epoch 1/4: step 16/31")
 
 
 def test_without_a_terminal_progress_is_plain_lines_and_a_share_of_all_steps(monkeypatch: pytest.MonkeyPatch) -> None:
