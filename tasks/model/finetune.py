@@ -202,7 +202,8 @@ def refit(
     resume = last_checkpoint(checkpoints, log)
     steps = plan.epochs * plan.steps_per_epoch
     report = decision.model_copy(update={"rows": len(combined), "epochs": plan.epochs, "steps": steps})
-    extra = [refit_epoch_callback(log, plan), step_progress(plan, log, fitting.refit_progress, phase="refit epoch"), *callbacks]
+    progress = step_progress(plan, log, fitting.refit_progress, phase="refit epoch")
+    extra = [refit_epoch_callback(log, plan), progress, *callbacks]
     arguments = training_arguments(plan, config, checkpoints, fitting.device, fitting.precision, evaluate=False)
     trainer = make_trainer(network, tokenizer, encoded, len(fitting.labels), fitting.metric, arguments, extra)
     log.info(refit_line(report, plan, resume))
