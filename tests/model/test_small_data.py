@@ -1,8 +1,9 @@
 """Quality on small data, where fine-tuning is most needed and most fragile: 20 texts for each of
 CLINC150's 15 credit-card intents (300 rows; the validation split gets 34), CLINC's own 450-query
 test split. The defaults refit on all 300 rows for the epochs the first fit chose and beat the
-TF-IDF baseline. Measured (2 CPU cores, seed 1): see the README's "Small data" table. About 4
-minutes: `make test-slow`."""
+TF-IDF baseline. Measured (2 CPU cores, seed 1): test macro F1 0.9458 against the baseline's 0.9083,
+refit on 300 rows for 14 epochs (the README's "Small data" table has 5 seeds). About 7 minutes
+beside other jobs: `make test-slow`."""
 
 import json
 from pathlib import Path
