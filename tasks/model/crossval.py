@@ -200,14 +200,20 @@ def epoch_line(record: EpochRecord, epochs: int, folds: int, rows: int, metric: 
     )
 
 
+def epoch_record(folder: Path, folds: int, history: list[EpochRecord], classes: int, metric: str) -> EpochRecord:
+    """The pooled record of the epoch after `history`, from the logits every fold wrote for it."""
+    epoch = len(history) + 1
+    scored = epoch_logits(folder, folds, epoch)
+    assert scored is not None, f"every fold ended epoch {epoch}, so each wrote its logits"
+    return pooled_record(history, *scored, classes, metric)
+
+
 def decided_before(folder: Path, folds: int, epochs: int, classes: int, metric: str) -> list[EpochRecord]:
     """The records of the first `epochs` epochs, which every fold ended before a crash: the same ones
     again, from the logits the folds wrote."""
     history: list[EpochRecord] = []
-    for epoch in range(1, epochs + 1):
-        scored = epoch_logits(folder, folds, epoch)
-        assert scored is not None, f"every fold ended epoch {epoch}, so each wrote its logits"
-        history.append(pooled_record(history, *scored, classes, metric))
+    for _ in range(epochs):
+        history.append(epoch_record(folder, folds, history, classes, metric))
     return history
 
 
@@ -275,9 +281,7 @@ def cross_validate(
 
     def decide(epoch: int) -> bool:
         assert epoch == len(history) + 1, f"epoch {epoch} decided after {len(history)}"
-        scored = epoch_logits(folder, folds, epoch)
-        assert scored is not None, f"every fold ended epoch {epoch}, so each wrote its logits"
-        record = pooled_record(history, *scored, len(fitting.labels), metric)
+        record = epoch_record(folder, folds, history, len(fitting.labels), metric)
         record = record.model_copy(update={"seconds": round(time.perf_counter() - clock[0], 2)})
         clock[0] = time.perf_counter()
         history.append(record)

@@ -120,9 +120,9 @@ def plan_line(
     return (
         f"Fine-tuning {model.base_model} ({config.method}) on {device}, {precision}: {rows[0]} train / "
         f"{rows[1]} validation rows, up to {plan.epochs} epochs of {plan.steps_per_epoch} steps "
-        f"(early stopping after {plan.patience} without a better score or loss), lr {plan.learning_rate:.1e} "
-        f"{plan.lr_scheduler}, "
-        f"{plan.max_length} tokens per text" + (f", resuming from {Path(resume).name}" if resume else "")
+        f"(early stopping after {plan.patience} without a better score or loss), "
+        f"lr {plan.learning_rate:.1e} {plan.lr_scheduler}, {plan.max_length} tokens per text"
+        + (f", resuming from {Path(resume).name}" if resume else "")
     )
 
 

@@ -15,11 +15,9 @@ from tasks.model.resolve import ModelRef
 from tests.helpers.tables import clean_table
 
 
-def test_folds_cut_off_midway_resume_each_from_its_checkpoint_and_score_every_row(
-    tiny_bert: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    pool = clean_table(20)
-    fitting = Fitting(
+def tiny_fitting(tiny_bert: Path, pool: pd.DataFrame, logger: str) -> Fitting:
+    """Fine-tuning the tiny BERT on `pool`'s labels on the CPU: 3 epochs, no early stopping."""
+    return Fitting(
         model=ModelRef(base_model="tiny", path=str(tiny_bert), source="local folder"),
         config=TrainConfig(epochs=3, batch_size=16, max_length=32, early_stopping_patience=0),
         labels=sorted(pool["label"].unique()),
@@ -27,8 +25,15 @@ def test_folds_cut_off_midway_resume_each_from_its_checkpoint_and_score_every_ro
         trust_remote_code=False,
         device="cpu",
         precision="fp32",
-        log=logging.getLogger("folds"),
+        log=logging.getLogger(logger),
     )
+
+
+def test_folds_cut_off_midway_resume_each_from_its_checkpoint_and_score_every_row(
+    tiny_bert: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = clean_table(20)
+    fitting = tiny_fitting(tiny_bert, pool, "folds")
 
     class PowerCut(TrainerCallback):
         saves = 0
@@ -68,17 +73,8 @@ def test_a_refit_trains_the_epochs_the_first_fit_chose_not_those_it_planned(tiny
 
     pool = clean_table(20).sample(frac=1.0, random_state=0)
     frames = {"train": pool.iloc[:40], "validation": pool.iloc[40:]}
-    config = TrainConfig(epochs=3, batch_size=16, max_length=32, early_stopping_patience=0)
-    fitting = Fitting(
-        model=ModelRef(base_model="tiny", path=str(tiny_bert), source="local folder"),
-        config=config,
-        labels=sorted(pool["label"].unique()),
-        metric="f1_macro",
-        trust_remote_code=False,
-        device="cpu",
-        precision="fp32",
-        log=logging.getLogger("refit"),
-    )
+    fitting = tiny_fitting(tiny_bert, pool, "refit")
+    config = fitting.config
     plan = training_plan(40, config, 32)
     first = FirstFit(
         history=[], best_epoch=1, plan=plan, resumed_from=None, seconds=0.0, trainable_parameters=0, total_parameters=0
