@@ -90,8 +90,8 @@ bench-serving: $(STAMP) ## Serving latency of the registered champion: predict, 
 quality: $(STAMP) ## Quality benchmark: TF-IDF vs a plain PyTorch loop vs `tuneloop run` on real data (about 45 minutes)
 	$(BIN)/python benchmarks/quality.py --datasets sample,sms,clinc-banking
 
-mlflow-ui: $(STAMP) ## Open MLflow's UI on the local runs (http://127.0.0.1:5000)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$${TUNELOOP_HOME:-.tuneloop}/mlflow.db --host 127.0.0.1 --port 5000
+mlflow-ui: $(STAMP) ## Open MLflow's UI on the store in use: the stack's server when `make up` runs, else .tuneloop/mlflow.db
+	$(BIN)/python infra/stack.py mlflow-ui
 
 clean: ## Remove run outputs (.tuneloop) and caches, keep .venv
 	rm -rf .tuneloop .pytest_cache .ruff_cache

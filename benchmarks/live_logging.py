@@ -38,8 +38,8 @@ def main() -> None:
     sample = ROOT / "data/sample/config.yaml"
     config = load_config(sample, [f"train.epochs={options.epochs}", "train.early_stopping_patience=0"])
     raw = pd.read_csv(ROOT / config.data.path, dtype=str)
-    table = pd.DataFrame({"text": raw["subject"] + " " + raw["body"], "label": raw[config.data.label_column]})
-    table = table[table["label"].isin(config.data.labels or [])].dropna().drop_duplicates("text")
+    table = pd.DataFrame({"text": raw["subject"] + " " + raw["body"], "label": raw[config.data.label_column_name]})
+    table = table[table["label"].isin(config.data.allowed_labels or [])].dropna().drop_duplicates("text")
     log = logging.getLogger("benchmark")
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)

@@ -306,7 +306,7 @@ def score(
         )
         from tasks.data.load import check_sources
 
-        check_sources(config.data)  # a missing file fails in a second, before any server starts
+        check_sources(config.data, labelled=False)  # a missing file or column fails before any server starts
         prepare_flows()
         from flows.score import score as score_flow
 
@@ -447,15 +447,20 @@ def show_config(config: ConfigOption = None, set_: SetOption = None) -> None:
 
 
 def main() -> None:
-    """Console entry point: the environment first, before anything imports Prefect or MLflow."""
+    """Console entry point: the environment first (and the running local stack, if any), before anything
+    imports Prefect or MLflow."""
     from tasks.core.errors import TuneloopError
     from tasks.core.home import configure_environment
+    from tasks.core.stack import use_running_stack
 
     try:
         configure_environment()
+        stack = use_running_stack()  # CLI and UI runs share one registry while `make up` runs
     except TuneloopError as error:  # an unusable home folder: one message, before anything else
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
+    if stack:
+        typer.echo(stack, err=True)
     sys.exit(app())
 
 

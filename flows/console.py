@@ -219,6 +219,7 @@ def run_summary(result: TrainResult) -> dict[str, Any]:
         },
         "verdict": result.verdict,
         "candidates": [candidate.model_dump() for candidate in result.selection.candidates],
+        "family": result.family.model_dump(mode="json") if result.family else None,
         "promotion": result.promotion.model_dump(mode="json") if result.promotion else None,
     }
 
@@ -241,6 +242,8 @@ def print_training(result: TrainResult) -> None:
     baseline = summary["baseline"]["test"]
     typer.echo(f"  baseline:   {summary['baseline']['name']} test f1_macro {baseline['f1_macro']:.4f}")
     typer.echo(f"  {summary['verdict']}")
+    if result.family:
+        typer.echo(f"  family:     {result.family.reason}")
     typer.echo(f"  model:      {summary['model_path']}")
     typer.echo(f"  run folder: {summary['run_folder']}")
     typer.echo(f"  MLflow:     run {summary['run_id']} in experiment '{summary['experiment']}'")

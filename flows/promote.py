@@ -9,7 +9,6 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from tasks.config.promotion import PromotionConfig
-from tasks.core.metrics import SplitMetrics
 from tasks.registry.promotion import (
     ApprovalInput,
     comparison_markdown,
@@ -18,10 +17,12 @@ from tasks.registry.promotion import (
     version_tags,
 )
 from tasks.registry.versions import (
+    Candidate,
     Comparison,
     Decision,
     PromotionResult,
     champion_rule,
+    promotion_sentence,
     record,
     register_model,
     set_champion,
@@ -74,24 +75,25 @@ def promotion_decision(config: PromotionConfig, comparison: Comparison, markdown
 def champion_challenger(
     tracking_uri: str,
     config: PromotionConfig,
-    run_id: str,
-    model_id: str | None,
-    candidate: SplitMetrics,
+    candidate: Candidate,
     test_path: str,
-    candidate_predictions: str,
     batch_size: int,
     folder: Path,
     tags: dict[str, str],
     links: dict[str, str],
 ) -> PromotionResult:
-    """Register the run's logged model as a new version (alias candidate), score the champion on the same
-    test split, and promote per `config.mode`. Runs inside a flow (the approval form pauses it)."""
+    """Register the candidate's logged model as a new version (alias candidate), score the champion on the
+    same test split, compare both row by row, and promote per `config.mode`. A `blocked` candidate is
+    registered, never promoted. Runs inside a flow (the approval form pauses it)."""
     log = get_run_logger()
-    version = register_model(tracking_uri, config.model_name, run_id, model_id, version_tags(candidate, tags))
-    champion = evaluate_champion(tracking_uri, config, test_path, candidate_predictions, batch_size, folder)
-    comparison = champion_rule(candidate, champion.metrics, champion.version, config)
-    if champion.problem:
-        comparison = comparison.model_copy(update={"eligible": False, "reason": champion.problem})
+    tags = {**tags, "model_family": candidate.family, "base_model": candidate.base_model, "method": candidate.method}
+    version = register_model(
+        tracking_uri, config.model_name, candidate.run_id, candidate.model_id, version_tags(candidate.test, tags)
+    )
+    champion = evaluate_champion(tracking_uri, config, test_path, candidate.test_predictions, batch_size, folder)
+    comparison = champion_rule(candidate.test, champion.metrics, champion.version, config, champion.paired)
+    if champion.problem or candidate.blocked:
+        comparison = comparison.model_copy(update={"eligible": False, "reason": champion.problem or candidate.blocked})
     notes = {"promotion.reason": comparison.reason, "promotion.compared_with": champion.version or ""}
     links = dict(links)
     if champion.confusion_pair:
@@ -102,15 +104,11 @@ def champion_challenger(
     promoted = decision in ("promoted", "approved")
     if promoted:
         set_champion(tracking_uri, version.name, version.version, decision, notes)
-        message = f"{version.name} v{version.version} is the new champion ({comparison.reason})."
     else:
         record(tracking_uri, version.name, version.version, {**notes, "promotion.decision": decision})
-        message = (
-            f"{version.name} v{version.version} registered as candidate, not promoted: {decision} "
-            f"({comparison.reason})."
-        )
+    message = promotion_sentence(version, decision, comparison.reason, champion.version)
     log.info(message)
-    publish_comparison(tracking_uri, run_id, folder, markdown, message)
+    publish_comparison(tracking_uri, candidate.run_id, folder, markdown, message)
     return PromotionResult(
         version=version,
         comparison=comparison,

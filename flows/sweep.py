@@ -23,6 +23,7 @@ from tasks.core.gpus import one_gpu
 from tasks.data.split import split_dataset
 from tasks.model.select import select_base_model
 from tasks.registry.versions import PromotionResult
+from tasks.sweep.candidate import sweep_candidate
 from tasks.sweep.dispatch import Handle, in_process, on_workers, run_round
 from tasks.sweep.record import round_lease
 from tasks.sweep.report import sweep_report
@@ -56,17 +57,11 @@ def register_best(
     best = evaluate_best_trial(config, state, target)
     promotion = None
     if best is not None and config.promotion.register_model:
-        rules = config.promotion
-        if decision.action != "target_met":
-            rules = rules.model_copy(update={"mode": "never"})
         promotion = champion_challenger(
             target.uri,
-            rules,
-            best.run_id,
-            best.model_id,
-            best.evaluation.test,
+            config.promotion,
+            sweep_candidate(best, state, decision, config.sweep),
             state.splits.test.path,
-            best.evaluation.predictions_path,
             config.eval.batch_size,
             Path(state.folder) / "promotion",
             tags={
@@ -74,7 +69,6 @@ def register_best(
                 "test_sha256": state.splits.test.sha256,
                 "sweep_id": state.sweep_id,
                 "trial_number": str(best.trial.number),
-                "base_model": state.model.base_model,
                 "mlflow_run": run_link(target, best.run_id),
             },
             links={

@@ -13,13 +13,14 @@ from tasks.core.workspace import finish_run_folder, open_run_folder, run_failed,
 from tasks.data.load import source_stamps
 from tasks.data.split import SplitReport, split_dataset
 from tasks.data.validate import DataReport
-from tasks.model.baseline import BaselineReport, baseline_verdict, fit_baseline
+from tasks.model.baseline import BaselineReport, FamilyChoice, baseline_verdict, choose_model_family, fit_baseline
 from tasks.model.evaluate import EvalReport, check_model_quality, evaluate_model
 from tasks.model.finetune import TrainedModelRef, finetune_model
 from tasks.model.select import SelectionReport, select_base_model
+from tasks.registry.promotion import run_candidate
 from tasks.registry.versions import PromotionResult
 from tasks.tracking.live import mark_failed, mark_killed, metric_sender, open_training_run
-from tasks.tracking.store import TrackedRun, check_tracking
+from tasks.tracking.store import TrackedRun, check_tracking, readable_run_name, run_link
 from tasks.tracking.training import log_run
 
 
@@ -34,6 +35,7 @@ class TrainResult(BaseModel):
     model: TrainedModelRef
     evaluation: EvalReport
     tracking: TrackedRun
+    family: FamilyChoice | None = None
     promotion: PromotionResult | None = None
 
     @computed_field  # type: ignore[prop-decorator]
@@ -59,8 +61,10 @@ def train(
     one that no other run or trial on the host holds; until validation stops improving) into an MLflow
     run that is live while it trains (RUNNING, each epoch's scores as they happen; FAILED with the error
     when the flow run fails), evaluate on validation and test, log the rest and the model as an MLflow
-    Model, register it as a new version (alias `candidate`) and promote it to `champion` when it beats
-    the current one on the same test split (`promotion.mode`: auto, after an approval form, or never).
+    Model, register it (or the TF-IDF baseline, logged as an MLflow Model too, when that is better on
+    validation beyond noise) as a new version (alias `candidate`) and promote it to `champion` when a
+    paired test on the same test split says it is better (`promotion.mode`: auto, after an approval
+    form, or never).
     The defaults run on the bundled sample.
 
     A run whose process died before it finished (killed, out of memory, crashed, cancelled) is
@@ -80,9 +84,10 @@ def train(
         data = check_data(config, folder)
         clean, test = data.clean_tables()
         splits = split_dataset(clean, config.split, folder / "splits", test)
-        baseline = fit_baseline(splits, config.split.seed)
+        baseline = fit_baseline(splits, config.split.seed, folder / "baseline")
         selection = select_base_model(config.model, config.train, config.eval, splits, folder / "selection")
-        run = open_training_run(target, config.tracking, data.data.dataset_sha256, folder)  # RUNNING from now on
+        name = readable_run_name("train", config.data.path, selection.chosen.base_model)
+        run = open_training_run(target, config.tracking, data.data.dataset_sha256, folder, name)  # RUNNING from now on
         trained = finetune_model(
             splits,
             selection.chosen,
@@ -104,25 +109,25 @@ def train(
         )
         tracked = log_run(target, run, config, data, splits, trained, evaluation, selection, baseline)
         check_model_quality(evaluation, config.eval)
+        family = choose_model_family(
+            str(evaluation.val_predictions_path), baseline, config.promotion, evaluation.val_scored_by
+        )
         promotion = None
         if config.promotion.register_model:  # only a run that passed every gate gets here
+            candidate = run_candidate(tracked, evaluation, baseline, family, trained)
+            link = run_link(target, candidate.run_id)
             promotion = champion_challenger(
                 target.uri,
                 config.promotion,
-                tracked.run_id,
-                tracked.model_id,
-                evaluation.test,
+                candidate,
                 splits.test.path,
-                evaluation.predictions_path,
                 config.eval.batch_size,
                 folder / "promotion",
                 tags={
                     "dataset_sha256": data.data.dataset_sha256,
-                    "base_model": trained.base_model,
-                    "method": trained.method,
-                    "mlflow_run": tracked.link,
+                    "mlflow_run": link,
                 },
-                links={"candidate run": tracked.link},
+                links={"candidate run": link},
             )
         finish_run_folder(folder, config.train.keep_checkpoints)
         return TrainResult(
@@ -134,5 +139,6 @@ def train(
             model=trained,
             evaluation=evaluation,
             tracking=tracked,
+            family=family,
             promotion=promotion,
         )

@@ -1,5 +1,5 @@
 """The real service stack on one machine, without Docker: `make up`, `make down`, `make status`,
-`make deploy`.
+`make deploy`, `make mlflow-ui`.
 
 `up` starts, on loopback, a Prefect server (SQLite, or Postgres when TUNELOOP_DB_URL is set), an
 MLflow tracking server with a local artifact root, and one process worker per work pool (`cpu`,
@@ -31,6 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psutil
 import typer
+
+from tasks.core.stack import process_alive, running_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -188,19 +190,8 @@ def worker_online(api_url: str, pool: str, worker: str) -> Callable[[], bool]:
 
 
 def alive(record: dict[str, Any]) -> bool:
-    """The recorded process still runs (and is the same process, not a reused pid): it started when
-    recorded or, after the clock was stepped (NTP, a resumed or cloned VM: psutil derives start times
-    from the wall clock), it runs the recorded command line, whose ports and names are the stack's."""
-    try:
-        process = psutil.Process(record["pid"])
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        if abs(process.create_time() - record["started"]) < 1:
-            return True
-        arguments = record["command"][1:]  # the program itself may run through its interpreter
-        return bool(arguments) and process.cmdline()[-len(arguments) :] == arguments
-    except psutil.Error:
-        return False
+    """The recorded process still runs (tasks/core/stack.py, which the CLI also asks)."""
+    return process_alive(record)
 
 
 def stop(record: dict[str, Any], grace: float = 20) -> None:
@@ -355,6 +346,24 @@ def env() -> None:
         raise StackError("The stack is not running: start it with `make up`.")
     typer.echo(f"export PREFECT_API_URL={record['prefect_api_url']}")
     typer.echo(f"export MLFLOW_TRACKING_URI={record['mlflow_url']}")
+
+
+@app.command("mlflow-ui")
+def mlflow_ui() -> None:
+    """Open MLflow's UI on the store in use: the running stack's server (already serving: its URL is
+    printed), MLFLOW_TRACKING_URI's server, or the home folder's SQLite store (served on port 5000)."""
+    record = running_stack()
+    if record:
+        typer.echo(f"The local stack's MLflow server serves its UI: {record['mlflow_url']}")
+        return
+    configured = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if configured.startswith(("http://", "https://")):
+        typer.echo(f"MLFLOW_TRACKING_URI is a tracking server; its UI: {configured}")
+        return
+    store = configured or f"sqlite:///{home() / 'mlflow.db'}"
+    typer.echo(f"MLflow UI on {store}: http://127.0.0.1:5000 (Ctrl-C stops it)")
+    command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", "5000"]
+    os.execve(command[0], command, {**os.environ, **QUIET})
 
 
 @app.command()

@@ -1,12 +1,14 @@
-"""Where the labelled text is and which columns hold text, label and id. The defaults describe the
-bundled sample completely; any other path starts from generic columns (`text`, `label`)."""
+"""Where the labelled text is and which columns hold text, label and id. The data-dependent fields
+are unset by default and resolved after validation: the bundled sample's columns and labels when the
+path is the sample, generic columns (`text`, `label`, row numbers, any label) for any other path. So a
+form (or a YAML file) that changes only the path and the columns never inherits the sample's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 DataFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet", "disk", "hub"]
 
@@ -33,8 +35,8 @@ def is_sample(path: str) -> bool:
 
 
 class DataConfig(BaseModel):
-    """Where the labelled text is and which columns hold the text and the label. The defaults are
-    the bundled sample's; with another path, unset columns default to `text` and `label`."""
+    """Where the labelled text is and which columns hold the text and the label.
+    Leave the columns unset for the bundled sample; for your own file set the path and its columns."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,35 +46,35 @@ class DataConfig(BaseModel):
         description="A local file or folder, or a Hugging Face Hub dataset id (org/name). Default: the "
         "bundled sample (support tickets), relative to the project folder.",
     )
+    text_columns: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=10,
+        description="Column(s) holding the text; several are joined with `text_separator`. "
+        "Unset: the sample's subject and body, or `text` for your own file.",
+    )
+    label_column: str | None = Field(
+        None,
+        min_length=1,
+        description="Column holding the class label. Unset: the sample's category, or `label` for your own file.",
+    )
+    id_column: str | None = Field(
+        None,
+        description="Column with a unique row id. Unset: the sample's ticket_id, or row numbers for your own file.",
+    )
+    labels: list[str] | None = Field(
+        None,
+        min_length=2,
+        description="The allowed labels; rows with any other label are quarantined. Unset: the sample's four "
+        "categories, or any label for your own file.",
+    )
     test_path: str | None = Field(
         None,
         description="Optional separate test set with the same columns; "
         "the main data is then split into train and validation only.",
     )
     format: DataFormat = Field("auto", description="File format; `auto` decides from the file suffix.")
-    text_columns: list[Annotated[str, Field(min_length=1)]] = Field(
-        default=SAMPLE_COLUMNS["text_columns"],
-        min_length=1,
-        max_length=10,
-        description="Column(s) holding the text; several are joined with `text_separator`. "
-        "Unset: the sample's subject and body, or `text` with another path.",
-    )
     text_separator: str = Field("\n", max_length=10, description="Joins several text columns.")
-    label_column: str = Field(
-        SAMPLE_COLUMNS["label_column"],
-        min_length=1,
-        description="Column holding the class label. Unset: the sample's category, or `label` with another path.",
-    )
-    id_column: str | None = Field(
-        SAMPLE_COLUMNS["id_column"],
-        description="Column with a unique row id. Unset: the sample's ticket_id, or row numbers with another path.",
-    )
-    labels: list[str] | None = Field(
-        SAMPLE_COLUMNS["labels"],
-        min_length=2,
-        description="The allowed labels; rows with any other label are quarantined. Unset: the sample's four "
-        "categories, or any label with another path.",
-    )
     delimiter: str | None = Field(
         None, min_length=1, max_length=1, description="CSV/TSV field delimiter; unset: `,` for .csv, tab for .tsv."
     )
@@ -92,9 +94,33 @@ class DataConfig(BaseModel):
     hub_config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
     hub_revision: str | None = Field(None, description="Git revision of a Hub dataset, for reproducibility.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _other_data_other_columns(cls, values: Any) -> Any:
-        if isinstance(values, dict) and not is_sample(str(values.get("path", SAMPLE_PATH))):
-            return {**GENERIC_COLUMNS, **values}
-        return values
+    def resolved(self, name: str) -> Any:
+        """A data-dependent field as the run uses it: its value, or when unset the sample's (the path is
+        the sample) or the generic one (any other path)."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        default = (SAMPLE_COLUMNS if is_sample(self.path) else GENERIC_COLUMNS)[name]
+        return list(default) if isinstance(default, list) else default
+
+    @property
+    def text_column_names(self) -> list[str]:
+        """The columns holding the text."""
+        return list(self.resolved("text_columns"))
+
+    @property
+    def label_column_name(self) -> str:
+        """The column holding the label."""
+        return str(self.resolved("label_column"))
+
+    @property
+    def id_column_name(self) -> str | None:
+        """The id column, or None for row numbers."""
+        value = self.resolved("id_column")
+        return None if value is None else str(value)
+
+    @property
+    def allowed_labels(self) -> list[str] | None:
+        """The allowed labels, or None for any."""
+        value = self.resolved("labels")
+        return None if value is None else list(value)

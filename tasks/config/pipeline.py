@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.config.data import DataConfig
@@ -22,16 +24,18 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # The form's order: what a user decides first (data and columns, base model, method, quality
+    # target and registry), then the steps' finer settings.
     data: DataConfig = Field(default_factory=DataConfig, description="Where the labelled text is.")
-    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="The data-quality gate.")
-    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test split.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The pre-trained base model.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Scoring and the quality gate.")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow experiment and run.")
     promotion: PromotionConfig = Field(
         default_factory=PromotionConfig, description="Model registry: register, compare with the champion, promote."
     )
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="The data-quality gate.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test split.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow experiment and run.")
 
     @model_validator(mode="after")
     def _registry_needs_the_model(self) -> PipelineConfig:
@@ -43,9 +47,19 @@ class PipelineConfig(BaseModel):
         return self
 
 
+def sweep_section_first(schema: dict[str, Any]) -> None:
+    """The sweep form opens with the sweep's own section (target, trials, rounds): the schema's
+    property order is the order Prefect's form shows."""
+    properties = schema.get("properties", {})
+    if "sweep" in properties:
+        schema["properties"] = {"sweep": properties["sweep"], **{k: v for k, v in properties.items() if k != "sweep"}}
+
+
 class SweepPipelineConfig(PipelineConfig):
     """All settings of a sweep: a training run's, plus the search space, target and budget. Endpoints
     and secrets (MLflow URI, Optuna storage passwords) come from the environment, never from here."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=sweep_section_first)
 
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="The search space, target and budget.")
 

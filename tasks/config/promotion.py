@@ -30,11 +30,42 @@ class PromotionConfig(BaseModel):
     metric: Literal["f1_macro", "f1_weighted", "accuracy"] = Field(
         "f1_macro", description="Test score the candidate and the champion are compared on."
     )
+    rule: Literal["better", "not_worse"] = Field(
+        "better",
+        description="better: promote when the candidate beats the champion with `confidence` (a paired bootstrap "
+        "of the metric difference on the same test rows); not_worse: promote unless it is worse by more than "
+        "`margin` with that confidence (fresh data wins ties).",
+    )
+    confidence: float = Field(
+        0.95,
+        ge=0.5,
+        le=0.999,
+        description="How sure the paired test must be (one-sided), for the rule and for a class's drop.",
+    )
+    margin: float = Field(
+        0.01, ge=0, le=1, description="rule=not_worse: how much worse than the champion the candidate may be."
+    )
     min_improvement: float = Field(
-        0.0, ge=0, le=1, description="The candidate must beat the champion by at least this much on the metric."
+        0.0, ge=0, le=1, description="rule=better: the measured gain must also be at least this large."
     )
     max_class_regression: float = Field(
-        0.02, ge=0, le=1, description="Block promotion when any class's test F1 drops by more than this."
+        0.02,
+        ge=0,
+        le=1,
+        description="Block promotion when a class's test F1 drops by more than this, significantly (paired test) and "
+        "on at least `min_class_support` texts.",
+    )
+    min_class_support: int = Field(
+        8,
+        ge=1,
+        le=100_000,
+        description="Test texts a class needs before its drop can block promotion (measured: with fewer than 8, even "
+        "losing half of them is not significant at 0.95).",
+    )
+    baseline_competes: bool = Field(
+        True,
+        description="The TF-IDF baseline competes with the fine-tune: it is registered instead when it beats the "
+        "fine-tune on validation beyond noise, and a fine-tune that scores below it is never promoted.",
     )
     approval_timeout_hours: float = Field(
         24.0, gt=0, le=720, description="How long the approval form waits; no answer rejects the candidate."

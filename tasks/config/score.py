@@ -19,7 +19,7 @@ class ScoreConfig(BaseModel):
     model: str = Field(
         DEFAULT_MODEL,
         min_length=1,
-        description="models:/<name>@<alias>, models:/<name>/<version>, models:/m-<id> or a model folder.",
+        description="models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-ID or a model folder.",
     )
     data: DataConfig = Field(default_factory=DataConfig, description="The texts to label (default: the sample).")
     output: str | None = Field(

@@ -67,7 +67,7 @@ class SweepConfig(BaseModel):
     storage: str | None = Field(
         None,
         description="Optuna storage URL (any SQLAlchemy URL); unset: the environment's TUNELOOP_OPTUNA_STORAGE, "
-        "else sqlite:///<TUNELOOP_HOME>/optuna.db.",
+        "else optuna.db in the tuneloop home folder (TUNELOOP_HOME, default .tuneloop).",
     )
     sampler: Literal["tpe", "gp", "random"] = Field(
         "tpe",

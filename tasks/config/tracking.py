@@ -12,7 +12,10 @@ class TrackingConfig(BaseModel):
 
     experiment: str = Field("tuneloop", min_length=1, max_length=200, description="MLflow experiment name.")
     run_name: str | None = Field(
-        None, max_length=200, description="MLflow run name; unset: the Prefect flow run's name."
+        None,
+        max_length=200,
+        description="MLflow run name; unset: what ran on what, e.g. train-banking-all-MiniLM-L6-v2-1207-1320 "
+        "(flow, data file, base model, start time).",
     )
     log_model: bool = Field(
         True, description="Log the fine-tuned model as the run's MLflow Model (needed to register it)."

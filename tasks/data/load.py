@@ -73,11 +73,16 @@ def detect_format(source: str, config: DataConfig) -> str:
     raise DataLoadError(missing_data(source, config))
 
 
-def check_sources(config: DataConfig) -> None:
-    """The data (and test) paths exist and have a format tuneloop reads: raises DataLoadError."""
+def check_sources(config: DataConfig, labelled: bool = True) -> None:
+    """The data (and test) files exist, are readable and have the configured columns: raises
+    DataLoadError. Called before any server starts, so a wrong path or column is answered in seconds.
+    A Hub dataset is checked when it loads."""
     for source in filter(None, (config.path, config.test_path)):
-        if detect_format(source, config) != "hub" and not Path(source).exists():
-            raise DataLoadError(missing_data(source, config))
+        if detect_format(source, config) == "hub":
+            continue
+        frame = read_source(source, config)
+        if not frame.empty:  # an empty table is reported, with its own fix, when the run loads it
+            check_columns(frame, config, source, labelled)
 
 
 def source_stamps(config: DataConfig) -> list[str]:
@@ -255,9 +260,9 @@ def read_hub(dataset_id: str, config: DataConfig) -> pd.DataFrame:
 def dataset_to_frame(dataset: Any, config: DataConfig) -> pd.DataFrame:
     """A `datasets.Dataset` as a frame, with class-label integers mapped to their names."""
     frame = dataset.to_pandas()
-    feature = dataset.features.get(config.label_column)
-    if feature is not None and hasattr(feature, "int2str") and config.label_column in frame:
-        frame[config.label_column] = frame[config.label_column].map(
+    feature = dataset.features.get(config.label_column_name)
+    if feature is not None and hasattr(feature, "int2str") and config.label_column_name in frame:
+        frame[config.label_column_name] = frame[config.label_column_name].map(
             lambda value: feature.int2str(int(value)) if pd.notna(value) and value >= 0 else None
         )
     return frame
@@ -278,25 +283,35 @@ def delimiter_hint(frame: pd.DataFrame) -> str:
     return ""
 
 
+# What to change when a configured column is not in the file, per setting (form field and CLI option).
+COLUMN_FIXES = {
+    "data.text_columns": "set data.text_columns to the column(s) with the text (--text-column)",
+    "data.label_column": "set data.label_column to the column with the label (--label-column)",
+    "data.id_column": "set data.id_column to the column with a row id, or leave it unset to use row numbers "
+    "(--set data.id_column=null)",
+}
+
+
 def check_columns(frame: pd.DataFrame, config: DataConfig, source: str, labelled: bool = True) -> None:
     """Every configured column exists (the label's only for labelled data), and text columns hold text."""
-    wanted = [("data.text_columns", name) for name in config.text_columns]
+    wanted = [("data.text_columns", name) for name in config.text_column_names]
     if labelled:
-        wanted.append(("data.label_column", config.label_column))
-    if config.id_column:
-        wanted.append(("data.id_column", config.id_column))
+        wanted.append(("data.label_column", config.label_column_name))
+    if config.id_column_name:
+        wanted.append(("data.id_column", config.id_column_name))
     missing = [(key, name) for key, name in wanted if name not in frame.columns]
     if missing:
         names = ", ".join(f"'{name}' ({key})" for key, name in missing)
         available = ", ".join(repr(str(column)) for column in frame.columns[:20])
+        fixes = "; ".join(dict.fromkeys(COLUMN_FIXES[key] for key, _ in missing))
         raise DataLoadError(
             f"Column{'s' if len(missing) > 1 else ''} {names} not found in {source}. Available columns: {available}. "
-            "Set data.text_columns / data.label_column to the columns with the text and the label "
-            f"(--text-column / --label-column on the command line).{delimiter_hint(frame)}"
+            f"Fix: {fixes} (in the Prefect form: the Data section).{delimiter_hint(frame)}"
         )
-    if labelled and config.label_column in config.text_columns:
+    if labelled and config.label_column_name in config.text_column_names:
         raise DataLoadError(
-            f"'{config.label_column}' is both the label column and a text column: the model would read the answer. "
+            f"'{config.label_column_name}' is both the label column and a text column: the model would read the "
+            "answer. "
             "Set data.text_columns (--text-column) to the column with the text and data.label_column "
             "(--label-column) to the one with the label."
         )
@@ -308,7 +323,7 @@ def check_columns(frame: pd.DataFrame, config: DataConfig, source: str, labelled
                 f"(e.g. {str(first_non_scalar(frame[name]))[:80]}), not one text or label per row. Join or "
                 f"pick one value per row before loading, or point {key} at another column."
             )
-    for name in config.text_columns:
+    for name in config.text_column_names:
         if pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(frame[name]):
             raise DataLoadError(
                 f"Text column '{name}' in {source} holds {frame[name].dtype} values, "
@@ -380,8 +395,8 @@ def join_text(frame: pd.DataFrame, columns: list[str], separator: str) -> pd.Ser
 
 def row_ids(frame: pd.DataFrame, config: DataConfig) -> pd.Series:
     """Each row's id as text: the id column, else the row number."""
-    if config.id_column:
-        return frame[config.id_column].astype("string")
+    if config.id_column_name:
+        return frame[config.id_column_name].astype("string")
     return pd.Series(range(len(frame)), dtype="int64").astype("string")
 
 
@@ -390,13 +405,13 @@ def normalize(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFr
     if frame.empty:
         raise DataLoadError(f"{source} has no data rows (a header only, or an empty table). Add labelled rows.")
     check_columns(frame, config, source)
-    label = frame[config.label_column]
+    label = frame[config.label_column_name]
     label = null_labels(label.where(label.notna(), None).astype("string").str.strip(), config.null_labels)
     check_label_spellings(label, source)
     table = pd.DataFrame(
         {
             "id": row_ids(frame, config),
-            "text": join_text(frame, config.text_columns, config.text_separator),
+            "text": join_text(frame, config.text_column_names, config.text_separator),
             "label": label,
         }
     )
@@ -410,11 +425,11 @@ def text_table(source: str, config: DataConfig) -> pd.DataFrame:
         raise DataLoadError(f"{source} has no data rows (a header only, or an empty table). Add texts to label.")
     check_columns(frame, config, source, labelled=False)
     table = pd.DataFrame(
-        {"id": row_ids(frame, config), "text": join_text(frame, config.text_columns, config.text_separator)}
+        {"id": row_ids(frame, config), "text": join_text(frame, config.text_column_names, config.text_separator)}
     )
     table = table[table["text"].notna() & (table["text"].str.strip().str.len() > 0)].reset_index(drop=True)
     if table.empty:
-        raise DataLoadError(f"{source} has no texts in {', '.join(config.text_columns)} (data.text_columns).")
+        raise DataLoadError(f"{source} has no texts in {', '.join(config.text_column_names)} (data.text_columns).")
     return table
 
 

@@ -63,7 +63,7 @@ def suite_parameters(validation: ValidationConfig, data: DataConfig) -> dict[str
         "min_examples_per_class": validation.min_examples_per_class,
         "min_text_length": validation.min_text_length,
         "max_text_length": validation.max_text_length,
-        "labels": data.labels,
+        "labels": data.allowed_labels,
     }
 
 

@@ -1,60 +1,105 @@
 """The classical baseline every run is measured against: TF-IDF features and logistic regression.
-A fine-tuned transformer that cannot beat it on validation is not worth its cost, and the run
-report says so."""
+It is a model family of its own: saved beside the run (a pickled scikit-learn pipeline and
+`tuneloop.json`), logged as an MLflow Model, and registered instead of the fine-tune when it beats
+the fine-tune on validation beyond noise. A fine-tune that scores below it is not worth its cost."""
 
 from __future__ import annotations
 
+import json
+import pickle
 import time
+from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
+from tasks.config.promotion import PromotionConfig
 from tasks.core.metrics import SplitMetrics, noise_margin, rows_scored, split_metrics
+from tasks.core.paired import PairedDifference, paired_bootstrap
 from tasks.data.split import SplitReport
+from tasks.model.predict import BASELINE_NAME, MODEL_INFO_FILE, PIPELINE_FILE
 
-BASELINE_NAME = "tfidf-logistic-regression"
+Family = Literal["finetune", "baseline"]
 
 
 class BaselineReport(BaseModel):
-    """The baseline's validation and test scores."""
+    """The baseline's validation and test scores, and where its model and predictions are."""
 
     name: str
     val: SplitMetrics
     test: SplitMetrics
     seconds: float
+    path: str | None = None  # the saved model folder
+    val_predictions_path: str | None = None
+    predictions_path: str | None = None  # test rows with `predicted`, like the fine-tune's
 
 
-def fit_tfidf_baseline(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, seed: int) -> BaselineReport:
+def tfidf_pipeline(seed: int) -> Any:
     """Word 1-2-gram and character 2-5-gram TF-IDF with a class-balanced logistic regression."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import FeatureUnion, make_pipeline
 
-    started = time.perf_counter()
     features = FeatureUnion(
         [
             ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=200_000)),
             ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, max_features=200_000)),
         ]
     )
-    model = make_pipeline(
+    return make_pipeline(
         features, LogisticRegression(max_iter=2000, C=10.0, class_weight="balanced", random_state=seed)
     )
+
+
+def save_baseline(model: Any, labels: list[str], folder: Path) -> Path:
+    """The fitted pipeline as `model.pkl` and its `tuneloop.json` (family, labels) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / PIPELINE_FILE).open("wb") as handle:
+        pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    info = {"family": "baseline", "base_model": BASELINE_NAME, "labels": labels, "method": "tfidf"}
+    (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return folder
+
+
+def fit_tfidf_baseline(
+    train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, seed: int, folder: Path | None = None
+) -> BaselineReport:
+    """Fit the baseline on the training split and score it; with a `folder`, save the model and the
+    validation and test predictions there."""
+    started = time.perf_counter()
+    model = tfidf_pipeline(seed)
     model.fit(train["text"], train["label"])
     labels = sorted(train["label"].unique())
+    predicted = {name: model.predict(frame["text"]).tolist() for name, frame in (("val", validation), ("test", test))}
     scores = {
-        name: split_metrics(frame["label"].tolist(), model.predict(frame["text"]).tolist(), labels)
+        name: split_metrics(frame["label"].tolist(), predicted[name], labels)
         for name, frame in (("val", validation), ("test", test))
     }
-    return BaselineReport(name=BASELINE_NAME, **scores, seconds=round(time.perf_counter() - started, 2))
+    seconds = round(time.perf_counter() - started, 2)
+    if folder is None:
+        return BaselineReport(name=BASELINE_NAME, **scores, seconds=seconds)
+    save_baseline(model, labels, folder / "model")
+    paths = {}
+    for name, frame in (("val", validation), ("test", test)):
+        paths[name] = folder / f"{name}_predictions.csv"
+        frame.assign(predicted=predicted[name]).to_csv(paths[name], index=False)
+    return BaselineReport(
+        name=BASELINE_NAME,
+        **scores,
+        seconds=seconds,
+        path=str(folder / "model"),
+        val_predictions_path=str(paths["val"]),
+        predictions_path=str(paths["test"]),
+    )
 
 
 @task(name="fit_baseline")
-def fit_baseline(splits: SplitReport, seed: int) -> BaselineReport:
-    """Fit and score the TF-IDF + logistic-regression baseline on the same splits."""
+def fit_baseline(splits: SplitReport, seed: int, folder: Path | None = None) -> BaselineReport:
+    """Fit and score the TF-IDF + logistic-regression baseline on the same splits (saved in `folder`)."""
     train, validation, test = (pd.read_parquet(ref.path) for ref in (splits.train, splits.validation, splits.test))
-    report = fit_tfidf_baseline(train, validation, test, seed)
+    report = fit_tfidf_baseline(train, validation, test, seed, folder)
     get_run_logger().info(
         "Baseline %s: val f1_macro %.4f, test f1_macro %.4f (%.1f s)",
         report.name,
@@ -91,3 +136,53 @@ def baseline_verdict(model_val: SplitMetrics, baseline: BaselineReport, metric: 
         f"The fine-tuned model does NOT beat the {baseline.name} baseline on validation {metric}: {ours:.4f} vs "
         f"{theirs:.4f}. The cheaper baseline is as good here; consider it, more data, or another base model."
     )
+
+
+class FamilyChoice(BaseModel):
+    """Which model family a run offers to the registry, and why."""
+
+    family: Family
+    difference: PairedDifference | None  # fine-tune minus baseline on validation, row by row
+    blocked: str | None = None  # why the fine-tune may not be promoted although it is offered
+    reason: str
+
+
+def choose_family(
+    truth: list[str], finetuned: list[str], baseline: list[str], config: PromotionConfig, scored_by: str
+) -> FamilyChoice:
+    """The baseline is offered instead of the fine-tune when it is better on validation with
+    `promotion.confidence` (a paired bootstrap of the same rows); a fine-tune below it within noise is
+    offered but blocked. `promotion.baseline_competes=false`: always the fine-tune."""
+    if not config.baseline_competes:
+        return FamilyChoice(family="finetune", difference=None, reason="the baseline does not compete")
+    difference = paired_bootstrap(truth, finetuned, baseline, config.metric, config.confidence).overall
+    said = f"fine-tune minus baseline on validation {config.metric} ({scored_by}): {difference.interval()}"
+    if difference.high < 0:
+        return FamilyChoice(
+            family="baseline",
+            difference=difference,
+            reason=f"the {BASELINE_NAME} baseline beats the fine-tune beyond noise ({said}), so the baseline is "
+            "the candidate",
+        )
+    if difference.delta < 0:
+        return FamilyChoice(
+            family="finetune",
+            difference=difference,
+            blocked=f"the fine-tune scores below the {BASELINE_NAME} baseline on validation ({said})",
+            reason=f"the fine-tune is the candidate, but scores below the baseline ({said})",
+        )
+    return FamilyChoice(family="finetune", difference=difference, reason=f"the fine-tune is the candidate ({said})")
+
+
+@task(name="choose_model_family")
+def choose_model_family(
+    validation_predictions: str, baseline: BaselineReport, config: PromotionConfig, scored_by: str
+) -> FamilyChoice:
+    """Fine-tune or baseline: which one this run registers (both predicted the same validation rows)."""
+    ours = pd.read_csv(validation_predictions, dtype=str, keep_default_na=False)
+    theirs = pd.read_csv(str(baseline.val_predictions_path), dtype=str, keep_default_na=False)
+    choice = choose_family(
+        ours["label"].tolist(), ours["predicted"].tolist(), theirs["predicted"].tolist(), config, scored_by
+    )
+    get_run_logger().info("Model family: %s", choice.reason)
+    return choice

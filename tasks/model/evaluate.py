@@ -24,6 +24,7 @@ class EvalReport(BaseModel):
     confusion_matrix_path: str
     report_path: str
     predictions_path: str
+    val_predictions_path: str | None = None  # validation rows: label and predicted
     val_scored_by: str = "final model"  # or "first fit, held out": a refit model trained on validation
 
 
@@ -101,12 +102,16 @@ def score_model(
     report.write_text(classification_report(y_true, y_pred, labels=labels, digits=4, zero_division=0), encoding="utf-8")
     predictions = folder / "test_predictions.csv"
     test.assign(predicted=y_pred).to_csv(predictions, index=False)
+    validation_predictions = folder / "validation_predictions.csv"
+    labels_seen, predicted_seen = scored["val"]
+    pd.DataFrame({"label": labels_seen, "predicted": predicted_seen}).to_csv(validation_predictions, index=False)
     return EvalReport(
         val=split_metrics(*scored["val"], labels),
         test=split_metrics(*scored["test"], labels),
         confusion_matrix_path=str(matrix),
         report_path=str(report),
         predictions_path=str(predictions),
+        val_predictions_path=str(validation_predictions),
         val_scored_by="final model" if held_out is None else "first fit, held out",
     )
 

@@ -1,5 +1,6 @@
 """Load a saved tuneloop model folder and label texts (a model in MLflow is fetched to a folder first:
-tasks/registry/fetch.py)."""
+tasks/registry/fetch.py). Two families answer the same way: a fine-tuned transformer, and the TF-IDF
+baseline (a pickled scikit-learn pipeline, `model.pkl`); `tuneloop.json` says which."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ from tasks.core.errors import ModelNotFoundError, first_line
 from tasks.core.quiet import quiet_libraries
 
 MODEL_INFO_FILE = "tuneloop.json"
+PIPELINE_FILE = "model.pkl"  # the baseline's pipeline; MLflow's scikit-learn flavor uses the same name
+BASELINE_NAME = "tfidf-logistic-regression"
 
 
 @dataclass
 class Classifier:
-    """A loaded model with its tokenizer, labels and sequence length."""
+    """A loaded model: a network with its tokenizer and sequence length, or a baseline `pipeline`."""
 
     network: Any
     tokenizer: Any
     labels: list[str]
     max_length: int
     device: str
+    pipeline: Any = None
 
 
 def model_folder(location: str | Path) -> Path:
@@ -55,8 +59,10 @@ def load_classifier(location: str | Path) -> Classifier:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = model_folder(location)
-    quiet_libraries()
     info = model_info(folder)
+    if info.get("family") == "baseline":
+        return load_baseline(folder, info)
+    quiet_libraries()
     weights, vocabulary = weights_and_tokenizer(folder)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -83,9 +89,38 @@ def load_classifier(location: str | Path) -> Classifier:
     )
 
 
+def load_baseline(folder: Path, info: dict[str, Any]) -> Classifier:
+    """A saved TF-IDF baseline: its pickled scikit-learn pipeline (trusted: written by tuneloop)."""
+    import pickle
+
+    try:
+        with (folder / PIPELINE_FILE).open("rb") as handle:
+            pipeline = pickle.load(handle)  # our own model file, like any pickled sklearn model
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as error:
+        raise ModelNotFoundError(
+            f"The baseline model in {folder} cannot be loaded ({first_line(error)}): its files are missing or "
+            "damaged, or scikit-learn differs from the one that saved it. Fetch it again or train a new one."
+        ) from None
+    return Classifier(
+        network=None, tokenizer=None, labels=list(info["labels"]), max_length=0, device="cpu", pipeline=pipeline
+    )
+
+
+def predict_baseline(classifier: Classifier, texts: list[str]) -> list[dict[str, Any]]:
+    """predict_texts for a baseline: the pipeline's class probabilities."""
+    classes = [str(name) for name in classifier.pipeline.classes_]
+    results: list[dict[str, Any]] = []
+    for row in classifier.pipeline.predict_proba(texts).tolist():
+        scores: dict[str, float] = {label: round(value, 6) for label, value in zip(classes, row, strict=True)}
+        results.append({"label": max(scores, key=lambda label: scores[label]), "probabilities": scores})
+    return results
+
+
 def predict_texts(classifier: Classifier, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
     """The label and the probability of every label for each text, in the input order. Texts are
     batched by length, so each batch pads to similar lengths (several times less padding)."""
+    if classifier.pipeline is not None:
+        return predict_baseline(classifier, texts)
     import torch
 
     id2label = classifier.network.config.id2label

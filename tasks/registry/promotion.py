@@ -12,16 +12,20 @@ from pydantic import BaseModel, Field
 from tasks.config.promotion import PromotionConfig
 from tasks.core.errors import first_line
 from tasks.core.metrics import SplitMetrics, split_metrics
-from tasks.model.evaluate import plot_confusion_matrices
+from tasks.core.paired import PairedComparison, paired_bootstrap
+from tasks.model.baseline import BaselineReport, FamilyChoice
+from tasks.model.evaluate import EvalReport, plot_confusion_matrices
+from tasks.model.finetune import TrainedModelRef
 from tasks.model.predict import predictions
 from tasks.registry.fetch import fetch_model
 from tasks.registry.versions import (
     CHAMPION,
+    Candidate,
     Comparison,
     ModelVersionRef,
     find_version,
 )
-from tasks.tracking.store import mlflow_client
+from tasks.tracking.store import TrackedRun, mlflow_client
 
 
 class ChampionScores(BaseModel):
@@ -30,6 +34,7 @@ class ChampionScores(BaseModel):
     version: str | None
     metrics: SplitMetrics | None
     confusion_pair: str | None
+    paired: PairedComparison | None = None  # candidate minus champion, row by row
     problem: str | None = None
 
 
@@ -43,7 +48,8 @@ def evaluate_champion(
     folder: Path,
 ) -> ChampionScores:
     """Score the current champion on the candidate's test split (the stored metrics were measured on
-    other data when the data changed) and draw both confusion matrices side by side."""
+    other data when the data changed), compare both row by row (paired bootstrap) and draw both
+    confusion matrices side by side."""
     champion = find_version(tracking_uri, config.model_name, CHAMPION)
     if champion is None:
         return ChampionScores(version=None, metrics=None, confusion_pair=None)
@@ -66,7 +72,40 @@ def evaluate_champion(
         sorted(set(y_true) | set(candidate) | set(predicted)),
         folder / "confusion_candidate_champion.png",
     )
-    return ChampionScores(version=version, metrics=split_metrics(y_true, predicted, labels), confusion_pair=str(pair))
+    paired = paired_bootstrap(y_true, candidate, predicted, config.metric, config.confidence)
+    return ChampionScores(
+        version=version, metrics=split_metrics(y_true, predicted, labels), confusion_pair=str(pair), paired=paired
+    )
+
+
+def run_candidate(
+    tracked: TrackedRun,
+    evaluation: EvalReport,
+    baseline: BaselineReport,
+    choice: FamilyChoice,
+    trained: TrainedModelRef,
+) -> Candidate:
+    """What a training run offers the registry: its fine-tune, or the baseline when that won."""
+    if choice.family == "baseline":
+        return Candidate(
+            family="baseline",
+            base_model=baseline.name,
+            method="tfidf",
+            run_id=str(tracked.baseline_run_id),
+            model_id=tracked.baseline_model_id,
+            test=baseline.test,
+            test_predictions=str(baseline.predictions_path),
+        )
+    return Candidate(
+        family="finetune",
+        base_model=trained.base_model,
+        method=trained.method,
+        run_id=tracked.run_id,
+        model_id=tracked.model_id,
+        test=evaluation.test,
+        test_predictions=evaluation.predictions_path,
+        blocked=choice.blocked,
+    )
 
 
 class ApprovalInput(BaseModel):
@@ -87,15 +126,23 @@ def comparison_markdown(comparison: Comparison, version: ModelVersionRef, links:
             f"Both scored on this run's test split. Rule: {comparison.reason} "
             f"({'eligible' if comparison.eligible else 'not eligible'}).",
             "",
-            f"| score | candidate v{version.version} | champion v{comparison.champion_version} | delta |",
-            "|---|---|---|---|",
+            f"| score | candidate v{version.version} | champion v{comparison.champion_version} | delta "
+            "| paired bounds |",
+            "|---|---|---|---|---|",
         ]
         for key in ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro"):
             mine, theirs = getattr(comparison.candidate, key), getattr(comparison.champion, key)
-            lines.append(f"| {key} | {mine:.4f} | {theirs:.4f} | {mine - theirs:+.4f} |")
+            bounds = comparison.interval if comparison.interval and comparison.interval.metric == key else None
+            shown = f"{bounds.low:+.4f} to {bounds.high:+.4f}" if bounds else ""
+            lines.append(f"| {key} | {mine:.4f} | {theirs:.4f} | {mine - theirs:+.4f} | {shown} |")
         for label, delta in comparison.class_deltas.items():
             mine = comparison.candidate.per_class[label]["f1"]
-            lines.append(f"| F1 `{label}` | {mine:.4f} | {mine - delta:.4f} | {delta:+.4f} |")
+            bounds = comparison.class_intervals.get(label)
+            shown = f"{bounds.low:+.4f} to {bounds.high:+.4f}" if bounds else ""
+            support = int(comparison.candidate.per_class[label].get("support", 0))
+            lines.append(
+                f"| F1 `{label}` ({support} texts) | {mine:.4f} | {mine - delta:.4f} | {delta:+.4f} | {shown} |"
+            )
     lines += ["", *(f"- {name}: {link}" for name, link in links.items())]
     return "\n".join(lines)
 

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from prefect import get_run_logger, task
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from tasks.config.promotion import PromotionConfig
 from tasks.core.errors import RegistryError, first_line
 from tasks.core.metrics import SplitMetrics
+from tasks.core.paired import PairedComparison, PairedDifference
 from tasks.tracking.model import global_store
-from tasks.tracking.store import absent_store, damaged_store, mlflow_client
+from tasks.tracking.store import absent_store, damaged_store, mlflow_client, version_link
 
 CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous"
 
@@ -45,10 +46,25 @@ class Comparison(BaseModel):
     champion: SplitMetrics | None
     champion_version: str | None
     delta: float | None
+    interval: PairedDifference | None = None
     class_deltas: dict[str, float]
+    class_intervals: dict[str, PairedDifference] = {}
     regressions: dict[str, float]
     eligible: bool
     reason: str
+
+
+class Candidate(BaseModel):
+    """What a run offers the registry: one logged model (either family) and its test predictions."""
+
+    family: Literal["finetune", "baseline"] = "finetune"
+    base_model: str
+    method: str
+    run_id: str
+    model_id: str | None
+    test: SplitMetrics
+    test_predictions: str  # CSV of the test rows with `predicted`
+    blocked: str | None = None  # why it may not be promoted, whatever the champion rule says
 
 
 class PromotionResult(BaseModel):
@@ -61,6 +77,18 @@ class PromotionResult(BaseModel):
     message: str
     comment: str = ""
     reviewer: str = ""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def champion_version(self) -> str | None:
+        """The champion's version number after this decision (None: there is none)."""
+        return self.champion
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reason(self) -> str:
+        """Why the candidate was or was not promoted, in one sentence."""
+        return self.message
 
 
 def parse_model_uri(location: str) -> tuple[str, str | None, str | None]:
@@ -127,12 +155,55 @@ def register_version(tracking_uri: str, name: str, run_id: str, model_id: str, t
     return version
 
 
+def significant_drops(paired: PairedComparison, config: PromotionConfig) -> dict[str, PairedDifference]:
+    """Classes whose F1 drops by more than `max_class_regression`, significantly (the whole interval
+    below 0), on at least `min_class_support` test texts: one text of a three-text class is not a drop."""
+    return {
+        label: difference
+        for label, difference in paired.per_class.items()
+        if paired.support[label] >= config.min_class_support
+        and difference.high < 0
+        and -difference.delta > config.max_class_regression
+    }
+
+
+def passes_rule(difference: PairedDifference, config: PromotionConfig) -> bool:
+    """better: the difference is above 0 with the configured confidence (and at least min_improvement);
+    not_worse: above -margin with that confidence."""
+    if config.rule == "not_worse":
+        return difference.low > -config.margin
+    return difference.low > 0 and difference.delta >= config.min_improvement
+
+
+def rule_reason(difference: PairedDifference, version: str | None, config: PromotionConfig, passed: bool) -> str:
+    """The rule's verdict in words, with the interval."""
+    said = f"{config.metric} {difference.interval()} against champion v{version} on {difference.rows} test texts"
+    if config.rule == "not_worse":
+        verdict = (
+            f"not worse by more than margin {config.margin}"
+            if passed
+            else f"may be worse by more than margin {config.margin}"
+        )
+    elif passed:
+        verdict = f"better with {config.confidence:.0%} confidence"
+    elif difference.low > 0:
+        verdict = f"better, but by less than min_improvement {config.min_improvement}"
+    else:
+        verdict = f"not better with {config.confidence:.0%} confidence (the test split cannot tell them apart)"
+    return f"{said}: {verdict}"
+
+
 def champion_rule(
-    candidate: SplitMetrics, champion: SplitMetrics | None, version: str | None, config: PromotionConfig
+    candidate: SplitMetrics,
+    champion: SplitMetrics | None,
+    version: str | None,
+    config: PromotionConfig,
+    paired: PairedComparison | None,
 ) -> Comparison:
-    """The champion/challenger rule: beat the champion by `min_improvement` on the metric, and lose
-    no more than `max_class_regression` F1 on any class. No champion yet: the candidate is eligible."""
-    if champion is None:
+    """The champion/challenger rule on the same test rows, decided by a paired test, not raw differences:
+    `promotion.rule` (better with `confidence`, or not worse within `margin`), and no class whose F1
+    drops significantly (see significant_drops). No champion yet: the candidate is eligible."""
+    if champion is None or paired is None:
         return Comparison(
             metric=config.metric,
             candidate=candidate,
@@ -144,36 +215,27 @@ def champion_rule(
             eligible=True,
             reason="no champion yet",
         )
-    delta = getattr(candidate, config.metric) - getattr(champion, config.metric)
-    class_deltas = {
-        label: scores["f1"] - champion.per_class.get(label, {}).get("f1", 0.0)
-        for label, scores in candidate.per_class.items()
-    }
-    regressions = {label: value for label, value in class_deltas.items() if -value > config.max_class_regression}
-    beats = delta > 0 and delta >= config.min_improvement
-    if regressions:
-        worst = min(regressions, key=regressions.__getitem__)
+    class_deltas = {label: difference.delta for label, difference in paired.per_class.items()}
+    drops = significant_drops(paired, config)
+    passed = passes_rule(paired.overall, config)
+    reason = rule_reason(paired.overall, version, config, passed)
+    if drops:
+        worst = min(drops, key=lambda label: drops[label].delta)
         reason = (
-            f"class {worst!r} F1 drops by {-regressions[worst]:.4f} > max_class_regression "
-            f"{config.max_class_regression}"
+            f"class {worst!r} F1 drops {drops[worst].interval()} on {paired.support[worst]} texts: significant and "
+            f"more than max_class_regression {config.max_class_regression} ({reason})"
         )
-    elif not beats:
-        reason = (
-            f"{config.metric} {delta:+.4f} against champion v{version} does not beat it by "
-            f"min_improvement {config.min_improvement}"
-        )
-    else:
-        reason = f"{config.metric} {delta:+.4f} against champion v{version}"
-    eligible = beats and not regressions
     return Comparison(
         metric=config.metric,
         candidate=candidate,
         champion=champion,
         champion_version=version,
-        delta=delta,
+        delta=paired.overall.delta,
+        interval=paired.overall,
         class_deltas=class_deltas,
-        regressions=regressions,
-        eligible=eligible,
+        class_intervals=paired.per_class,
+        regressions={label: difference.delta for label, difference in drops.items()},
+        eligible=passed and not drops,
         reason=reason,
     )
 
@@ -190,7 +252,36 @@ def set_champion(tracking_uri: str, name: str, version: str, decision: Decision,
         registry.set_model_version_tag(name, version, "promotion.replaced_version", str(old.version))
         registry.set_registered_model_alias(name, PREVIOUS, old.version)
     registry.set_registered_model_alias(name, CHAMPION, version)
+    move_champion_tag(tracking_uri, name, old, version)
     return str(old.version) if old is not None else None
+
+
+def move_champion_tag(tracking_uri: str, name: str, old: Any | None, version: str) -> None:
+    """The champion's MLflow run carries the tag `champion` (the version and a link to its page), so
+    the run list shows which run is live; the run of the one it replaced loses it."""
+    registry = mlflow_client(tracking_uri)
+    if old is not None and old.run_id:
+        with contextlib.suppress(Exception):  # the old run may have been deleted
+            registry.delete_tag(old.run_id, "champion")
+    new = find_version(tracking_uri, name, version=version)
+    if new is not None and new.run_id:
+        registry.set_tag(new.run_id, "champion", f"{name} v{version}: {version_link(tracking_uri, name, version)}")
+
+
+def promotion_sentence(version: ModelVersionRef, decision: str, reason: str, champion: str | None) -> str:
+    """Why the version was or was not promoted, in one sentence."""
+    name = f"{version.name} v{version.version}"
+    if decision in ("promoted", "approved"):
+        how = " after approval" if decision == "approved" else ""
+        return f"{name} is the new champion{how}: {reason}."
+    why = {
+        "rejected": reason,
+        "rejected_by_reviewer": f"the reviewer rejected it ({reason})",
+        "timeout": f"no reviewer answered in time ({reason})",
+        "not_attempted": "promotion.mode=never registers without promoting",
+    }.get(decision, reason)
+    kept = f"; v{champion} stays champion" if champion else "; there is no champion"
+    return f"{name} registered as candidate, not promoted: {why}{kept}."
 
 
 def record(tracking_uri: str, name: str, version: str, tags: dict[str, str]) -> None:
@@ -237,6 +328,7 @@ def rollback(tracking_uri: str, name: str) -> tuple[str, str]:
         )
     registry.set_model_version_tag(name, current.version, "promotion.decision", "rolled_back")
     registry.set_registered_model_alias(name, CHAMPION, previous.version)
+    move_champion_tag(tracking_uri, name, current, str(previous.version))
     before = previous.tags.get("promotion.replaced_version")
     if before and before != str(current.version) and find_version(tracking_uri, name, version=before) is not None:
         registry.set_registered_model_alias(name, PREVIOUS, before)

@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config.pipeline import SweepPipelineConfig
+from tasks.config.sweep import SweepConfig
 from tasks.model.finetune import FirstFit, prepare, refit
 from tasks.model.plan import EpochRecord, TrainingPlan
+from tasks.model.predict import model_info
 from tasks.model.refit import RefitReport, refit_decision
-from tasks.sweep.state import SweepState, TrialResult
+from tasks.registry.versions import Candidate
+from tasks.sweep.state import BestModel, RoundDecision, SweepState, TrialResult
 from tasks.sweep.trial import model_for_round
 
 
@@ -58,3 +61,26 @@ def refit_candidate(
     report = refit(fitting, frames, first_fit_of_trial(best), decision, folder, [])
     shutil.rmtree(folder / "refit", ignore_errors=True)  # its checkpoints: the model is saved
     return folder / "model", report
+
+
+def sweep_candidate(best: BestModel, state: SweepState, decision: RoundDecision, settings: SweepConfig) -> Candidate:
+    """What a sweep offers the registry: its candidate model, blocked from promotion unless the sweep
+    met its target (a sweep whose budget ran out first only registers)."""
+    info = model_info(Path(best.model_path))
+    blocked = None
+    if decision.action != "target_met":
+        reached = f"{decision.best_score:.4f}" if decision.best_score is not None else "no score"
+        blocked = (
+            f"the sweep did not reach its target (best validation {settings.metric} {reached} < target_f1 "
+            f"{settings.target_f1}), so its candidate is registered only"
+        )
+    return Candidate(
+        family="finetune",
+        base_model=str(info.get("base_model", state.model.base_model if state.model else "")),
+        method=str(info.get("method", "")),
+        run_id=best.run_id,
+        model_id=best.model_id,
+        test=best.evaluation.test,
+        test_predictions=best.evaluation.predictions_path,
+        blocked=blocked,
+    )

@@ -135,7 +135,7 @@ def start_sweep(
 ) -> SweepState:
     """Create the Optuna study and the MLflow parent run once, before any trial: parallel trials that
     each create a fresh SQLite database race on its schema (`UNIQUE constraint failed: alembic_version`)."""
-    from tasks.tracking.store import flatten, run_tags, write_config
+    from tasks.tracking.store import flatten, readable_run_name, run_tags, write_config
     from tasks.tracking.sweep import start_sweep_run
 
     config: SweepConfig = pipeline.sweep
@@ -147,6 +147,7 @@ def start_sweep(
         flatten(pipeline.model_dump(mode="json")),
         run_tags(dataset_sha256, {"base_model": selection.chosen.base_model}),
         write_config(pipeline, folder / "config.yaml"),
+        pipeline.tracking.run_name or readable_run_name("sweep", pipeline.data.path, selection.chosen.base_model),
     )
     state = SweepState(
         sweep_id=sweep_id,

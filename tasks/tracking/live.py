@@ -72,10 +72,15 @@ def continued_run(target: TrackingTarget, run_id: str | None) -> Any | None:
 
 @task(name="open_training_run", retries=2, retry_delay_seconds=3)
 def open_training_run(
-    target: TrackingTarget, tracking: TrackingConfig, dataset_sha256: str, folder: Path | None = None
+    target: TrackingTarget,
+    tracking: TrackingConfig,
+    dataset_sha256: str,
+    folder: Path | None = None,
+    name: str | None = None,
 ) -> TrackedRun:
     """The training's MLflow run, RUNNING from now on: the one this flow run opened before (a retry),
-    or the one of the unfinished run `folder` continues, else a new one (recorded in the folder)."""
+    or the one of the unfinished run `folder` continues, else a new one (recorded in the folder),
+    named `tracking.run_name`, else `name` (readable_run_name), else the flow run's name."""
     from prefect.runtime import flow_run
 
     from tasks.core.workspace import read_record, update_record
@@ -86,19 +91,18 @@ def open_training_run(
         existing = find_open_run(target, flow_run_id) if flow_run_id else None
         existing = existing or continued_run(target, record.mlflow_run_id if record else None)
         if existing is not None:
-            run_id = existing.info.run_id
+            run_id, run_name = existing.info.run_id, existing.info.run_name
             drive_run(target, existing)  # ended FAILED or KILLED by the interrupted attempt; this one goes on
         else:
             tags = run_tags(dataset_sha256, {"kind": "training"})
-            run_id = client.create_run(
-                target.experiment_id, run_name=tracking.run_name or flow_run.name, tags=tags
-            ).info.run_id
+            run_name = tracking.run_name or name or flow_run.name
+            run_id = client.create_run(target.experiment_id, run_name=run_name, tags=tags).info.run_id
     except Exception as error:
         raise TrackingError(f"MLflow at {target.uri} refused the run: {first_line(error)}.") from None
     if folder:
         update_record(folder, mlflow_run_id=run_id)
     get_run_logger().info("MLflow run %s %s: %s", run_id, "resumed" if existing else "opened", run_link(target, run_id))
-    return tracked_run(target, run_id)
+    return tracked_run(target, run_id, name=run_name or "")
 
 
 def metric_sender(run: TrackedRun) -> MetricSender:

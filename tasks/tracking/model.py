@@ -15,11 +15,12 @@ from typing import Any
 
 from tasks.core.home import environment
 from tasks.data.load import DatasetRef
-from tasks.model.predict import MODEL_INFO_FILE, model_info
+from tasks.model.predict import MODEL_INFO_FILE, PIPELINE_FILE, model_info
 from tasks.tracking.store import mlflow_client
 
 # What serving the model needs, pinned to the versions that trained it.
 SERVING_PACKAGES = ("mlflow", "transformers", "torch", "tokenizers", "safetensors")
+BASELINE_PACKAGES = ("mlflow", "scikit-learn", "pandas")
 LOGGED_MODEL_NAME = "model"
 
 
@@ -97,10 +98,48 @@ def log_logged_model(uri: str, experiment_id: str, run_id: str, folder: Path, ta
     return logged.model_id
 
 
+def save_baseline_mlflow_model(model_dir: Path, folder: Path, example: str) -> Path:
+    """Write a saved baseline (`model_dir`: `model.pkl` and `tuneloop.json`) as an MLflow scikit-learn
+    flavor model whose pyfunc answers like the fine-tune's (label and score: baseline_pyfunc.py)."""
+    import pickle
+
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    from tasks.tracking import baseline_pyfunc
+
+    with (model_dir / PIPELINE_FILE).open("rb") as handle:
+        pipeline = pickle.load(handle)  # written by this run
+    shutil.rmtree(folder, ignore_errors=True)
+    with quiet_logger("mlflow.sklearn"):  # its warning about pickle files: ours, read by our own loader
+        mlflow.sklearn.save_model(
+            pipeline,
+            path=str(folder),
+            serialization_format="pickle",
+            signature=model_signature(),
+            input_example=[example],
+            pip_requirements=[f"{name}=={importlib.metadata.version(name)}" for name in BASELINE_PACKAGES],
+            code_paths=[baseline_pyfunc.__file__],
+        )
+    model = Model.load(str(folder))
+    model.flavors["python_function"]["loader_module"] = "baseline_pyfunc"  # label and score, not bare labels
+    model.flavors["python_function"].pop("predict_fn", None)
+    model.save(str(folder / "MLmodel"))
+    shutil.copy2(model_dir / MODEL_INFO_FILE, folder / MODEL_INFO_FILE)
+    return folder
+
+
+def log_baseline_model(uri: str, experiment_id: str, run_id: str, model_dir: Path, example: str) -> str:
+    """Package a saved baseline beside it (`mlflow-model/`) and log it as the run's model; its id."""
+    folder = save_baseline_mlflow_model(model_dir, model_dir.parent / "mlflow-model", example)
+    return log_logged_model(uri, experiment_id, run_id, folder, {"model_family": "baseline"})
+
+
 def log_model(uri: str, experiment_id: str, run_id: str, model_dir: Path, example: str) -> str:
     """Package the saved model beside it (`mlflow-model/`) and log it as the run's model; its id."""
     folder = save_mlflow_model(model_dir, model_dir.parent / "mlflow-model", example)
-    return log_logged_model(uri, experiment_id, run_id, folder, {"base_model": model_info(model_dir)["base_model"]})
+    tags = {"base_model": model_info(model_dir)["base_model"], "model_family": "finetune"}
+    return log_logged_model(uri, experiment_id, run_id, folder, tags)
 
 
 def example_text(validation: DatasetRef) -> str:

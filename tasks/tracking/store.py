@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,10 @@ class TrackedRun(BaseModel):
     experiment_id: str
     uri: str
     link: str
+    name: str = ""
     model_id: str | None = None  # the run's logged MLflow Model (None when tracking.log_model is off)
+    baseline_run_id: str | None = None  # the baseline's child run, and its logged MLflow Model
+    baseline_model_id: str | None = None
 
 
 def mlflow_client(uri: str) -> Any:
@@ -263,10 +267,11 @@ def final_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
     return scores
 
 
-def tracked_run(target: TrackingTarget, run_id: str, model_id: str | None = None) -> TrackedRun:
+def tracked_run(target: TrackingTarget, run_id: str, model_id: str | None = None, name: str = "") -> TrackedRun:
     """Our record of one training's MLflow run."""
     return TrackedRun(
         run_id=run_id,
+        name=name,
         experiment=target.experiment,
         experiment_id=target.experiment_id,
         uri=target.uri,
@@ -275,14 +280,36 @@ def tracked_run(target: TrackingTarget, run_id: str, model_id: str | None = None
     )
 
 
+def readable_run_name(flow: str, data_path: str, base_model: str, when: datetime | None = None) -> str:
+    """What ran on what, and when, for MLflow's run list: `train-banking-all-MiniLM-L6-v2-1207-1320`
+    (the flow, the data file's stem, the base model's last path part, month, day, hour, minute)."""
+    stamp = (when or datetime.now()).strftime("%m%d-%H%M")
+    parts = [flow, Path(data_path).stem, Path(base_model.rstrip("/")).name, stamp]
+    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part).strip("_") or "x" for part in parts)
+
+
+# Where `make mlflow-ui` serves a local (SQLite) store; links to local runs point there.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def ui_address(uri: str) -> str:
+    """The MLflow UI that shows a store: the tracking server itself, or `make mlflow-ui` for a local
+    store (TUNELOOP_MLFLOW_UI overrides it). No password: links are logged and stored as tags."""
+    url = masked_url(uri)
+    if url.startswith(("http://", "https://")):
+        return url.rstrip("/")
+    return os.environ.get("TUNELOOP_MLFLOW_UI", LOCAL_UI).rstrip("/")
+
+
 def run_link(target: TrackingTarget, run_id: str) -> str:
-    """Where a person looks at the run: the server's page, or the command that opens the local UI (no
-    password: links are logged, shown as artifacts and stored as tags)."""
-    uri = masked_url(target.uri)
-    if uri.startswith(("http://", "https://")):
-        # MLflow 3's UI shows a page in GenAI or model-training mode by this query parameter.
-        return f"{uri.rstrip('/')}/#/experiments/{target.experiment_id}/runs/{run_id}?workflowType=machine_learning"
-    return f"mlflow ui --backend-store-uri {uri}  (then experiment {target.experiment}, run {run_id})"
+    """The URL of the run's page in the MLflow UI (for a local store, open it with `make mlflow-ui`)."""
+    # MLflow 3's UI shows a page in GenAI or model-training mode by this query parameter.
+    return f"{ui_address(target.uri)}/#/experiments/{target.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def version_link(uri: str, name: str, version: str) -> str:
+    """The URL of a registered model version's page in the MLflow UI."""
+    return f"{ui_address(uri)}/#/models/{name}/versions/{version}"
 
 
 def dataset_inputs(datasets: dict[str, dict[str, Any]]) -> list[Any]:

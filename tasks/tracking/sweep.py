@@ -26,15 +26,14 @@ from tasks.tracking.store import (
 
 
 def start_sweep_run(
-    target: TrackingTarget, sweep_id: str, params: dict[str, str], tags: dict[str, str], config: Path
+    target: TrackingTarget, sweep_id: str, params: dict[str, str], tags: dict[str, str], config: Path, name: str
 ) -> str:
-    """The sweep's parent run (left running until the sweep ends), with the resolved config file; its id."""
+    """The sweep's parent run named `name` (left running until the sweep ends), with the resolved config
+    file; its id."""
     from mlflow.entities import Param
 
     client = mlflow_client(target.uri)
-    run = client.create_run(
-        target.experiment_id, run_name=sweep_id, tags={**tags, "sweep_id": sweep_id, "kind": "sweep"}
-    )
+    run = client.create_run(target.experiment_id, run_name=name, tags={**tags, "sweep_id": sweep_id, "kind": "sweep"})
     client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in params.items()])
     client.log_artifact(run.info.run_id, str(config))
     return run.info.run_id

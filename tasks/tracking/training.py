@@ -24,7 +24,7 @@ from tasks.model.plan import effective_train
 from tasks.model.progress import PENDING_METRICS
 from tasks.model.refit import RefitReport
 from tasks.model.select import SelectionReport, selection_table
-from tasks.tracking.model import example_text, log_model
+from tasks.tracking.model import example_text, log_baseline_model, log_model
 from tasks.tracking.store import (
     TrackedRun,
     TrackingTarget,
@@ -99,14 +99,21 @@ def log_training(
             f"Logging to MLflow at {target.uri} failed: {reason}. The trained model is kept in "
             f"{model[0] if model else 'the run folder'}; start the server and retry the flow run to log it."
         ) from None
-    return tracked_run(target, run_id, model_id)
+    return tracked_run(target, run_id, model_id, run_name or "")
 
 
 def log_candidates(
-    target: TrackingTarget, parent_run_id: str, rows: list[dict[str, Any]], metric: str, baseline: BaselineReport
-) -> None:
+    target: TrackingTarget,
+    parent_run_id: str,
+    rows: list[dict[str, Any]],
+    metric: str,
+    baseline: BaselineReport,
+    example: str | None,
+) -> tuple[str, str | None]:
     """One child run per screened candidate (`rows` of the selection table) and one for the baseline,
-    under the training's run (`parent_run_id` is passed explicitly: MLflow's active run is per thread)."""
+    under the training's run (`parent_run_id` is passed explicitly: MLflow's active run is per thread).
+    With an `example` text, the baseline's model is logged as that child run's MLflow Model. Returns the
+    baseline's run id and model id."""
     from mlflow.entities import Metric
 
     client = mlflow_client(target.uri)
@@ -133,7 +140,12 @@ def log_candidates(
     child = client.create_run(
         target.experiment_id,
         run_name=f"baseline {baseline.name}",
-        tags={"mlflow.parentRunId": parent_run_id, "candidate": baseline.name, "kind": "baseline"},
+        tags={
+            "mlflow.parentRunId": parent_run_id,
+            "candidate": baseline.name,
+            "kind": "baseline",
+            "model_family": "baseline",
+        },
     )
     scores = final_metrics({"val": baseline.val.model_dump(), "test": baseline.test.model_dump()})
     scores.update(
@@ -142,7 +154,11 @@ def log_candidates(
     client.log_batch(
         child.info.run_id, metrics=[Metric(key, value, child.info.start_time, 0) for key, value in scores.items()]
     )
+    model_id = None
+    if example is not None and baseline.path:
+        model_id = log_baseline_model(target.uri, target.experiment_id, child.info.run_id, Path(baseline.path), example)
     client.set_terminated(child.info.run_id, "FINISHED")
+    return child.info.run_id, model_id
 
 
 def run_artifacts(
@@ -237,7 +253,7 @@ def log_run(
     artifacts[""] = write_config(ran, Path(trained.path).parent / "config.yaml")  # the run's root
     tracked = log_training(
         target,
-        tracking.run_name or flow_run.name,
+        run.name or tracking.run_name or flow_run.name,
         flatten(ran.model_dump(mode="json")),
         tags,
         [record.model_dump() for record in trained.history],
@@ -251,7 +267,9 @@ def log_run(
         trained.refit,
     )
     (Path(trained.path).parent / PENDING_METRICS).unlink(missing_ok=True)
-    log_candidates(target, tracked.run_id, rows, selection.metric, baseline)
+    example = example_text(splits.validation) if tracking.log_model else None
+    baseline_run, baseline_model = log_candidates(target, tracked.run_id, rows, selection.metric, baseline, example)
+    tracked = tracked.model_copy(update={"baseline_run_id": baseline_run, "baseline_model_id": baseline_model})
     markdown = training_markdown(trained, scores, verdict, tracked)
     create_markdown_artifact(key="training-run", description="Fine-tuning result", markdown=markdown)
     get_run_logger().info("Logged MLflow run %s: %s", tracked.run_id, tracked.link)

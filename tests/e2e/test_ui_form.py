@@ -37,6 +37,12 @@ def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any
                 page.goto(f"{stack['prefect_ui_url']}/deployments/deployment/{nightly.id}/run")
                 # Grouped sections with their descriptions, typed fields with theirs, dropdowns for choices.
                 expect(page.get_by_text("Every setting of the run, grouped by step")).to_be_visible(timeout=60_000)
+                # The first screen shows what a user decides first: the data and its columns.
+                for text in ("Where the labelled text is.", "Column holding the class label."):
+                    box = page.get_by_text(text, exact=False).first.bounding_box()
+                    assert box is not None and box["y"] + box["height"] < 1000, (text, box)
+                validation = page.get_by_text("The data-quality gate.", exact=True).bounding_box()
+                assert validation is not None and validation["y"] > 1000, "the finer sections come after"
                 for text in (
                     "The data-quality gate.",
                     "Peak learning rate; unset: 1e-4 for full, 1e-3 for LoRA.",
@@ -70,7 +76,8 @@ def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any
     [run] = new
     assert run.parameters["config"]["tracking"]["experiment"] == "nightly-retrain"
     assert run.parameters["config"]["train"]["method"] == "full"
-    assert run.parameters["config"]["data"]["text_columns"] == ["subject", "body"], "list defaults survive the form"
+    assert run.parameters["config"]["data"]["text_columns"] is None, "unset: the sample's columns, never inherited"
+    assert run.parameters["config"]["model"]["allowed_licenses"][0] == "apache-2.0", "list defaults survive the form"
 
 
 @pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")

@@ -21,9 +21,9 @@ from flows.promote import champion_challenger
 from flows.train import TrainResult, train
 from tasks.config.pipeline import PipelineConfig
 from tasks.config.promotion import PromotionConfig
-from tasks.core.metrics import SplitMetrics, split_metrics
+from tasks.core.metrics import split_metrics
 from tasks.model.predict import predictions
-from tasks.registry.versions import PromotionResult, find_version, register_version, set_champion
+from tasks.registry.versions import Candidate, PromotionResult, find_version, register_version, set_champion
 
 
 @pytest.fixture(scope="module")
@@ -41,62 +41,44 @@ def trained(
 
 @flow(name="promotion-check")
 def promotion_check(
-    uri: str, rules: PromotionConfig, run_id: str, candidate: SplitMetrics, test_path: str, predicted: str, folder: str
+    uri: str, rules: PromotionConfig, candidate: Candidate, test_path: str, folder: str
 ) -> PromotionResult:
-    model_id = (
-        mlflow.MlflowClient(uri)
-        .search_logged_models(experiment_ids=[mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id])[0]
-        .model_id
-    )
     return champion_challenger(
-        uri,
-        rules,
-        run_id,
-        model_id,
-        candidate,
-        test_path,
-        predicted,
-        64,
-        Path(folder),
-        {"dataset_sha256": "x"},
-        {"run": "here"},
+        uri, rules, candidate, test_path, 64, Path(folder), {"dataset_sha256": "x"}, {"run": "here"}
     )
 
 
-def with_champion(uri: str, result: TrainResult) -> tuple[str, SplitMetrics]:
-    """A new registered model whose v1 (the trained model) is champion, and its real test scores."""
+def with_champion(uri: str, result: TrainResult) -> tuple[str, list[str]]:
+    """A new registered model whose v1 (the trained model) is champion, and its real test predictions."""
     name = f"m-{uuid.uuid4().hex[:8]}"
     version = register_version(uri, name, result.tracking.run_id, str(result.tracking.model_id), {})
     set_champion(uri, name, version.version, "promoted", {})
     test = pd.read_parquet(result.splits.test.path)
-    truth = test["label"].astype(str).tolist()
-    champion = split_metrics(truth, predictions(result.model.path, test["text"].tolist(), 64), sorted(set(truth)))
-    return name, champion
+    return name, predictions(result.model.path, test["text"].tolist(), 64)
 
 
-def shifted(metrics: SplitMetrics, by: float, per_class: dict[str, float] | None = None) -> SplitMetrics:
-    """The same scores moved by `by` (clipped to 0..1); per-class F1 overridden where given."""
-    overall = {k: min(1.0, max(0.0, v + by)) for k, v in metrics.model_dump().items() if k != "per_class"}
-    classes = {
-        label: {**values, "f1": (per_class or {}).get(label, min(1.0, max(0.0, values["f1"] + by)))}
-        for label, values in metrics.per_class.items()
-    }
-    return SplitMetrics(**overall, per_class=classes)
+def truth_of(result: TrainResult) -> list[str]:
+    return pd.read_parquet(result.splits.test.path)["label"].astype(str).tolist()
 
 
-def check(uri: str, result: TrainResult, name: str, candidate: SplitMetrics, tmp_path: Path, **rules: Any) -> Any:
+def check(uri: str, result: TrainResult, name: str, predicted: list[str], tmp_path: Path, **rules: Any) -> Any:
+    """champion_challenger in a flow run, the candidate being the trained model's run with these test
+    predictions (its model is the champion's: the rule looks at the predictions, not the weights)."""
     config = PromotionConfig(model_name=name, **rules)
-    run = promotion_check.with_options(flow_run_name=f"check-{name}")
-    return run(
-        uri,
-        config,
-        result.tracking.run_id,
-        candidate,
-        result.splits.test.path,
-        result.evaluation.predictions_path,
-        str(tmp_path / "promotion"),
-        return_state=True,
+    test = pd.read_parquet(result.splits.test.path)
+    path = tmp_path / f"predicted-{uuid.uuid4().hex[:6]}.csv"
+    test.assign(predicted=predicted).to_csv(path, index=False)
+    truth = truth_of(result)
+    candidate = Candidate(
+        base_model="tiny",
+        method="full",
+        run_id=result.tracking.run_id,
+        model_id=result.tracking.model_id,
+        test=split_metrics(truth, predicted, sorted(set(truth))),
+        test_predictions=str(path),
     )
+    run = promotion_check.with_options(flow_run_name=f"check-{name}")
+    return run(uri, config, candidate, result.splits.test.path, str(tmp_path / "promotion"), return_state=True)
 
 
 def aliases(uri: str, name: str) -> dict[str, str]:
@@ -107,31 +89,74 @@ def aliases(uri: str, name: str) -> dict[str, str]:
 def test_a_better_candidate_is_promoted_and_the_old_champion_kept_as_previous(trained: Any, tmp_path: Path) -> None:
     uri, result = trained
     name, champion = with_champion(uri, result)
-    outcome: PromotionResult = check(uri, result, name, shifted(champion, 0.3), tmp_path).result()
-    assert outcome.decision == "promoted" and outcome.champion == "2" and outcome.comparison.champion_version == "1"
-    assert outcome.comparison.champion.f1_macro == pytest.approx(champion.f1_macro), "scored on the same test split"
+    truth = truth_of(result)
+    outcome: PromotionResult = check(uri, result, name, truth, tmp_path).result()
+    assert outcome.decision == "promoted" and outcome.champion_version == "2"
+    assert outcome.comparison.champion_version == "1" and outcome.comparison.interval.low > 0
+    real = split_metrics(truth, champion, sorted(set(truth)))
+    assert outcome.comparison.champion.f1_macro == pytest.approx(real.f1_macro), "scored on the same test split"
+    assert "is the new champion" in outcome.reason and "95%" in outcome.reason
     assert aliases(uri, name) == {"candidate": "2", "champion": "2", "previous": "1"}
     tags = find_version(uri, name, version="2").tags
     assert tags["promotion.decision"] == "promoted" and tags["dataset_sha256"] == "x"
-    assert float(tags["test.f1_macro"]) == pytest.approx(min(1.0, champion.f1_macro + 0.3), abs=1e-6)
+    assert tags["model_family"] == "finetune"
+    assert float(tags["test.f1_macro"]) == pytest.approx(1.0, abs=1e-6)
     files = {item.path for item in mlflow.MlflowClient(uri).list_artifacts(result.tracking.run_id, "promotion")}
     assert {"promotion/comparison.md", "promotion/confusion_candidate_champion.png"} <= files
+    run_tag = mlflow.MlflowClient(uri).get_run(result.tracking.run_id).data.tags["champion"]
+    assert run_tag.startswith(f"{name} v2: http") and f"/#/models/{name}/versions/2" in run_tag
 
 
 def test_a_worse_candidate_or_a_class_regression_is_not_promoted(trained: Any, tmp_path: Path) -> None:
     uri, result = trained
     name, champion = with_champion(uri, result)
-    same_classes = {label: values["f1"] for label, values in champion.per_class.items()}
-    worse = check(uri, result, name, shifted(champion, -0.05, same_classes), tmp_path).result()
-    assert worse.decision == "rejected" and "does not beat it" in worse.message
-    strongest = max(champion.per_class, key=lambda label: champion.per_class[label]["f1"])
-    dropped = champion.per_class[strongest]["f1"] - 0.05
-    regressed = check(uri, result, name, shifted(champion, 0.2, {strongest: dropped}), tmp_path).result()
+    truth = truth_of(result)
+    right = [index for index, (real, said) in enumerate(zip(truth, champion, strict=True)) if real == said]
+    wrong_label = {label: next(other for other in sorted(set(truth)) if other != label) for label in set(truth)}
+    worse = [wrong_label[truth[index]] if index in right[:3] else said for index, said in enumerate(champion)]
+    rejected = check(uri, result, name, worse, tmp_path).result()
+    assert rejected.decision == "rejected" and "not better with 95% confidence" in rejected.message
+    assert "v1 stays champion" in rejected.reason
+    # Perfect on every class but one, which it always gets wrong: the champion's best class.
+    scores = split_metrics(truth, champion, sorted(set(truth))).per_class
+    strongest = max((label for label in scores if scores[label]["support"] >= 8), key=lambda label: scores[label]["f1"])
+    dropped = [wrong_label[label] if label == strongest else label for label in truth]
+    regressed = check(uri, result, name, dropped, tmp_path).result()
     assert regressed.decision == "rejected" and set(regressed.comparison.regressions) == {strongest}
-    never = check(uri, result, name, shifted(champion, 0.3), tmp_path, mode="never").result()
-    assert never.decision == "not_attempted"
+    never = check(uri, result, name, truth, tmp_path, mode="never").result()
+    assert never.decision == "not_attempted" and "promotion.mode=never" in never.reason
     assert aliases(uri, name) == {"candidate": "4", "champion": "1"}
     assert find_version(uri, name, version="3").tags["promotion.decision"] == "rejected"
+
+
+def test_a_blocked_candidate_is_registered_but_never_champion_even_without_one(trained: Any, tmp_path: Path) -> None:
+    uri, result = trained
+    name = f"m-{uuid.uuid4().hex[:8]}"
+    truth = truth_of(result)
+    state = check_blocked(uri, result, name, truth, tmp_path, "the fine-tune scores below the baseline")
+    outcome: PromotionResult = state.result()
+    assert outcome.decision == "rejected" and outcome.champion_version is None
+    assert "below the baseline" in outcome.reason and "there is no champion" in outcome.reason
+    assert aliases(uri, name) == {"candidate": "1"}
+
+
+def check_blocked(uri: str, result: TrainResult, name: str, predicted: list[str], tmp_path: Path, why: str) -> Any:
+    test = pd.read_parquet(result.splits.test.path)
+    path = tmp_path / "blocked.csv"
+    test.assign(predicted=predicted).to_csv(path, index=False)
+    candidate = Candidate(
+        base_model="tiny",
+        method="full",
+        run_id=result.tracking.run_id,
+        model_id=result.tracking.model_id,
+        test=split_metrics(predicted, predicted, sorted(set(predicted))),
+        test_predictions=str(path),
+        blocked=why,
+    )
+    run = promotion_check.with_options(flow_run_name=f"check-{name}")
+    return run(
+        uri, PromotionConfig(model_name=name), candidate, result.splits.test.path, str(tmp_path), return_state=True
+    )
 
 
 def answer_when_paused(flow_run_name: str, answer: dict[str, Any] | None, seen: dict[str, Any]) -> None:
@@ -167,12 +192,12 @@ def test_approval_form_decides_and_is_recorded(
     trained: Any, tmp_path: Path, answer: dict[str, Any] | None, decision: str, champion: str
 ) -> None:
     uri, result = trained
-    name, scores = with_champion(uri, result)
+    name, _ = with_champion(uri, result)
     seen: dict[str, Any] = {}
     reviewer = threading.Thread(target=answer_when_paused, args=(f"check-{name}", answer, seen))
     reviewer.start()
     hours = (4 if answer is None else 30) / 3600
-    state = check(uri, result, name, shifted(scores, 0.3), tmp_path, mode="approval", approval_timeout_hours=hours)
+    state = check(uri, result, name, truth_of(result), tmp_path, mode="approval", approval_timeout_hours=hours)
     reviewer.join()
     assert state.is_completed(), "a rejection or a timeout does not fail the run"
     outcome: PromotionResult = state.result()

@@ -66,7 +66,8 @@ def test_unreachable_target_runs_exactly_max_rounds_warm_started(
 
     # The best trial is scored on test, its model logged and registered, but not promoted: the
     # target was not met. The comparison report is on the parent run.
-    assert result.promotion.decision == "not_attempted" and result.promotion.champion is None
+    assert result.promotion.decision == "rejected" and result.promotion.champion_version is None
+    assert "the sweep did not reach its target" in result.promotion.reason, "it says why, in one sentence"
     best = next(child for child in trials if child.data.tags["trial_number"] == str(result.best_trial))
     assert "test/f1_macro" in best.data.metrics and best.data.tags["final_model"] == "True"
     assert result.promotion.version.run_id == best.info.run_id

@@ -4,8 +4,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +27,9 @@ from tasks.model.finetune import finetune
 from tasks.model.predict import load_classifier, predict_texts
 from tasks.model.resolve import ModelRef
 from tasks.tracking.store import flatten
-from tests.helpers import ROOT, free_port, machine_device
+from tests.helpers import ROOT, machine_device
 from tests.helpers.artifacts import read_artifact_markdown
+from tests.helpers.serving import served_labels
 from tests.helpers.tables import clean_table
 
 
@@ -85,9 +84,14 @@ def test_train_flow_logs_a_complete_comparable_mlflow_run(
     assert run.data.tags["prefect.flow_run_id"]
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"evaluation", "validation", "splits", "config.yaml"} <= artifacts
-    # The model is the run's logged MLflow Model (transformers flavor), with tuneloop.json beside it.
-    [logged] = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    assert logged.model_id == result.tracking.model_id and logged.source_run_id == run.info.run_id
+    # The model is the run's logged MLflow Model (transformers flavor), with tuneloop.json beside it;
+    # the baseline's is its child run's (scikit-learn flavor).
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    [logged] = [model for model in models if model.source_run_id == run.info.run_id]
+    [baseline] = [model for model in models if model.source_run_id == result.tracking.baseline_run_id]
+    assert logged.model_id == result.tracking.model_id and logged.tags["model_family"] == "finetune"
+    assert baseline.model_id == result.tracking.baseline_model_id and baseline.tags["model_family"] == "baseline"
+    assert run.info.run_name.startswith("train-support_tickets-") and run.info.run_name.count("-") >= 3
     outputs = client.get_run(run.info.run_id).outputs.model_outputs  # listed on the run's page
     assert [output.model_id for output in outputs] == [logged.model_id]
     files = {item.path for item in client.list_logged_model_artifacts(logged.model_id)}
@@ -154,8 +158,6 @@ def test_the_champion_is_an_mlflow_model_that_loads_and_serves(
 ) -> None:
     """MLflow's own tools use the registered model: pyfunc returns labels and scores, and
     `mlflow models serve` answers /invocations with the labels tuneloop predicts."""
-    import httpx
-
     result = train(config=tiny_config("train.epochs=1"))
     store = f"sqlite:///{tuneloop_home / 'mlflow.db'}"
     texts = sorted(pd.read_parquet(result.splits.test.path)["text"].tolist(), key=len)[:3]
@@ -164,40 +166,7 @@ def test_the_champion_is_an_mlflow_model_that_loads_and_serves(
     frame = mlflow.pyfunc.load_model("models:/tuneloop-classifier@champion").predict(texts)
     assert frame["label"].tolist() == ours and frame["score"].between(0, 1).all()
 
-    port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "models",
-        "serve",
-        "-m",
-        "models:/tuneloop-classifier@champion",
-        "--env-manager",
-        "local",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    # MLflow's server starts `uvicorn` by name: the environment's bin folder must be on PATH (as after activate).
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    server = subprocess.Popen(
-        command, env={**os.environ, "PATH": path}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read().decode()[-2000:] if server.stderr else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": texts}, timeout=60)
-        assert answer.status_code == 200, answer.text
-        assert [row["label"] for row in answer.json()["predictions"]] == ours
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert served_labels("models:/tuneloop-classifier@champion", texts, store) == ours
 
 
 def test_interrupted_training_resumes_from_its_last_checkpoint(tiny_bert: Path, tmp_path: Path) -> None:

@@ -21,9 +21,17 @@ def on_the_sample(model: Path, max_length: int) -> list[str]:
 
 
 def tiny_config(model: Path, *overrides: str) -> PipelineConfig:
-    """The sample's config shrunk for a tiny model: 2 epochs, short texts, its own experiment."""
+    """The sample's config shrunk for a tiny model: 2 epochs, short texts, its own experiment. The
+    baseline does not compete (it beats an untrained tiny model, and the tests follow the fine-tune's
+    path); tests of the competition set promotion.baseline_competes=true."""
     sample = ROOT / "data/sample/config.yaml"
-    return load_config(sample, [*on_the_sample(model, 64), "train.epochs=2", "tracking.experiment=tiny", *overrides])
+    shrunk = [
+        *on_the_sample(model, 64),
+        "train.epochs=2",
+        "tracking.experiment=tiny",
+        "promotion.baseline_competes=false",
+    ]
+    return load_config(sample, [*shrunk, *overrides])
 
 
 def sweep_config(model: Path, *overrides: str) -> SweepPipelineConfig:

@@ -70,6 +70,7 @@ def run_train_deployment(stack: dict[str, Any], client: Any, model: Path, experi
             "train.batch_size=64",
             "train.max_length=32",
             f"tracking.experiment={experiment}",
+            "promotion.baseline_competes=false",  # the tiny model loses to the baseline; the fine-tune is followed
         ],
     )
     # Only what differs from the defaults, as a person would type into the form.

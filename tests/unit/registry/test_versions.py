@@ -11,8 +11,10 @@ import pytest
 
 from tasks.config.promotion import PromotionConfig
 from tasks.core.errors import ModelNotFoundError, RegistryError
-from tasks.core.metrics import SplitMetrics
+from tasks.core.metrics import split_metrics
+from tasks.core.paired import paired_bootstrap
 from tasks.registry.versions import (
+    Comparison,
     champion_rule,
     find_version,
     parse_model_uri,
@@ -25,42 +27,72 @@ from tasks.registry.versions import (
 from tasks.tracking.model import log_logged_model
 
 
-def scores(f1: float, per_class: dict[str, float]) -> SplitMetrics:
-    values = dict.fromkeys(("accuracy", "precision_macro", "recall_macro", "precision_weighted"), f1)
-    values.update(recall_weighted=f1, f1_macro=f1, f1_weighted=f1)
-    return SplitMetrics(**values, per_class={k: {"f1": v, "precision": v, "recall": v} for k, v in per_class.items()})
-
-
-CHAMPION = scores(0.80, {"ham": 0.90, "spam": 0.70})
-
-
-def test_a_better_candidate_is_eligible_and_a_worse_or_equal_one_is_not() -> None:
-    rules = PromotionConfig()
-    better = champion_rule(scores(0.85, {"ham": 0.91, "spam": 0.79}), CHAMPION, "3", rules)
-    assert (
-        better.eligible and better.delta == pytest.approx(0.05) and better.class_deltas["spam"] == pytest.approx(0.09)
+def judged(candidate: list[str], champion: list[str], truth: list[str], **rules: object) -> Comparison:
+    """The champion rule on row predictions, as the flow applies it."""
+    config = PromotionConfig(**rules)  # type: ignore[arg-type]
+    labels = sorted(set(truth))
+    return champion_rule(
+        split_metrics(truth, candidate, labels),
+        split_metrics(truth, champion, labels),
+        "3",
+        config,
+        paired_bootstrap(truth, candidate, champion, config.metric, config.confidence),
     )
-    worse = champion_rule(scores(0.78, {"ham": 0.90, "spam": 0.69}), CHAMPION, "3", rules)
-    tie = champion_rule(CHAMPION, CHAMPION, "3", rules)
-    assert not worse.eligible and not tie.eligible and "does not beat it" in worse.reason
 
 
-def test_min_improvement_and_class_regression_block_promotion() -> None:
-    small_gain = champion_rule(
-        scores(0.81, {"ham": 0.90, "spam": 0.72}), CHAMPION, "3", PromotionConfig(min_improvement=0.02)
-    )
-    assert not small_gain.eligible and "min_improvement 0.02" in small_gain.reason
-    # Better overall, but `ham` drops by 0.05 > 0.02.
-    regression = champion_rule(scores(0.86, {"ham": 0.85, "spam": 0.87}), CHAMPION, "3", PromotionConfig())
-    assert not regression.eligible and set(regression.regressions) == {"ham"} and "'ham'" in regression.reason
-    tolerated = champion_rule(
-        scores(0.86, {"ham": 0.85, "spam": 0.87}), CHAMPION, "3", PromotionConfig(max_class_regression=0.1)
-    )
-    assert tolerated.eligible
+# 200 test texts: `ham` 150, `spam` 40, `rare` 10.
+TRUTH = ["ham"] * 150 + ["spam"] * 40 + ["rare"] * 10
+
+
+def flipped(predictions: list[str], rows: range, to: str = "ham") -> list[str]:
+    """The predictions with `rows` set to `to`."""
+    return [to if index in rows else label for index, label in enumerate(predictions)]
+
+
+CHAMPION = flipped(TRUTH, range(150, 170))  # misses half of spam
+
+
+def test_a_clearly_better_candidate_is_eligible_and_a_one_text_gain_is_not() -> None:
+    better = judged(list(TRUTH), CHAMPION, TRUTH)
+    assert better.eligible and better.interval is not None and better.interval.low > 0
+    assert "better with 95% confidence" in better.reason and "to" in better.reason, "the interval is shown"
+    one_text = judged(flipped(TRUTH, range(151, 170)), CHAMPION, TRUTH)
+    assert one_text.delta is not None and one_text.delta > 0, "higher on the raw difference..."
+    assert not one_text.eligible and "cannot tell them apart" in one_text.reason, "...but not significantly"
+    tie = judged(CHAMPION, CHAMPION, TRUTH)
+    assert not tie.eligible
+
+
+def test_min_improvement_needs_a_large_enough_measured_gain() -> None:
+    small = judged(flipped(TRUTH, range(150, 160)), CHAMPION, TRUTH, min_improvement=0.2)
+    assert not small.eligible and "min_improvement 0.2" in small.reason
+
+
+def test_not_worse_promotes_a_candidate_within_the_margin() -> None:
+    champion = flipped(TRUTH, range(150, 152))
+    same = judged(flipped(TRUTH, range(152, 154)), champion, TRUTH, rule="not_worse", margin=0.05)
+    assert same.eligible and "not worse" in same.reason
+    much_worse = judged(CHAMPION, list(TRUTH), TRUTH, rule="not_worse", margin=0.01)
+    assert not much_worse.eligible and "may be worse" in much_worse.reason
+
+
+def test_a_class_regression_blocks_only_when_significant_on_enough_texts() -> None:
+    champion = flipped(TRUTH, range(150, 185))  # misses most of spam
+    # Far better overall (spam fixed), but `rare` loses 6 of its 10 texts: significant, blocks.
+    regression = judged(flipped(TRUTH, range(190, 196)), champion, TRUTH)
+    assert regression.interval is not None and regression.interval.low > 0
+    assert not regression.eligible and set(regression.regressions) == {"rare"}
+    assert "'rare'" in regression.reason and "10 texts" in regression.reason
+    # One text of `rare` lost: a raw drop of F1 well above max_class_regression, but not significant.
+    one = judged(flipped(TRUTH, range(190, 191)), champion, TRUTH)
+    assert one.class_deltas["rare"] < -0.02 and one.eligible
+    # Fewer test texts than min_class_support: never blocks.
+    assert judged(flipped(TRUTH, range(190, 196)), champion, TRUTH, min_class_support=11).eligible
 
 
 def test_the_first_candidate_is_eligible() -> None:
-    first = champion_rule(scores(0.5, {"ham": 0.5}), None, None, PromotionConfig())
+    labels = sorted(set(TRUTH))
+    first = champion_rule(split_metrics(TRUTH, CHAMPION, labels), None, None, PromotionConfig(), None)
     assert first.eligible and first.reason == "no champion yet" and first.champion is None
 
 

@@ -1,0 +1,79 @@
+"""The better model family wins: a tiny fine-tune that loses to the TF-IDF baseline on validation is
+not registered; the baseline is, as an MLflow Model of its own family, and as the first champion it
+answers `tuneloop predict`, the score flow, pyfunc and `mlflow models serve` like a fine-tune would."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.train import TrainResult, train
+from tasks.config.pipeline import PipelineConfig
+from tasks.model.predict import load_classifier, predict_texts
+from tests.helpers.serving import served_labels
+
+
+@pytest.fixture(scope="module")
+def baseline_won(
+    tiny_config: Callable[..., PipelineConfig], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, TrainResult]:
+    """A run where the baseline competes (the default) against a tiny BERT trained for one epoch."""
+    home = tmp_path_factory.mktemp("family-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNELOOP_HOME", str(home))
+        result = train(config=tiny_config("train.epochs=1", "promotion.baseline_competes=true"))
+    return home, result
+
+
+def test_a_fine_tune_that_loses_to_the_baseline_is_not_champion_and_the_baseline_is_registered(
+    baseline_won: tuple[Path, TrainResult],
+) -> None:
+    home, result = baseline_won
+    assert result.family is not None and result.family.family == "baseline"
+    assert result.family.difference is not None and result.family.difference.high < 0, "beyond noise"
+    promotion = result.promotion
+    assert promotion is not None and promotion.decision == "promoted" and promotion.champion_version == "1"
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    versions = client.search_model_versions("name='tuneloop-classifier'")
+    assert len(versions) == 1, "only the winner is registered"
+    tags = versions[0].tags
+    assert tags["model_family"] == "baseline" and tags["base_model"] == "tfidf-logistic-regression"
+    assert versions[0].run_id == result.tracking.baseline_run_id != result.tracking.run_id
+    assert float(tags["test.f1_macro"]) == pytest.approx(result.baseline.test.f1_macro, abs=1e-6)
+    baseline_run = client.get_run(str(result.tracking.baseline_run_id))
+    assert baseline_run.data.tags["champion"].startswith("tuneloop-classifier v1: http")
+    assert "champion" not in client.get_run(result.tracking.run_id).data.tags
+
+
+def test_a_baseline_champion_answers_predict_score_pyfunc_and_serve(
+    baseline_won: tuple[Path, TrainResult], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home, result = baseline_won
+    monkeypatch.setenv("TUNELOOP_HOME", str(home))
+    store = f"sqlite:///{home / 'mlflow.db'}"
+    texts = sorted(pd.read_parquet(result.splits.test.path)["text"].tolist(), key=len)[:4]
+    expected = [row["label"] for row in predict_texts(load_classifier(str(result.baseline.path)), texts)]
+    answer = CliRunner().invoke(
+        app, ["predict", "--model", "models:/tuneloop-classifier@champion", "--json", *(f"--text={t}" for t in texts)]
+    )
+    assert answer.exit_code == 0, answer.output
+    printed = json.loads(answer.output.strip().splitlines()[-1])
+    assert [row["label"] for row in printed["predictions"]] == expected
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    frame = mlflow.pyfunc.load_model("models:/tuneloop-classifier@champion").predict(texts)
+    assert frame["label"].tolist() == expected and frame["score"].between(0, 1).all()
+    assert served_labels("models:/tuneloop-classifier@champion", texts, store) == expected
+
+    source = tmp_path / "texts.csv"
+    pd.DataFrame({"text": texts}).to_csv(source, index=False)
+    scored = CliRunner().invoke(app, ["score", "--data", str(source), "--output", str(tmp_path / "out.csv"), "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert pd.read_csv(tmp_path / "out.csv")["label"].tolist() == expected
