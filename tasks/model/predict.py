@@ -54,14 +54,15 @@ def weights_and_tokenizer(folder: Path) -> tuple[Path, Path]:
 
 
 def load_classifier(location: str | Path) -> Classifier:
-    """Load a saved model folder for inference, on the GPU when there is one; offline, local files only."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+    """Load a saved model folder for inference, on the GPU when there is one; offline, local files only.
+    A baseline loads without torch or transformers."""
     folder = model_folder(location)
     info = model_info(folder)
     if info.get("family") == "baseline":
         return load_baseline(folder, info)
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     quiet_libraries()
     weights, vocabulary = weights_and_tokenizer(folder)
     device = "cuda" if torch.cuda.is_available() else "cpu"

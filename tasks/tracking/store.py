@@ -285,7 +285,7 @@ def readable_run_name(flow: str, data_path: str, base_model: str, when: datetime
     (the flow, the data file's stem, the base model's last path part, month, day, hour, minute)."""
     stamp = (when or datetime.now()).strftime("%m%d-%H%M")
     parts = [flow, Path(data_path).stem, Path(base_model.rstrip("/")).name, stamp]
-    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part).strip("_") or "x" for part in parts)
+    return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", part).strip("_-") or "x" for part in parts)
 
 
 # Where `make mlflow-ui` serves a local (SQLite) store; links to local runs point there.

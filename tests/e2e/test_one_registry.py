@@ -5,6 +5,7 @@ MLflow's run list shows the run under a readable name (a screenshot in headless 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_mlflows_run_list_shows_readable_run_names(
     from playwright.sync_api import expect, sync_playwright
 
     name = MlflowClient(tracking_uri=stack["mlflow_url"]).get_run(cli_run["result"]["run_id"]).info.run_name
-    assert name.startswith("train-support_tickets-") and name.split("-")[-2].isdigit(), name
+    assert re.fullmatch(r"train-support_tickets-tiny[-\w.]*-\d{4}-\d{4}", name), name
     experiment = MlflowClient(tracking_uri=stack["mlflow_url"]).get_experiment_by_name("e2e-cli").experiment_id
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -296,6 +296,14 @@ def test_an_unusable_home_and_a_missing_file_fail_at_once(tmp_path: Path) -> Non
     missing = cli("run", "--data", str(tmp_path / "missing.csv"), env={**plain, "TUNELOOP_HOME": str(tmp_path / "h")})
     assert missing.returncode == 2 and missing.stderr.count("Data file not found") == 1, missing.stderr
     assert time.monotonic() - started < 20
+    # A wrong column is answered from the file's header, before any flow (or its server) starts: no run
+    # folder is made, and the message names the setting to change.
+    wrong = write(tmp_path, "wrong.csv", "q,intent\nhello there,greet\nbye now,leave\n")
+    home = tmp_path / "column-home"
+    column = cli("run", "--data", str(wrong), "--text-column", "q", env={**plain, "TUNELOOP_HOME": str(home)})
+    assert column.returncode == 2 and "'label' (data.label_column) not found" in column.stderr, column.stderr
+    assert "set data.label_column to the column with the label (--label-column)" in column.stderr
+    assert not (home / "runs").exists() and "Traceback" not in column.stderr
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     read_only = cli("validate", env={**plain, "TUNELOOP_HOME": str(locked)}, read_only=locked)

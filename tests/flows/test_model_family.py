@@ -77,3 +77,24 @@ def test_a_baseline_champion_answers_predict_score_pyfunc_and_serve(
     scored = CliRunner().invoke(app, ["score", "--data", str(source), "--output", str(tmp_path / "out.csv"), "--json"])
     assert scored.exit_code == 0, scored.output
     assert pd.read_csv(tmp_path / "out.csv")["label"].tolist() == expected
+
+
+def test_predict_starts_no_prefect_server(baseline_won: tuple[Path, TrainResult]) -> None:
+    """`tuneloop predict` labels texts without Prefect's server code ever loading (no temporary server,
+    none of its seconds), here on the saved baseline folder: no torch either."""
+    import subprocess
+    import sys
+
+    _, result = baseline_won
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from flows.cli import app\n"
+        f"answer = CliRunner().invoke(app, ['predict', '--model', {str(result.baseline.path)!r}, '--text', 'refund'])\n"
+        "assert answer.exit_code == 0, answer.output\n"
+        "print(answer.output.split()[0], 'prefect.server.api.server' in sys.modules, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    label, server_loaded, torch_loaded = done.stdout.split()
+    assert label in {"account", "billing", "shipping", "technical"}
+    assert server_loaded == "False" and torch_loaded == "False"

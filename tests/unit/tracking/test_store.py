@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from tasks.config.load import load_config
 from tasks.config.pipeline import PipelineConfig
 from tasks.tracking.store import epoch_metrics, final_metrics, flatten, metric_name
@@ -73,3 +75,26 @@ def test_a_continued_run_gets_the_epochs_its_stream_never_sent_once(tuneloop_hom
     for run in (trial_run, trained):
         steps = sorted(metric.step for metric in client.get_metric_history(run, "val/f1_macro"))
         assert steps == [1, 2, 3, 4], steps
+
+
+def test_run_names_say_what_ran_on_what_and_when() -> None:
+    from datetime import datetime
+
+    from tasks.tracking.store import readable_run_name
+
+    when = datetime(2026, 12, 7, 13, 20)
+    name = readable_run_name("train", "data/banking.csv", "sentence-transformers/all-MiniLM-L6-v2", when)
+    assert name == "train-banking-all-MiniLM-L6-v2-1207-1320"
+    odd = readable_run_name("sweep", "/tmp/my data (v2).tsv.gz", "/models/tiny bert/", when)
+    assert odd == "sweep-my_data_v2_.tsv-tiny_bert-1207-1320"
+
+
+def test_links_are_urls_for_servers_and_for_local_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.tracking.store import TrackingTarget, run_link, version_link
+
+    server = TrackingTarget(uri="http://user:secret@mlflow:5000", experiment="e", experiment_id="3")
+    assert run_link(server, "abc").startswith("http://user:***@mlflow:5000/#/experiments/3/runs/abc")
+    local = TrackingTarget(uri="sqlite:////tmp/mlflow.db", experiment="e", experiment_id="1")
+    assert run_link(local, "abc").startswith("http://127.0.0.1:5000/#/experiments/1/runs/abc")
+    monkeypatch.setenv("TUNELOOP_MLFLOW_UI", "http://ui.example:8080/")
+    assert version_link("sqlite:////tmp/mlflow.db", "m", "4") == "http://ui.example:8080/#/models/m/versions/4"
