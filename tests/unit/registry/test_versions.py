@@ -72,6 +72,9 @@ def test_not_worse_promotes_a_candidate_within_the_margin() -> None:
     champion = flipped(TRUTH, range(150, 152))
     same = judged(flipped(TRUTH, range(152, 154)), champion, TRUTH, rule="not_worse", margin=0.05)
     assert same.eligible and "not worse" in same.reason
+    # One text worse (-0.006): within the margin measured, but it may be worse by more (bound -0.017).
+    unsure = judged(flipped(TRUTH, range(150, 153)), champion, TRUTH, rule="not_worse", margin=0.01)
+    assert unsure.delta is not None and -0.01 < unsure.delta < 0 and not unsure.eligible
     much_worse = judged(CHAMPION, list(TRUTH), TRUTH, rule="not_worse", margin=0.01)
     assert not much_worse.eligible and "may be worse" in much_worse.reason
 
