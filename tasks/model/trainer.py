@@ -264,8 +264,7 @@ def save_trained(
 
 def write_predictions(logits: Any, label_ids: Any, labels: list[str], path: Path) -> Path:
     """Held-out predictions as a table, one row per text: the true label, the predicted one and the
-    logits (what validation scores, and a decision rule fitted on held-out rows, come from). Rows
-    are in the order the Trainer scored them (length-grouped, not the split's), each row whole."""
+    logits (what validation scores, and a decision rule fitted on held-out rows, come from)."""
     import numpy as np
 
     logits = np.asarray(logits, dtype=np.float64)
@@ -281,11 +280,28 @@ def write_predictions(logits: Any, label_ids: Any, labels: list[str], path: Path
     return path
 
 
+def scoring_order(trainer: Any, encoded: Any) -> list[int]:
+    """The dataset rows in the order `trainer.predict(encoded)` scores them. transformers 5 (checked
+    against 5.x as pinned) samples evaluation batches by length when training groups by length
+    (`train_sampling_strategy=group_by_length`), from a generator seeded alike on every call, so the
+    order is reproducible; `_get_eval_sampler` is private API, fenced here."""
+    sampler = trainer._get_eval_sampler(encoded)
+    return list(sampler) if sampler is not None else list(range(len(encoded)))
+
+
 def validation_predictions(trainer: Any, encoded: Any, labels: list[str], path: Path) -> Path:
-    """The trainer's model's predictions of the encoded validation split (write_predictions); a
-    refit model has no held-out rows of its own, so these are what its validation scores are."""
+    """The trainer's model's predictions of the encoded validation split (write_predictions), in the
+    split's row order, so they pair with other models' predictions of the same rows; a refit model
+    has no held-out rows of its own, so these are what its validation scores are."""
+    import numpy as np
+
     scored = trainer.predict(encoded)
-    return write_predictions(scored.predictions, scored.label_ids, labels, path)
+    order = scoring_order(trainer, encoded)
+    logits, label_ids = np.empty_like(scored.predictions), np.empty_like(scored.label_ids)
+    logits[order], label_ids[order] = scored.predictions, scored.label_ids
+    if not np.array_equal(label_ids, np.asarray(encoded["label"])):  # the order would pair the wrong rows
+        raise RuntimeError("The validation predictions cannot be put back in the split's order.")
+    return write_predictions(logits, label_ids, labels, path)
 
 
 def last_checkpoint(checkpoints: Path, log: logging.Logger | Any) -> str | None:

@@ -38,6 +38,11 @@ def test_a_fine_tune_that_loses_to_the_baseline_is_not_champion_and_the_baseline
     home, result = baseline_won
     assert result.family is not None and result.family.family == "baseline"
     assert result.family.difference is not None and result.family.difference.high < 0, "beyond noise"
+    # Both models' predictions pair row by row: the paired difference is the difference of the scores.
+    expected = result.evaluation.val.f1_macro - result.baseline.val.f1_macro
+    assert result.family.difference.delta == pytest.approx(expected, abs=1e-6)
+    ours = pd.read_csv(str(result.evaluation.val_predictions_path))["label"].tolist()
+    assert ours == pd.read_parquet(result.splits.validation.path)["label"].tolist(), "in the split's row order"
     promotion = result.promotion
     assert promotion is not None and promotion.decision == "promoted" and promotion.champion_version == "1"
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
