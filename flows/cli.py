@@ -188,10 +188,14 @@ def predict(
         from tasks.data.load import read_texts
 
         texts = read_texts(text, input_file)
-        from tasks.model.predict import load_classifier, predict_texts
-        from tasks.registry.fetch import fetch_model
+        from tasks.model.predict import MLFLOW_SCHEMES, load_classifier, predict_texts
 
-        results = predict_texts(load_classifier(fetch_model(model)), texts, batch_size)
+        folder: str | Path = model
+        if model.startswith(MLFLOW_SCHEMES):  # a folder needs neither MLflow nor Prefect (seconds of imports)
+            from tasks.registry.fetch import fetch_model
+
+            folder = fetch_model(model)
+        results = predict_texts(load_classifier(folder), texts, batch_size)
     if as_json:
         emit_json({"model": model, "predictions": [{"text": t, **r} for t, r in zip(texts, results, strict=True)]})
     else:

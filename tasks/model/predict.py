@@ -13,6 +13,7 @@ from tasks.core.errors import ModelNotFoundError, first_line
 from tasks.core.quiet import quiet_libraries
 
 MODEL_INFO_FILE = "tuneloop.json"
+MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")  # locations fetched from MLflow first
 PIPELINE_FILE = "model.pkl"  # the baseline's pipeline; MLflow's scikit-learn flavor uses the same name
 BASELINE_NAME = "tfidf-logistic-regression"
 

@@ -15,10 +15,10 @@ from prefect import get_run_logger, task
 
 from tasks.core.errors import ModelNotFoundError, TuneloopError, first_line
 from tasks.core.home import tuneloop_home
+from tasks.model.predict import MLFLOW_SCHEMES
 from tasks.registry.versions import resolve_model_uri
 from tasks.tracking.store import absent_store, configure_tracking, damaged_store, mlflow_client
 
-MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 CACHE_FOLDER = "model-cache"
 
 
