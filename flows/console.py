@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from tasks.core.secrets import mask_credentials
+
 if TYPE_CHECKING:
     from flows.train import TrainResult
     from tasks.data.validate import DataReport
@@ -167,8 +169,8 @@ def user_errors(on_interrupt: str = "") -> Iterator[None]:
 
 
 def emit_json(payload: dict[str, Any]) -> None:
-    """One JSON object on the last line of stdout."""
-    typer.echo(json.dumps(payload, default=str))
+    """One JSON object on the last line of stdout, URL passwords masked as everywhere else."""
+    typer.echo(mask_credentials(json.dumps(payload, default=str)))
 
 
 def print_validation(report: DataReport) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DataFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet", "disk", "hub"]
 
@@ -93,6 +93,17 @@ class DataConfig(BaseModel):
     hub_split: str = Field("train", description="Split to load from a Hub dataset or a DatasetDict folder.")
     hub_config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
     hub_revision: str | None = Field(None, description="Git revision of a Hub dataset, for reproducibility.")
+
+    @field_validator("text_columns")
+    @classmethod
+    def _each_text_column_once(cls, columns: list[str] | None) -> list[str] | None:
+        repeated = sorted({name for name in columns or [] if (columns or []).count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"names {', '.join(repr(name) for name in repeated)} more than once (each text would repeat): "
+                "list each text column once"
+            )
+        return columns
 
     def resolved(self, name: str) -> Any:
         """A data-dependent field as the run uses it: its value, or when unset the sample's (the path is

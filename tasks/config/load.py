@@ -38,6 +38,40 @@ def section_model(name: str, schema: type[PipelineConfig] = PipelineConfig) -> t
     return model
 
 
+# Settings, not data: bounds on what the loader reads and on what an error message echoes back.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_SHOWN = 200
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases (`*name`): a few hundred bytes of nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(
+                f"YAML aliases (*name) are not accepted in a tuneloop config (line {mark.line + 1}): write the "
+                "value out where it is used."
+            )
+        return super().compose_node(parent, index)
+
+
+def read_yaml(text: str, what: str) -> Any:
+    """`text` as YAML, bounded in size and without aliases."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{what} is {len(text):,} characters long; a config holds settings, at most {MAX_CONFIG_BYTES:,}. "
+            "Point data.path at the data instead of writing it into the config."
+        )
+    return yaml.load(text, Loader=NoAliasLoader)
+
+
+def shown(value: Any) -> str:
+    """A value as an error message echoes it: its repr, cut to MAX_SHOWN characters."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}... ({len(text):,} characters)"
+
+
 def apply_override(raw: dict[str, Any], assignment: str, schema: type[PipelineConfig] = PipelineConfig) -> None:
     """Apply one `section.field=value` to the raw config dict; the value is read as YAML."""
     key, separator, text = assignment.partition("=")
@@ -53,7 +87,7 @@ def apply_override(raw: dict[str, Any], assignment: str, schema: type[PipelineCo
             f"Unknown config key '{key}'.{close_match(field, fields)} Keys in '{section}': {', '.join(fields)}."
         )
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = read_yaml(text, f"--set {key}") if text.strip() else None
     except yaml.YAMLError:
         value = text
     raw.setdefault(section, {})
@@ -74,8 +108,8 @@ def describe_errors(error: ValidationError, schema: type[PipelineConfig] = Pipel
             message = f"unknown key{close_match(str(problem['loc'][-1]), allowed)} Allowed: {', '.join(allowed)}"
             lines.append(f"{key}: {message}")
             continue
-        shown = problem.get("input")
-        lines.append(f"{key}: {message} (got {shown!r})" if "input" in problem else f"{key}: {message}")
+        got = f" (got {shown(problem['input'])})" if "input" in problem else ""
+        lines.append(f"{key}: {message}{got}")
     return "Invalid configuration:\n  - " + "\n  - ".join(lines)
 
 
@@ -84,7 +118,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"Config file not found: {path}. Pass --config with the path of a YAML file.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"), f"Config file {path}")
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

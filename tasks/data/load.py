@@ -4,6 +4,7 @@ and normalize it to one table of `id`, `text`, `label`."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from tasks.config.data import DataConfig
 from tasks.core.errors import ConfigError, DataLoadError, first_line
 from tasks.core.workspace import STEP_CACHE
+from tasks.data.unicode import clean, clean_series
 
 SUFFIX_FORMATS = {
     ".csv": "csv",
@@ -108,6 +110,27 @@ def missing_data(source: str, config: DataConfig) -> str:
     )
 
 
+def encoding_advice(path: Path) -> str:
+    """What to do about a file that is not valid text in the configured encoding, from its first bytes:
+    UTF-16 (Excel's "Unicode text" and "CSV UTF-16"), binary, or some 8-bit encoding."""
+    with path.open("rb") as handle:
+        start = handle.read(4096)
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(start) > 16 and start[1::2].count(0) > len(start) // 4):
+        return "It is UTF-16 text (Excel's Unicode text or CSV UTF-16): set data.encoding=utf-16."
+    if start.count(0) or (compression_of(path) is None and sum(byte < 9 for byte in start) > len(start) // 20):
+        return "It does not look like text at all (a binary file): check data.path points at your data."
+    return "Re-save it as UTF-8, or set data.encoding to the encoding it was written in (e.g. latin-1 or cp1252)."
+
+
+def check_regular(path: Path, setting: str) -> None:
+    """A file or folder to read, not a FIFO, socket or device: reading those blocks or never ends."""
+    if not (path.is_file() or path.is_dir()):
+        raise DataLoadError(
+            f"{path} is not a regular file or folder (a pipe, socket or device), which tuneloop cannot read "
+            f"safely. Point {setting} at a file (save the stream to one first)."
+        )
+
+
 def read_source(source: str, config: DataConfig) -> pd.DataFrame:
     """Read the raw table, turning every reading failure into one actionable DataLoadError."""
     kind = detect_format(source, config)
@@ -116,6 +139,7 @@ def read_source(source: str, config: DataConfig) -> pd.DataFrame:
     path = Path(source)
     if not path.exists():
         raise DataLoadError(missing_data(source, config))
+    check_regular(path, "data.path" if source != config.test_path else "data.test_path")
     if path.is_file() and path.stat().st_size == 0:
         raise DataLoadError(f"Data file is empty: {source}. It needs a header row and labelled rows.")
     try:
@@ -142,7 +166,7 @@ def read_source(source: str, config: DataConfig) -> pd.DataFrame:
     except UnicodeDecodeError as error:
         raise DataLoadError(
             f"{source} is not valid {config.encoding} text (byte 0x{error.object[error.start]:02x} at "
-            f"offset {error.start}). Re-save it as UTF-8, or set data.encoding (e.g. latin-1)."
+            f"offset {error.start}). {encoding_advice(path)}"
         ) from None
     except EOFError as error:  # a truncated compressed file
         raise DataLoadError(f"{source} is cut short ({first_line(error)}): copy or download it again.") from None
@@ -354,13 +378,18 @@ def null_labels(label: pd.Series, spellings: list[str]) -> pd.Series:
 
 
 def label_key(label: str) -> str:
-    """What two spellings of the same class share: no case, no surrounding space, numbers as numbers."""
+    """What two spellings of the same class share: no case, no surrounding space, numbers as numbers
+    (to 9 decimal places)."""
     text = label.strip().casefold()
     try:
         number = float(text)
     except ValueError:
         return text
-    return repr(int(number)) if number.is_integer() else repr(number)
+    if number != number or number in (float("inf"), float("-inf")):  # nan, inf: words, not amounts
+        return text
+    # Rounded to 9 places: 0.3 and 0.30000000000000004 (a float printed in full) are one class.
+    rounded = round(number, 9)
+    return repr(int(rounded)) if rounded.is_integer() else repr(rounded)
 
 
 def check_label_spellings(label: pd.Series, source: str) -> None:
@@ -405,17 +434,27 @@ def normalize(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFr
     if frame.empty:
         raise DataLoadError(f"{source} has no data rows (a header only, or an empty table). Add labelled rows.")
     check_columns(frame, config, source)
-    label = frame[config.label_column_name]
-    label = null_labels(label.where(label.notna(), None).astype("string").str.strip(), config.null_labels)
-    check_label_spellings(label, source)
-    table = pd.DataFrame(
-        {
-            "id": row_ids(frame, config),
-            "text": join_text(frame, config.text_column_names, config.text_separator),
-            "label": label,
-        }
+    label, relabelled = clean_series(
+        frame[config.label_column_name].where(frame[config.label_column_name].notna(), None).astype("string")
     )
+    label = null_labels(label.str.strip(), config.null_labels)
+    check_label_spellings(label, source)
+    text, retexted = clean_series(join_text(frame, config.text_column_names, config.text_separator))
+    report_cleaning(source, retexted, relabelled)
+    table = pd.DataFrame({"id": row_ids(frame, config), "text": text, "label": label})
     return table.reset_index(drop=True)
+
+
+def report_cleaning(source: str, texts: int, labels: int) -> None:
+    """One log line when the Unicode normaliser changed texts or labels (tasks/data/unicode.py)."""
+    if texts or labels:
+        logging.getLogger(__name__).warning(
+            "%s: %d texts and %d labels held invisible or control characters (zero-width spaces, byte-order "
+            "marks, NUL bytes) or another Unicode form of the same letters: removed, and written in NFC.",
+            source,
+            texts,
+            labels,
+        )
 
 
 def text_table(source: str, config: DataConfig) -> pd.DataFrame:
@@ -424,9 +463,9 @@ def text_table(source: str, config: DataConfig) -> pd.DataFrame:
     if frame.empty:
         raise DataLoadError(f"{source} has no data rows (a header only, or an empty table). Add texts to label.")
     check_columns(frame, config, source, labelled=False)
-    table = pd.DataFrame(
-        {"id": row_ids(frame, config), "text": join_text(frame, config.text_column_names, config.text_separator)}
-    )
+    text, changed = clean_series(join_text(frame, config.text_column_names, config.text_separator))
+    report_cleaning(source, changed, 0)
+    table = pd.DataFrame({"id": row_ids(frame, config), "text": text})
     table = table[table["text"].notna() & (table["text"].str.strip().str.len() > 0)].reset_index(drop=True)
     if table.empty:
         raise DataLoadError(f"{source} has no texts in {', '.join(config.text_column_names)} (data.text_columns).")
@@ -494,9 +533,17 @@ def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
         return list(texts)
     assert input_file is not None
     if input_file.suffix.lower() in (".txt", ""):
-        if not input_file.is_file():
+        if not input_file.exists():
             raise ConfigError(f"Input file not found: {input_file}.")
-        lines = [line for line in input_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        check_regular(input_file, "--input")
+        try:
+            content = input_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"{input_file} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}). "
+                "Save it as UTF-8, or pass a CSV with a `text` column."
+            ) from None
+        lines = [clean(line) for line in content.splitlines() if clean(line).strip()]
     else:
         frame = read_source(str(input_file), DataConfig(path=str(input_file)))
         if "text" not in frame.columns:

@@ -97,6 +97,17 @@ def drop_test_texts(table: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFra
     return table[~leaking.to_numpy()], int(leaking.sum())
 
 
+def check_rows_left(table: pd.DataFrame, removed: int) -> None:
+    """After dropping the training rows the test set also holds, enough are left to train on."""
+    classes = table["label"].nunique()
+    if len(table) < 2 * max(classes, 2) or classes < 2:
+        raise SplitError(
+            f"The separate test set holds {removed} of the training texts, and only {len(table)} training rows "
+            f"({classes} classes) are left: is data.test_path (--test-data) the training file, or a copy of it? "
+            "Give a test set of other texts, or leave data.test_path unset to split one off."
+        )
+
+
 def split_table(
     table: pd.DataFrame, config: SplitConfig, test: pd.DataFrame | None = None
 ) -> tuple[dict[str, pd.DataFrame], int]:
@@ -104,6 +115,7 @@ def split_table(
     removed = 0
     if test is not None:
         table, removed = drop_test_texts(table, test)
+        check_rows_left(table, removed)
     shares = split_shares(config, given_test=test is not None)
     names = assign_splits(table, shares, config.seed)
     splits = {name: table[names == name].reset_index(drop=True) for name in shares}

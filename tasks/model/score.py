@@ -37,6 +37,14 @@ def output_path(config: ScoreConfig, folder: Path) -> Path:
     path = Path(config.output).expanduser() if config.output else folder / "predictions.parquet"
     if path.suffix.lower() not in OUTPUT_FORMATS:
         raise ConfigError(f"output={config.output!r}: write the predictions to a .parquet or .csv file.")
+    read = [Path(source).expanduser() for source in (config.data.path, config.data.test_path) if source]
+    if any(path.resolve() == source.resolve() for source in read):
+        raise ConfigError(
+            f"output={config.output!r} is the file this run reads: writing the predictions there would replace "
+            "your texts. Choose another output file (--output)."
+        )
+    if path.is_dir():
+        raise ConfigError(f"output={config.output!r} is a folder: name a .parquet or .csv file inside it.")
     return path
 
 
@@ -55,12 +63,29 @@ def score_table(model_dir: Path, table: pd.DataFrame, model_version: str, batch_
     )
 
 
+# A cell starting with one of these is a formula to a spreadsheet (=1+2, +cmd, -2+3, @SUM, tab, CR).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula, prefixed with a quote (OWASP's advice for
+    CSV injection): the text reads the same, and nothing runs when the file is opened."""
+    safe = frame.copy()
+    for name in safe.columns:
+        if safe[name].dtype == object or pd.api.types.is_string_dtype(safe[name]):
+            column = safe[name].astype("string")
+            risky = column.str.startswith(FORMULA_STARTS).fillna(False).astype(bool)
+            safe[name] = column.where(~risky, "'" + column)
+    return safe
+
+
 def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
-    """The predictions as Parquet or CSV (by the suffix), written whole or not at all."""
+    """The predictions as Parquet or CSV (by the suffix; CSV cells spreadsheet-safe), written whole or
+    not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     if path.suffix.lower() == ".csv":
-        frame.to_csv(partial, index=False)
+        spreadsheet_safe(frame).to_csv(partial, index=False)
     else:
         frame.to_parquet(partial, index=False)
     partial.replace(path)

@@ -96,6 +96,21 @@ def case_files(folder: Path) -> dict[str, Path]:
         "texts.txt": write(folder, "texts.txt", "\n\n"),
     }
     (folder / "folder").mkdir()
+    files["fifo.csv"] = folder / "fifo.csv"
+    os.mkfifo(files["fifo.csv"])  # reading it would block forever
+    files["floats.csv"] = write(folder, "floats.csv", labelled(80, ["0.3", "0.30000000000000004", "2", "5"]))
+    files["utf16.csv"] = write(folder, "utf16.csv", good.to_csv(index=False).encode("utf-16"))
+    files["latin1.txt"] = write(folder, "latin1.txt", "caf\xe9 au lait\n".encode("latin-1"))
+    files["NA.csv"] = write(folder, "NA.csv", labelled(80, ["NA", "billing", "shipping", "account"]))
+    files["texts.csv"] = write(folder, "texts.csv", good[["text"]])
+    laughs = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    laughs += [
+        f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]" for before, name in zip("abcdefg", "bcdefgh", strict=True)
+    ]
+    files["bomb.yaml"] = write(folder, "bomb.yaml", "\n".join([*laughs, "data:", "  labels: *h", ""]))
+    files["long.yaml"] = write(folder, "long.yaml", "tracking:\n  run_name: " + "a" * 2_000_000 + "\n")
+    files["long-name.yaml"] = write(folder, "long-name.yaml", "tracking:\n  run_name: " + "a" * 200_000 + "\n")
+    files["texts-labelled.csv"] = write(folder, "texts-labelled.csv", good)
     lists = good.assign(text=[["Tracking", "not", "updated"]] * len(good))
     files["lists.parquet"] = write(folder, "lists.parquet", lists)
     files["model"] = folder / "model"
@@ -170,6 +185,29 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
     ),
     ("unknown searched parameter", ["sweep", "--set", "sweep.search=[colour]"], {}, 2, "'colour'"),
     ("promote a missing version", ["promote", "--version", "99"], {}, 2, "has no version 99"),
+    ("a FIFO as data", ["validate", "--data", "{fifo.csv}"], {}, 2, "not a regular file or folder"),
+    ("a YAML alias bomb", ["validate", "--config", "{bomb.yaml}"], {}, 2, "YAML aliases (*name) are not accepted"),
+    ("a config of megabytes", ["validate", "--config", "{long.yaml}"], {}, 2, "a config holds settings"),
+    ("a 200 KB value is echoed short", ["validate", "--config", "{long-name.yaml}"], {}, 2, "(200,002 characters)"),
+    ("a FIFO as input", ["predict", "--model", "{model}", "--input", "{fifo.csv}"], {}, 2, "not a regular file"),
+    ("labels 0.3 and its float", ["validate", "--data", "{floats.csv}"], {}, 2, "'0.3' = '0.30000000000000004'"),
+    ("UTF-16 file", ["validate", "--data", "{utf16.csv}"], {}, 2, "set data.encoding=utf-16"),
+    ("input not UTF-8", ["predict", "--model", "{model}", "--input", "{latin1.txt}"], {}, 2, "is not UTF-8 text"),
+    (
+        "the same text column twice",
+        ["validate", "--data", str(SAMPLE), "--text-column", "body", "--text-column", "body"],
+        {},
+        2,
+        "'body' more than once",
+    ),
+    ("a class named NA", ["validate", "--data", "{NA.csv}"], {}, 3, "data.null_labels"),
+    (
+        "scoring into its own input",
+        ["score", "--data", "{texts.csv}", "--output", "{texts.csv}"],
+        {},
+        2,
+        "is the file this run reads",
+    ),
     ("roll back without a champion", ["rollback"], {}, 2, "Nothing to roll back to"),
 ]
 
@@ -194,7 +232,7 @@ def test_bad_input_is_one_clear_message_and_changes_nothing(
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    before = stored(seeded_home)
+    before = stored(tmp_path)  # the home and the case's own input files
     result = CliRunner().invoke(app, [fill(part) for part in command])
     output = result.output
     assert result.exit_code == code, (case, output[-2000:], result.exception)
@@ -202,7 +240,20 @@ def test_bad_input_is_one_clear_message_and_changes_nothing(
     assert fill(message) in output, output[-2000:]
     assert output.count("error:") == 1, output[-2000:]
     assert "s3cret" not in output, "a password reached the console"
-    assert all(stored(seeded_home).get(name) == digest for name, digest in before.items()), "stored files changed"
+    assert all(stored(tmp_path).get(name) == digest for name, digest in before.items()), "stored files changed"
+
+
+def test_the_training_file_as_its_own_test_set_is_one_message(seeded_home: Path, tmp_path: Path) -> None:
+    """Every training row is also a test row, so none is left to train on: said at the split, with the
+    likely cause, instead of a scikit-learn error about n_samples=0 a minute later."""
+    import mlflow
+
+    data = write(tmp_path, "tickets.csv", labelled())
+    result = CliRunner().invoke(app, ["run", "--data", str(data), "--test-data", str(data)])
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output[-2000:]
+    assert "is data.test_path (--test-data) the training file" in result.output and result.output.count("error:") == 1
+    kept = mlflow.MlflowClient(f"sqlite:///{seeded_home / 'mlflow.db'}").get_experiment_by_name("kept")
+    assert kept is not None and (seeded_home / "keep.txt").read_text() == "a user's file"
 
 
 def test_tricky_files_are_read_right(tmp_path: Path) -> None:

@@ -27,16 +27,26 @@ def test_every_file_format_loads_to_the_same_table(tmp_path: Path) -> None:
 
 
 def test_the_defaults_describe_the_sample_and_other_data_starts_generic() -> None:
+    """The data-dependent fields are unset (so a form never inherits the sample's) and resolve by path."""
     sample = DataConfig()
-    assert (sample.path, sample.text_columns, sample.label_column) == (SAMPLE_PATH, ["subject", "body"], "category")
-    assert sample.id_column == "ticket_id" and sample.labels == ["account", "billing", "shipping", "technical"]
-    assert DataConfig(path="./data/sample/support_tickets.csv").labels == sample.labels, "the same path"
-    assert DataConfig(path="/srv/tuneloop/data/sample/support_tickets.csv").label_column == "category", "absolute"
-    assert DataConfig(path="/srv/other/support_tickets.csv").label_column == "label"
+    assert (sample.text_columns, sample.label_column, sample.id_column, sample.labels) == (None, None, None, None)
+    resolved = (sample.path, sample.text_column_names, sample.label_column_name)
+    assert resolved == (SAMPLE_PATH, ["subject", "body"], "category")
+    assert sample.id_column_name == "ticket_id" and sample.allowed_labels == [
+        "account",
+        "billing",
+        "shipping",
+        "technical",
+    ]
+    assert DataConfig(path="./data/sample/support_tickets.csv").allowed_labels == sample.allowed_labels, "same path"
+    assert DataConfig(path="/srv/tuneloop/data/sample/support_tickets.csv").label_column_name == "category", "absolute"
+    assert DataConfig(path="/srv/other/support_tickets.csv").label_column_name == "label"
     other = DataConfig(path="tickets.csv")
-    assert (other.text_columns, other.label_column, other.id_column, other.labels) == (["text"], "label", None, None)
+    generic = (other.text_column_names, other.label_column_name, other.id_column_name, other.allowed_labels)
+    assert generic == (["text"], "label", None, None)
     chosen = DataConfig(path="tickets.csv", text_columns=["body"], labels=["a", "b"])
-    assert chosen.text_columns == ["body"] and chosen.labels == ["a", "b"] and chosen.label_column == "label"
+    assert chosen.text_column_names == ["body"] and chosen.allowed_labels == ["a", "b"]
+    assert chosen.label_column_name == "label"
 
 
 def test_saved_dataset_folder_maps_class_label_ids_to_names(tmp_path: Path) -> None:
@@ -113,3 +123,32 @@ def test_text_key_folds_case_and_whitespace() -> None:
     groups = text_groups(texts)
     assert groups[0] == groups[1] == groups[2] != groups[3]
     assert groups[4] == -1
+
+
+def test_invisible_characters_and_unicode_forms_do_not_make_new_classes_or_new_texts(tmp_path: Path) -> None:
+    """One normaliser before the gate, the duplicate check and the label comparison: a label with a
+    trailing zero-width space, or in NFD, is the same class; texts that differ only by zero-width
+    characters are the same text; a text of zero-width characters only is blank; NUL bytes go."""
+    rows = [
+        ("please refund my order", "billing"),
+        ("please\u200b refund my order", "billing\u200b"),  # zero-width space in the text and the label
+        ("résilié mon contrat", "re\u0301silie\u0301"),  # the label in NFD
+        ("cancel\x00 my contract", "résilié"),  # NUL byte
+        ("\u200b\u200d\ufeff", "billing"),  # invisible only
+    ]
+    path = tmp_path / "unicode.csv"
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    table = load_table(str(path), DataConfig(path=str(path)))
+    assert sorted(set(table["label"])) == ["billing", "résilié"]
+    assert table["text"][0] == table["text"][1], "the zero-width space is gone"
+    assert text_key(table["text"])[0] == text_key(table["text"])[1]
+    assert table["text"][3] == "cancel my contract" and table["text"][4] == ""
+
+
+def test_labels_that_differ_by_float_noise_are_one_label_written_two_ways(tmp_path: Path) -> None:
+    table = clean_table(4)
+    path = write_csv(
+        table.assign(label=(["0.3", "0.30000000000000004"] * len(table))[: len(table)]), tmp_path / "f.csv"
+    )
+    with pytest.raises(DataLoadError, match=r"'0\.3' = '0\.30000000000000004'"):
+        load_table(path, DataConfig(path=path))

@@ -77,3 +77,16 @@ def test_the_baseline_mlflow_model_answers_with_label_and_score(
     ours = predict_texts(load_classifier(packaged), texts)
     assert answer["label"].tolist() == [row["label"] for row in ours], "the same answer everywhere"
     assert answer["score"].tolist() == pytest.approx([row["probabilities"][row["label"]] for row in ours], abs=1e-5)
+
+
+def test_score_csvs_are_spreadsheet_safe(tmp_path: Path) -> None:
+    """Texts starting with = + - @ would run as formulas in a spreadsheet: written with a leading quote."""
+    from tasks.model.score import write_predictions
+
+    frame = pd.DataFrame({"id": ["=1+2", "7"], "label": ["billing", "@SUM(A1)"], "score": [0.5, 0.9]})
+    frame["text"] = ["-2+3 is my balance", "hello"]
+    written = pd.read_csv(write_predictions(frame, tmp_path / "out.csv"), dtype=str)
+    assert written["id"].tolist() == ["'=1+2", "7"] and written["label"].tolist() == ["billing", "'@SUM(A1)"]
+    assert written["text"].tolist() == ["'-2+3 is my balance", "hello"] and written["score"].tolist() == ["0.5", "0.9"]
+    parquet = pd.read_parquet(write_predictions(frame, tmp_path / "out.parquet"))
+    assert parquet["id"].tolist() == ["=1+2", "7"], "Parquet keeps the values as they are"
