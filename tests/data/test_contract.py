@@ -21,7 +21,7 @@ SMALL = ValidationConfig(min_rows=30, min_examples_per_class=10, max_text_length
 def run(
     table: pd.DataFrame, folder: Path, validation: ValidationConfig = SMALL, data: DataConfig | None = None
 ) -> ValidationReport:
-    return validate_table(table, "fixture", table_sha256(table), validation, data or DataConfig(labels=None), folder)
+    return validate_table(table, "fixture", table_sha256(table), validation, data or DataConfig(path="fixture.csv"), folder)
 
 
 def failed(report: ValidationReport) -> set[str]:
@@ -29,7 +29,7 @@ def failed(report: ValidationReport) -> set[str]:
 
 
 def test_clean_table_passes_every_check(tmp_path: Path) -> None:
-    report = run(clean_table(), tmp_path, data=DataConfig(labels=LABELS))
+    report = run(clean_table(), tmp_path, data=DataConfig(path="fixture.csv", labels=LABELS))
     assert report.passed and not failed(report)
     assert report.clean_rows == report.rows == 60
     assert report.quarantine_path is None
@@ -67,7 +67,7 @@ ROW_CASES = {
 @pytest.mark.parametrize("check", list(ROW_CASES))
 def test_bad_row_fails_its_check_and_is_quarantined(tmp_path: Path, check: str) -> None:
     table = ROW_CASES[check](clean_table())
-    report = run(table, tmp_path, data=DataConfig(labels=LABELS))
+    report = run(table, tmp_path, data=DataConfig(path="fixture.csv", labels=LABELS))
     assert failed(report) == {check}
     assert report.passed, "a few bad rows are set aside, not fatal"
     quarantine = pd.read_csv(report.quarantine_path)
