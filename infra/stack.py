@@ -32,7 +32,8 @@ import httpx
 import psutil
 import typer
 
-from tasks.core.stack import process_alive, running_stack
+from tasks.core.stack import process_alive as alive  # the CLI asks the same question
+from tasks.core.stack import running_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -187,11 +188,6 @@ def worker_online(api_url: str, pool: str, worker: str) -> Callable[[], bool]:
         )
 
     return check
-
-
-def alive(record: dict[str, Any]) -> bool:
-    """The recorded process still runs (tasks/core/stack.py, which the CLI also asks)."""
-    return process_alive(record)
 
 
 def stop(record: dict[str, Any], grace: float = 20) -> None:

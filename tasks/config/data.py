@@ -1,10 +1,12 @@
 """Where the labelled text is and which columns hold text, label and id. The data-dependent fields
-are unset by default and resolved after validation: the bundled sample's columns and labels when the
-path is the sample, generic columns (`text`, `label`, row numbers, any label) for any other path. So a
-form (or a YAML file) that changes only the path and the columns never inherits the sample's."""
+are unset by default and resolved where they are used (`text_column_names`, `label_column_name`, ...):
+the bundled sample's columns and labels when the path is the sample, generic columns (`text`, `label`,
+row numbers, any label) for any other path. So a form (or a YAML file) that changes only the path and
+the columns never inherits the sample's."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -97,7 +99,7 @@ class DataConfig(BaseModel):
     @field_validator("text_columns")
     @classmethod
     def _each_text_column_once(cls, columns: list[str] | None) -> list[str] | None:
-        repeated = sorted({name for name in columns or [] if (columns or []).count(name) > 1})
+        repeated = sorted(name for name, count in Counter(columns or []).items() if count > 1)
         if repeated:
             raise ValueError(
                 f"names {', '.join(repr(name) for name in repeated)} more than once (each text would repeat): "

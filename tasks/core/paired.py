@@ -6,6 +6,7 @@ on these intervals, not on raw differences."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel
@@ -26,9 +27,13 @@ class PairedDifference(BaseModel):
     confidence: float
     rows: int
 
+    def bounds(self) -> str:
+        """The bounds in words, e.g. `+0.0120 to +0.0790`."""
+        return f"{self.low:+.4f} to {self.high:+.4f}"
+
     def interval(self) -> str:
         """The difference and its bounds in words, e.g. `+0.0450 (95%: +0.0120 to +0.0790)`."""
-        return f"{self.delta:+.4f} ({self.confidence:.0%}: {self.low:+.4f} to {self.high:+.4f})"
+        return f"{self.delta:+.4f} ({self.confidence:.0%}: {self.bounds()})"
 
 
 class PairedComparison(BaseModel):
@@ -114,11 +119,12 @@ def paired_bootstrap(
             metric=name, delta=float(value), low=float(low), high=float(high), confidence=confidence, rows=rows
         )
 
-    present = sorted(set(truth))
+    counts = Counter(truth)
+    present = sorted(counts)
     return PairedComparison(
         overall=difference(metric, point, spread),
         per_class={
             label: difference("f1", class_point[code[label]], class_spread[:, code[label]]) for label in present
         },
-        support={label: truth.count(label) for label in present},
+        support={label: counts[label] for label in present},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -385,7 +386,7 @@ def label_key(label: str) -> str:
         number = float(text)
     except ValueError:
         return text
-    if number != number or number in (float("inf"), float("-inf")):  # nan, inf: words, not amounts
+    if not math.isfinite(number):  # nan, inf: words, not amounts
         return text
     # Rounded to 9 places: 0.3 and 0.30000000000000004 (a float printed in full) are one class.
     rounded = round(number, 9)
@@ -543,7 +544,7 @@ def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
                 f"{input_file} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}). "
                 "Save it as UTF-8, or pass a CSV with a `text` column."
             ) from None
-        lines = [clean(line) for line in content.splitlines() if clean(line).strip()]
+        lines = [line for line in map(clean, content.splitlines()) if line.strip()]
     else:
         frame = read_source(str(input_file), DataConfig(path=str(input_file)))
         if "text" not in frame.columns:

@@ -30,10 +30,8 @@ def clean(value: str) -> str:
 
 def clean_series(values: Any) -> tuple[Any, int]:
     """A pandas string Series cleaned value by value (nulls kept), and how many values changed."""
-    import pandas as pd
-
     present = values.notna()
     cleaned = values.copy()
     cleaned[present] = [clean(str(value)) for value in values[present]]
     changed = int((cleaned[present] != values[present]).sum())
-    return cleaned.astype("string") if len(cleaned) else pd.Series([], dtype="string"), changed
+    return cleaned.astype("string"), changed

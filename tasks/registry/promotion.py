@@ -133,12 +133,12 @@ def comparison_markdown(comparison: Comparison, version: ModelVersionRef, links:
         for key in ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro"):
             mine, theirs = getattr(comparison.candidate, key), getattr(comparison.champion, key)
             bounds = comparison.interval if comparison.interval and comparison.interval.metric == key else None
-            shown = f"{bounds.low:+.4f} to {bounds.high:+.4f}" if bounds else ""
+            shown = bounds.bounds() if bounds else ""
             lines.append(f"| {key} | {mine:.4f} | {theirs:.4f} | {mine - theirs:+.4f} | {shown} |")
         for label, delta in comparison.class_deltas.items():
             mine = comparison.candidate.per_class[label]["f1"]
             bounds = comparison.class_intervals.get(label)
-            shown = f"{bounds.low:+.4f} to {bounds.high:+.4f}" if bounds else ""
+            shown = bounds.bounds() if bounds else ""
             support = int(comparison.candidate.per_class[label].get("support", 0))
             lines.append(
                 f"| F1 `{label}` ({support} texts) | {mine:.4f} | {mine - delta:.4f} | {delta:+.4f} | {shown} |"

@@ -48,9 +48,9 @@ def quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(before)
 
 
-def pip_requirements() -> list[str]:
-    """The serving packages at the versions installed here."""
-    return [f"{name}=={importlib.metadata.version(name)}" for name in SERVING_PACKAGES]
+def pip_requirements(packages: tuple[str, ...] = SERVING_PACKAGES) -> list[str]:
+    """The serving packages (a fine-tune's by default) at the versions installed here."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
 
 
 def save_mlflow_model(model_dir: Path, folder: Path, example: str) -> Path:
@@ -118,7 +118,7 @@ def save_baseline_mlflow_model(model_dir: Path, folder: Path, example: str) -> P
             serialization_format="pickle",
             signature=model_signature(),
             input_example=[example],
-            pip_requirements=[f"{name}=={importlib.metadata.version(name)}" for name in BASELINE_PACKAGES],
+            pip_requirements=pip_requirements(BASELINE_PACKAGES),
             code_paths=[baseline_pyfunc.__file__],
         )
     model = Model.load(str(folder))

@@ -251,6 +251,7 @@ def log_run(
     artifacts["selection"] = table
     ran = config.model_copy(update={"train": effective_train(config.train, trained.plan)})
     artifacts[""] = write_config(ran, Path(trained.path).parent / "config.yaml")  # the run's root
+    example = example_text(splits.validation) if tracking.log_model else None  # both models' input example
     tracked = log_training(
         target,
         run.name or tracking.run_name or flow_run.name,
@@ -262,12 +263,11 @@ def log_run(
         {name: getattr(splits, name).model_dump() for name in ("train", "validation", "test")},
         artifacts,
         config.eval.metric,
-        (Path(trained.path), example_text(splits.validation)) if tracking.log_model else None,
+        (Path(trained.path), example) if example is not None else None,
         (run.run_id, pending_metrics(Path(trained.path).parent)),
         trained.refit,
     )
     (Path(trained.path).parent / PENDING_METRICS).unlink(missing_ok=True)
-    example = example_text(splits.validation) if tracking.log_model else None
     baseline_run, baseline_model = log_candidates(target, tracked.run_id, rows, selection.metric, baseline, example)
     tracked = tracked.model_copy(update={"baseline_run_id": baseline_run, "baseline_model_id": baseline_model})
     markdown = training_markdown(trained, scores, verdict, tracked)

@@ -61,9 +61,18 @@ def truth_of(result: TrainResult) -> list[str]:
     return pd.read_parquet(result.splits.test.path)["label"].astype(str).tolist()
 
 
-def check(uri: str, result: TrainResult, name: str, predicted: list[str], tmp_path: Path, **rules: Any) -> Any:
+def check(
+    uri: str,
+    result: TrainResult,
+    name: str,
+    predicted: list[str],
+    tmp_path: Path,
+    blocked: str | None = None,
+    **rules: Any,
+) -> Any:
     """champion_challenger in a flow run, the candidate being the trained model's run with these test
-    predictions (its model is the champion's: the rule looks at the predictions, not the weights)."""
+    predictions (its model is the champion's: the rule looks at the predictions, not the weights),
+    `blocked` when given."""
     config = PromotionConfig(model_name=name, **rules)
     test = pd.read_parquet(result.splits.test.path)
     path = tmp_path / f"predicted-{uuid.uuid4().hex[:6]}.csv"
@@ -76,6 +85,7 @@ def check(uri: str, result: TrainResult, name: str, predicted: list[str], tmp_pa
         model_id=result.tracking.model_id,
         test=split_metrics(truth, predicted, sorted(set(truth))),
         test_predictions=str(path),
+        blocked=blocked,
     )
     run = promotion_check.with_options(flow_run_name=f"check-{name}")
     return run(uri, config, candidate, result.splits.test.path, str(tmp_path / "promotion"), return_state=True)
@@ -133,30 +143,11 @@ def test_a_blocked_candidate_is_registered_but_never_champion_even_without_one(t
     uri, result = trained
     name = f"m-{uuid.uuid4().hex[:8]}"
     truth = truth_of(result)
-    state = check_blocked(uri, result, name, truth, tmp_path, "the fine-tune scores below the baseline")
+    state = check(uri, result, name, truth, tmp_path, blocked="the fine-tune scores below the baseline")
     outcome: PromotionResult = state.result()
     assert outcome.decision == "rejected" and outcome.champion_version is None
     assert "below the baseline" in outcome.reason and "there is no champion" in outcome.reason
     assert aliases(uri, name) == {"candidate": "1"}
-
-
-def check_blocked(uri: str, result: TrainResult, name: str, predicted: list[str], tmp_path: Path, why: str) -> Any:
-    test = pd.read_parquet(result.splits.test.path)
-    path = tmp_path / "blocked.csv"
-    test.assign(predicted=predicted).to_csv(path, index=False)
-    candidate = Candidate(
-        base_model="tiny",
-        method="full",
-        run_id=result.tracking.run_id,
-        model_id=result.tracking.model_id,
-        test=split_metrics(predicted, predicted, sorted(set(predicted))),
-        test_predictions=str(path),
-        blocked=why,
-    )
-    run = promotion_check.with_options(flow_run_name=f"check-{name}")
-    return run(
-        uri, PromotionConfig(model_name=name), candidate, result.splits.test.path, str(tmp_path), return_state=True
-    )
 
 
 def answer_when_paused(flow_run_name: str, answer: dict[str, Any] | None, seen: dict[str, Any]) -> None:
