@@ -281,7 +281,9 @@ def print_sweep(result: SweepResult) -> None:
     if result.refit is not None:
         typer.echo(f"  {result.refit.sentence()}")
     if result.best_test is not None:
-        typer.echo(f"  candidate's test {result.best_test.get('f1_macro', float('nan')):.4f} f1_macro")
+        typer.echo(f"  best trial's test {result.best_test.get('f1_macro', float('nan')):.4f} f1_macro")
+    if result.family and result.family.difference is not None:
+        typer.echo(f"  family: {result.family.reason}")
     typer.echo(f"  MLflow parent run: {result.parent_run_id}")
     if result.promotion:
         typer.echo(f"  registry: {result.promotion.message}")

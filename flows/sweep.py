@@ -23,7 +23,7 @@ from tasks.core.gpus import one_gpu
 from tasks.data.split import split_dataset
 from tasks.model.select import select_base_model
 from tasks.registry.versions import PromotionResult
-from tasks.sweep.candidate import sweep_candidate
+from tasks.sweep.candidate import baseline_candidate, compete_with_baseline, sweep_candidate
 from tasks.sweep.dispatch import Handle, in_process, on_workers, run_round
 from tasks.sweep.record import round_lease
 from tasks.sweep.report import sweep_report
@@ -44,23 +44,37 @@ from tasks.sweep.steps import (
     use_stored_config,
 )
 from tasks.tracking.live import mark_failed, mark_killed
+from tasks.tracking.model import example_text
 from tasks.tracking.store import TrackingTarget, check_tracking, run_link
+from tasks.tracking.training import log_baseline_run
 
 
 def register_best(
     config: SweepPipelineConfig, state: SweepState, decision: RoundDecision, target: TrackingTarget
 ) -> tuple[BestModel | None, PromotionResult | None]:
     """At the sweep's end: the candidate (the best trial, refit on train + validation when its
-    trials were cross-validated or the validation split is small) scored on the test split and
-    registered (alias `candidate`), champion/challenger when the target was met (only register when
-    the budget ran out first), and the comparison report."""
+    trials were cross-validated or the validation split is small) scored on the test split, the
+    TF-IDF baseline competing with it on the same held-out rows (the baseline is registered instead
+    when it is better beyond noise), the winner registered (alias `candidate`), champion/challenger
+    when the target was met (only register when the budget ran out first), and the comparison report."""
     best = evaluate_best_trial(config, state, target)
     promotion = None
     if best is not None and config.promotion.register_model:
+        baseline, family = compete_with_baseline(config, state, best)
+        best.family = family
+        candidate = sweep_candidate(best, state, decision, config.sweep)
+        links = {"candidate run (best trial)": run_link(target, best.run_id)}
+        if baseline is not None:
+            example = example_text(state.splits.validation) if config.tracking.log_model else None
+            run_id, model_id = log_baseline_run(target, state.parent_run_id, baseline, example)
+            links["baseline run"] = run_link(target, run_id)
+            if family.family == "baseline":
+                candidate = baseline_candidate(baseline, run_id, model_id, config.sweep)
+                links = {"candidate run (baseline)": links["baseline run"]}
         promotion = champion_challenger(
             target.uri,
             config.promotion,
-            sweep_candidate(best, state, decision, config.sweep),
+            candidate,
             state.splits.test.path,
             config.eval.batch_size,
             Path(state.folder) / "promotion",
@@ -68,13 +82,10 @@ def register_best(
                 "dataset_sha256": state.dataset_sha256 or state.splits.train.sha256,
                 "test_sha256": state.splits.test.sha256,
                 "sweep_id": state.sweep_id,
-                "trial_number": str(best.trial.number),
-                "mlflow_run": run_link(target, best.run_id),
+                "trial_number": str(best.trial.number) if candidate.family == "finetune" else "",
+                "mlflow_run": run_link(target, candidate.run_id),
             },
-            links={
-                "candidate run (best trial)": run_link(target, best.run_id),
-                "sweep run": run_link(target, state.parent_run_id),
-            },
+            links={**links, "sweep run": run_link(target, state.parent_run_id)},
         )
     sweep_report(config, state, target, best, promotion)
     return best, promotion

@@ -95,6 +95,27 @@ def fit_tfidf_baseline(
     )
 
 
+def held_out_baseline(train: pd.DataFrame, validation: pd.DataFrame, folds: int, seed: int) -> list[str]:
+    """The baseline's held-out predictions of the rows a sweep's trials were judged on: the validation
+    split (`folds` 0), or each row of train + validation predicted out of fold on the trials' own
+    folds (tasks/model/crossval.py), in that pool's row order."""
+    import numpy as np
+
+    from tasks.data.load import text_groups
+    from tasks.model.crossval import fold_numbers
+
+    if not folds:
+        return tfidf_pipeline(seed).fit(train["text"], train["label"]).predict(validation["text"]).tolist()
+    pool = pd.concat([train, validation], ignore_index=True)
+    numbers = fold_numbers(pool["label"], text_groups(pool["text"]), folds, seed)
+    predicted = np.empty(len(pool), dtype=object)
+    for fold in range(folds):
+        held = numbers == fold
+        model = tfidf_pipeline(seed).fit(pool["text"][~held], pool["label"][~held])
+        predicted[held] = model.predict(pool["text"][held])
+    return [str(label) for label in predicted]
+
+
 @task(name="fit_baseline")
 def fit_baseline(splits: SplitReport, seed: int, folder: Path | None = None) -> BaselineReport:
     """Fit and score the TF-IDF + logistic-regression baseline on the same splits (saved in `folder`)."""

@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,16 @@ from tasks.model.plan import (
     training_arguments,
     training_plan,
 )
-from tasks.model.trainer import encode_splits, last_checkpoint, make_trainer, sequence_length, write_predictions
+from tasks.model.trainer import (
+    encode_splits,
+    last_checkpoint,
+    make_trainer,
+    scoring_order,
+    sequence_length,
+    write_predictions,
+)
 
-LOGITS = "logits"  # each fold's validation logits and label ids per epoch: fold-<n>/logits/epoch-<e>.npz
+LOGITS = "logits"  # each fold's validation logits, label ids and pool rows per epoch: fold-<n>/logits/epoch-<e>.npz
 
 
 class FoldsReport(BaseModel):
@@ -131,10 +139,11 @@ class Lockstep:
             self.condition.notify_all()
 
 
-def lockstep_callback(lockstep: Lockstep, fold: int, logits_folder: Path, kept: list[Any]) -> Any:
+def lockstep_callback(lockstep: Lockstep, fold: int, logits_folder: Path, kept: list[Any], rows: np.ndarray) -> Any:
     """A fold's Trainer callback: after each epoch's evaluation write the fold's validation logits
-    (`kept` by the Trainer's scoring; before the checkpoint, so a crash between the two trains the
-    epoch again rather than lose them), and after its checkpoint pass the baton."""
+    (`kept` by the Trainer's scoring, with the pool `rows` they score in that order; before the
+    checkpoint, so a crash between the two trains the epoch again rather than lose them), and after
+    its checkpoint pass the baton."""
     from transformers import TrainerCallback
 
     class Lockstepped(TrainerCallback):
@@ -142,7 +151,7 @@ def lockstep_callback(lockstep: Lockstep, fold: int, logits_folder: Path, kept: 
             logits, label_ids = kept.pop()
             logits_folder.mkdir(parents=True, exist_ok=True)
             path = logits_folder / f"epoch-{round(state.epoch or 0)}.npz"
-            np.savez(path, logits=np.asarray(logits, dtype=np.float32), label_ids=np.asarray(label_ids))
+            np.savez(path, logits=np.asarray(logits, dtype=np.float32), label_ids=np.asarray(label_ids), rows=rows)
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if not lockstep.epoch_ended(fold, round(state.epoch or 0)):
@@ -175,13 +184,19 @@ def run_folds(trainers: list[Any], resumes: list[str | None], lockstep: Lockstep
 
 
 def epoch_logits(folder: Path, folds: int, epoch: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Every fold's validation logits and label ids of `epoch`, joined; None while a fold has not
-    written them."""
+    """Every fold's validation logits and label ids of `epoch`, joined in the pool's row order (so
+    they pair row by row with another model's out-of-fold predictions of the same folds); None while
+    a fold has not written them."""
     paths = [folder / f"fold-{fold}" / LOGITS / f"epoch-{epoch}.npz" for fold in range(folds)]
     if not all(path.is_file() for path in paths):
         return None
     parts = [np.load(path) for path in paths]
-    return np.concatenate([part["logits"] for part in parts]), np.concatenate([part["label_ids"] for part in parts])
+    logits = np.concatenate([part["logits"] for part in parts])
+    label_ids = np.concatenate([part["label_ids"] for part in parts])
+    rows = np.concatenate([part["rows"] for part in parts])
+    ordered_logits, ordered_ids = np.empty_like(logits), np.empty_like(label_ids)
+    ordered_logits[rows], ordered_ids[rows] = logits, label_ids
+    return ordered_logits, ordered_ids
 
 
 def goes_on(history: list[EpochRecord], patience: int) -> bool:
@@ -224,16 +239,27 @@ def checkpoint_epoch(checkpoint: str | None) -> int:
     return round(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["epoch"])
 
 
-def fold_trainers(
-    fitting: Fitting, pool: pd.DataFrame, numbers: np.ndarray, folder: Path, callbacks: list
-) -> tuple[list[Any], list[str | None], TrainingPlan, list[list[Any]]]:
-    """Each fold's Trainer (its own model, seeded alike; checkpoints in `folder/fold-<n>`), the
-    checkpoint each resumes from, the plan (fold 0's; folds differ by a few rows) and the lists the
-    Trainers keep their validation logits in."""
+@dataclass
+class Folds:
+    """Each fold's Trainer, the checkpoint it resumes from, the list it keeps its validation logits
+    in (the Trainer's own: a dataclass, which copies nothing) and the pool rows it scores, in its
+    scoring order; the plan (fold 0's: folds differ by a few rows)."""
+
+    trainers: list[Any]
+    resumes: list[str | None]
+    kept: list[list[Any]]
+    rows: list[np.ndarray]
+    plan: TrainingPlan
+
+
+def fold_trainers(fitting: Fitting, pool: pd.DataFrame, numbers: np.ndarray, folder: Path, callbacks: list) -> Folds:
+    """Each fold's Trainer (its own model, seeded alike; checkpoints in `folder/fold-<n>`) and what
+    goes with it (Folds)."""
     config, log = fitting.config, fitting.log
     trainers: list[Any] = []
     resumes: list[str | None] = []
     kept: list[list[Any]] = []
+    rows: list[np.ndarray] = []
     plan: TrainingPlan | None = None
     for fold in range(int(numbers.max()) + 1):
         tokenizer, network = load_base(fitting)
@@ -251,8 +277,9 @@ def fold_trainers(
                 network, tokenizer, encoded, len(fitting.labels), fitting.metric, arguments, callbacks, kept[-1]
             )
         )
+        rows.append(np.flatnonzero(numbers == fold)[scoring_order(trainers[-1], encoded["validation"])])
     assert plan is not None
-    return trainers, resumes, plan, kept
+    return Folds(trainers=trainers, resumes=resumes, kept=kept, rows=rows, plan=plan)
 
 
 def cross_validate(
@@ -272,7 +299,8 @@ def cross_validate(
     config, log, metric = fitting.config, fitting.log, fitting.metric
     pool = pool.reset_index(drop=True)
     numbers = fold_numbers(pool["label"], text_groups(pool["text"]), folds, seed)
-    trainers, resumes, plan, kept = fold_trainers(fitting, pool, numbers, folder, callbacks or [])
+    built = fold_trainers(fitting, pool, numbers, folder, callbacks or [])
+    trainers, resumes, plan = built.trainers, built.resumes, built.plan
     history: list[EpochRecord] = []
     clock = [time.perf_counter()]
 
@@ -297,7 +325,8 @@ def cross_validate(
     lockstep.stop = bool(history) and not trains_on()
     started = time.perf_counter()
     for fold, trainer in enumerate(trainers):
-        trainer.add_callback(lockstep_callback(lockstep, fold, folder / f"fold-{fold}" / LOGITS, kept[fold]))
+        logits_folder = folder / f"fold-{fold}" / LOGITS
+        trainer.add_callback(lockstep_callback(lockstep, fold, logits_folder, built.kept[fold], built.rows[fold]))
     log.info(
         "Cross-validating %d folds of %d rows (train + validation), up to %d epochs of %d steps each, in lockstep",
         folds,
@@ -309,6 +338,8 @@ def cross_validate(
     chosen = best_epoch(history, metric)  # by the same rule as a single validation split's
     scored = epoch_logits(folder, folds, chosen)
     assert scored is not None
+    if not np.array_equal(scored[1], pool["label"].map(fitting.labels.index).to_numpy()):
+        raise RuntimeError("The out-of-fold predictions cannot be put back in the pool's row order.")
     predictions = write_predictions(*scored, fitting.labels, folder / VALIDATION_PREDICTIONS)
     for fold in range(folds):
         shutil.rmtree(folder / f"fold-{fold}" / "checkpoints", ignore_errors=True)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from tasks.core.home import tuneloop_home
 from tasks.data.split import SplitReport
+from tasks.model.baseline import FamilyChoice
 from tasks.model.evaluate import EvalReport
 from tasks.model.refit import RefitReport
 from tasks.model.resolve import ModelRef
@@ -133,6 +134,7 @@ class SweepResult(BaseModel):
     parent_run_id: str
     next_round: QueuedRound | None = None
     promotion: PromotionResult | None = None
+    family: FamilyChoice | None = Field(None, description="Fine-tune or TF-IDF baseline: which was registered, why.")
     searched: list[str] = Field(default_factory=list, description="The searched space of the last round, in words.")
 
 
@@ -146,3 +148,4 @@ class BestModel(BaseModel):
     refit: RefitReport
     run_id: str
     model_id: str | None = None  # its logged MLflow Model (None when tracking.log_model is off)
+    family: FamilyChoice | None = None  # set when the baseline competed (tasks/sweep/candidate.py)

@@ -361,6 +361,7 @@ def finish_sweep(
         parent_run_id=state.parent_run_id,
         next_round=queued,
         promotion=promotion,
+        family=candidate.family if candidate else None,
         searched=decision.searched,
     )
 

@@ -137,6 +137,17 @@ def log_candidates(
                 metrics=[Metric(metric_name("probe", metric), row["probe_score"], child.info.start_time, 0)],
             )
         client.set_terminated(child.info.run_id, "FINISHED")
+    return log_baseline_run(target, parent_run_id, baseline, example)
+
+
+def log_baseline_run(
+    target: TrackingTarget, parent_run_id: str, baseline: BaselineReport, example: str | None
+) -> tuple[str, str | None]:
+    """The baseline's child run under a training's or a sweep's run, with its validation and test
+    scores and (with an `example` text) its model as the run's MLflow Model; its run id and model id."""
+    from mlflow.entities import Metric
+
+    client = mlflow_client(target.uri)
     child = client.create_run(
         target.experiment_id,
         run_name=f"baseline {baseline.name}",

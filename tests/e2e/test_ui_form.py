@@ -18,6 +18,11 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def creates_a_run(response: Any) -> bool:
+    """Whether a browser response answers the form's Submit."""
+    return "/create_flow_run" in response.url
+
+
 @pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
 def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any]) -> None:
     from playwright.sync_api import expect, sync_playwright
@@ -60,7 +65,8 @@ def test_custom_run_form_shows_our_fields_and_submits_a_run(stack: dict[str, Any
                 # On SQLite a busy server answers 503 ("database is locked") and the browser, unlike
                 # Prefect's client, does not retry: press Submit again, as a person would.
                 while len(statuses) < 4 and 201 not in statuses:
-                    with page.expect_response(lambda response: "/create_flow_run" in response.url) as created:
+                    # a loaded CI machine can take its time to answer
+                    with page.expect_response(creates_a_run, timeout=120_000) as created:
                         page.get_by_role("button", name="Submit").click()
                     statuses.append(created.value.status)
                     page.wait_for_timeout(2000 if statuses[-1] == 503 else 0)

@@ -11,12 +11,15 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.sweep import sweep
 from flows.train import TrainResult, train
-from tasks.config.pipeline import PipelineConfig
+from tasks.config.pipeline import PipelineConfig, SweepPipelineConfig
 from tasks.model.predict import load_classifier, predict_texts
+from tasks.sweep.record import load_sweep
 from tests.helpers.serving import served_labels
 
 
@@ -103,3 +106,43 @@ def test_predict_starts_no_prefect_server(baseline_won: tuple[Path, TrainResult]
     label, server_loaded, torch_loaded = done.stdout.split()
     assert label in {"account", "billing", "shipping", "technical"}
     assert server_loaded == "False" and torch_loaded == "False"
+
+
+def test_a_sweep_whose_best_trial_loses_to_the_baseline_registers_and_promotes_the_baseline(
+    sweep_config: Callable[..., SweepPipelineConfig], tuneloop_home: Path
+) -> None:
+    """A sweep competes like a training run: the baseline, fit on the training split, against the
+    best trial's validation predictions row by row; better beyond noise and at the target, it is the
+    sweep's candidate, registered from its child run of the sweep's run, and champion."""
+    config = sweep_config(
+        "promotion.baseline_competes=true",
+        "sweep.target_f1=0.0",
+        "sweep.trials_per_round=1",
+        "sweep.max_rounds=1",
+        "sweep.search=[learning_rate]",
+        "train.epochs=1",
+    )
+    result = sweep(config=config)
+    family = result.family
+    assert result.outcome == "target_met" and family and family.family == "baseline"
+    assert family.difference and family.difference.high < 0
+    state = load_sweep(config.sweep, result.sweep_id)
+    assert state is not None
+    baseline = pd.read_csv(Path(state.folder) / "baseline" / "val_predictions.csv", dtype=str)
+    assert baseline["label"].tolist() == pd.read_parquet(state.splits.validation.path)["label"].tolist()
+    assert result.best_score is not None and family.difference.delta == pytest.approx(
+        result.best_score - f1_score(baseline["label"], baseline["predicted"], average="macro"), abs=1e-6
+    )
+    promotion = result.promotion
+    assert promotion and promotion.decision == "promoted" and promotion.champion_version == "1"
+    client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
+    version = client.get_model_version("tuneloop-classifier", "1")
+    assert version.tags["model_family"] == "baseline" and version.tags["sweep_id"] == result.sweep_id
+    run = client.get_run(version.run_id)
+    assert run.data.tags["kind"] == "baseline" and run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+    answer = CliRunner().invoke(
+        app, ["predict", "--model", "models:/tuneloop-classifier@champion", "--text", "refund my invoice", "--json"]
+    )
+    assert answer.exit_code == 0, answer.output
+    [row] = json.loads(answer.output.strip().splitlines()[-1])["predictions"]
+    assert row["label"] == "billing"

@@ -13,6 +13,7 @@ import mlflow
 import optuna
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -157,8 +158,10 @@ def test_cross_validated_trials_feed_the_pruner_their_pooled_score_and_the_best_
 ) -> None:
     """sweep.cross_validation=always: each trial trains 2 folds of train + validation in lockstep;
     the pruner hears each epoch's out-of-fold score over every row, which is the trial's history and
-    score; no trial keeps a model, so the best is refit on train + validation and registered."""
+    score; no trial keeps a model, so the best is refit on train + validation. The TF-IDF baseline
+    competes out of fold on the same folds, row by row, and beats the tiny model: it is registered."""
     config = sweep_config(
+        "promotion.baseline_competes=true",
         "sweep.cross_validation=always",
         "sweep.folds=2",
         "sweep.trials_per_round=2",
@@ -178,7 +181,10 @@ def test_cross_validated_trials_feed_the_pruner_their_pooled_score_and_the_best_
         scores = {record["epoch"]: record["val"]["f1_macro"] for record in trial.history}
         assert frozen.intermediate_values == scores and list(scores) == [1, 2]
         assert trial.score == scores[trial.best_epoch]
-        assert trial.predictions and len(pd.read_parquet(trial.predictions)) == rows, "out of fold: every row"
+        assert trial.predictions, "out of fold: every row"
+        pool = pd.concat([pd.read_parquet(state.splits.train.path), pd.read_parquet(state.splits.validation.path)])
+        out_of_fold = pd.read_parquet(trial.predictions)
+        assert out_of_fold["label"].tolist() == pool["label"].tolist(), "in the pool's row order"
         folder = Path(trial.predictions).parent
         assert not list(folder.glob("fold-*/checkpoints")), "a finished trial keeps no fold checkpoints"
     assert result.refit and result.refit.refit and result.refit.rows == rows
@@ -186,10 +192,25 @@ def test_cross_validated_trials_feed_the_pruner_their_pooled_score_and_the_best_
     assert result.best_model_path == str(Path(state.folder) / "candidate" / "model")
     assert json.loads(Path(result.best_model_path, "tuneloop.json").read_text())["refit"] is True
     assert result.best_test and 0 <= result.best_test["f1_macro"] <= 1
-    assert result.promotion and result.promotion.version, "the refit candidate is registered"
     client = mlflow.MlflowClient(f"sqlite:///{tuneloop_home / 'mlflow.db'}")
-    best = client.get_run(client.get_run(result.promotion.version.run_id).info.run_id)
+    [best] = client.search_runs(
+        [client.get_run(result.parent_run_id).info.experiment_id], f"tags.trial_number = '{result.best_trial}'"
+    )
     assert best.data.tags["refit"] == "true" and best.data.metrics["refit/rows"] == rows
+    # The baseline, cross-validated on the trials' folds, pairs row by row with the best trial's
+    # out-of-fold predictions: the paired difference is the difference of the two pooled scores.
+    family = result.family
+    assert family and family.family == "baseline" and family.difference and family.difference.high < 0
+    [trial] = [trial for trial in study_trials(sweep_study(state)) if trial.number == result.best_trial]
+    baseline = pd.read_csv(Path(state.folder) / "baseline" / "val_predictions.csv", dtype=str)
+    assert len(baseline) == rows and family.difference.delta == pytest.approx(
+        trial.score - f1_score(baseline["label"], baseline["predicted"], average="macro"), abs=1e-6
+    )
+    assert result.promotion and result.promotion.version, "the baseline is registered"
+    version = client.get_model_version("tuneloop-classifier", result.promotion.version.version)
+    assert version.tags["model_family"] == "baseline" and version.tags["sweep_id"] == result.sweep_id
+    assert client.get_run(version.run_id).data.tags["mlflow.parentRunId"] == result.parent_run_id
+    assert result.promotion.decision == "rejected", "the baseline misses the target too: registered only"
 
 
 def test_a_parameter_the_user_set_is_not_searched(

@@ -35,8 +35,10 @@ def tiny_config(model: Path, *overrides: str) -> PipelineConfig:
 
 
 def sweep_config(model: Path, *overrides: str) -> SweepPipelineConfig:
-    """A small sweep of a tiny model on the sample: 3 trials a round, 2 rounds, no pruning or escalation."""
+    """A small sweep of a tiny model on the sample: 3 trials a round, 2 rounds, no pruning or escalation;
+    the baseline does not compete (as in tiny_config)."""
     sweep = [
+        "promotion.baseline_competes=false",
         "train.early_stopping_patience=0",
         "tracking.experiment=sweeps",
         "sweep.trials_per_round=3",

@@ -90,3 +90,22 @@ def test_score_csvs_are_spreadsheet_safe(tmp_path: Path) -> None:
     assert written["text"].tolist() == ["'-2+3 is my balance", "hello"] and written["score"].tolist() == ["0.5", "0.9"]
     parquet = pd.read_parquet(write_predictions(frame, tmp_path / "out.parquet"))
     assert parquet["id"].tolist() == ["=1+2", "7"], "Parquet keeps the values as they are"
+
+
+def test_the_held_out_baseline_never_predicts_a_row_it_was_fit_on() -> None:
+    """Out of fold on the trials' folds, in the pool's row order: each text is its own word and its
+    label is arbitrary, so a model that saw a row gets it right and one that did not is at chance."""
+    import random
+
+    from tasks.model.baseline import held_out_baseline
+
+    labels = ["a", "b"] * 60
+    random.Random(0).shuffle(labels)
+    frame = pd.DataFrame({"text": [f"w{index} common" for index in range(120)], "label": labels})
+    train, validation = frame[:90], frame[90:]
+    held = held_out_baseline(train, validation, folds=0, seed=0)
+    pooled = held_out_baseline(train, validation, folds=3, seed=0)
+    assert len(held) == 30 and len(pooled) == 120
+    right = sum(mine == truth for mine, truth in zip(pooled, frame["label"], strict=True))
+    assert right < 90, "a row predicted by a model fit on it would be right: these are held out"
+    assert pooled == held_out_baseline(train, validation, folds=3, seed=0), "seeded"
