@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export GX_ANALYTICS_ENABLED ?= False
 
 .DEFAULT_GOAL := help
-.PHONY: help system-deps install run sweep validate up down status env deploy test test-slow test-gpu test-fast lint format bench bench-serving quality mlflow-ui clean
+.PHONY: help system-deps install run sweep validate up down status env deploy test test-drills test-slow test-gpu test-fast lint format bench bench-serving quality mlflow-ui clean
 
 help: ## Show this list
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,8 +58,11 @@ env: $(STAMP) ## Print export lines for the running stack (use: eval "$$(make -s
 deploy: $(STAMP) ## Register deployments/prefect.yaml with the running Prefect server
 	$(BIN)/python infra/stack.py deploy
 
-test: $(STAMP) ## Run the test suite (all but the slow real-data fine-tunes) on TEST_WORKERS=3 workers
-	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+test: $(STAMP) ## Run the test suite (all but the slow real-data fine-tunes and the long drills) on TEST_WORKERS=3 workers
+	$(BIN)/pytest -m "not slow and not drill" -n $(TEST_WORKERS) --dist loadgroup
+
+test-drills: $(STAMP) ## Run only the long fault drills (kill -9 of trial processes, SIGKILL of a sweep, races; about 15 minutes)
+	$(BIN)/pytest -m drill -n $(TEST_WORKERS) --dist loadgroup
 
 test-slow: $(STAMP) ## Run only the slow tests (real fine-tunes on ../shared/data; about 20 minutes)
 	$(BIN)/pytest -m slow -s

@@ -25,7 +25,7 @@ from tasks.model.select import select_base_model
 from tasks.registry.versions import PromotionResult
 from tasks.sweep.candidate import baseline_candidate, compete_with_baseline, sweep_candidate
 from tasks.sweep.dispatch import Handle, in_process, on_workers, run_round
-from tasks.sweep.record import round_lease
+from tasks.sweep.record import check_storage, round_lease
 from tasks.sweep.report import sweep_report
 from tasks.sweep.requeue import check_round, queue_next_round
 from tasks.sweep.state import BestModel, RoundDecision, SweepResult, SweepState
@@ -175,6 +175,7 @@ def sweep(
         config = plan_search_space(config)
     # Bad settings are refused before a new sweep creates anything.
     check_trial_device(config)
+    check_storage(config.sweep)
     target = check_tracking(config.tracking)
     if state is None:
         new_id, folder = begin_sweep()

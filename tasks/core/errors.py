@@ -66,6 +66,14 @@ class TrackingError(TuneloopError):
     """The MLflow tracking server cannot be reached or refuses the run."""
 
 
+class TrackingTimeout(TrackingError):
+    """The tracking server accepts connections but answers nothing: not worth a retry."""
+
+
+class SweepStorageError(TuneloopError):
+    """The sweep's Optuna storage (its record of trials, rounds and budget) cannot be used."""
+
+
 class QualityGateError(TuneloopError):
     """The trained model is below the configured quality bar (EvalConfig.min_f1)."""
 

@@ -363,7 +363,14 @@ def set_aside_unseen_labels(
     if not unseen.any():
         return test
     names = ", ".join(repr(label) for label in sorted(set(table.loc[unseen, "label"]))[:10])
-    if validation.unseen_test_labels == "fail" or unseen.all():
+    if unseen.all():
+        raise DataValidationError(
+            f"No label of the test set {test.source} occurs in the training data ({names}; the training data "
+            f"has {', '.join(repr(label) for label in sorted(known)[:10])}): is it the test file of another "
+            "dataset, or is data.label_column another column in it? Point data.test_path (--test-data) at "
+            "this dataset's test file, or leave it unset to split one off the training data."
+        )
+    if validation.unseen_test_labels == "fail":
         raise DataValidationError(
             f"{int(unseen.sum())} rows of the test set {test.source} have labels the training data never has: "
             f"{names}. The model could never predict them. Add training examples of those labels, or set "

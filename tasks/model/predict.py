@@ -62,6 +62,7 @@ def load_classifier(location: str | Path) -> Classifier:
     if info.get("family") == "baseline":
         return load_baseline(folder, info)
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_libraries()
@@ -76,7 +77,7 @@ def load_classifier(location: str | Path) -> Classifier:
             .eval()
         )
         tokenizer = AutoTokenizer.from_pretrained(str(vocabulary), local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as error:  # a missing, truncated or foreign weights file
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # missing, cut off or foreign weights
         raise ModelNotFoundError(
             f"The model in {folder} cannot be loaded ({first_line(error)}): its files are missing or damaged. "
             "Fetch it again (remove it from the model cache, or copy the run's model folder again) or "

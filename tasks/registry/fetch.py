@@ -10,6 +10,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
 
@@ -41,8 +42,26 @@ def source_and_key(location: str, store: str) -> tuple[str, str, str]:
         return source, f"{short_hash(store)}/models/{name}/{version}", version
     if location.startswith("runs:/"):
         path = location.removeprefix("runs:/").strip("/")
-        return location, f"{short_hash(store)}/runs/{path}", f"run {path.split('/')[0]}"
+        run_id, _, name = path.partition("/")
+        logged = run_logged_model(store, run_id, name)
+        if logged is not None:  # MLflow 3: the run's model is a logged model, not an artifact of the run
+            return logged.artifact_location, f"{short_hash(store)}/logged/{logged.model_id}", f"run {run_id}"
+        return location, f"{short_hash(store)}/runs/{path}", f"run {run_id}"
     return location, f"{short_hash(store)}/artifacts/{short_hash(location)}", location
+
+
+def run_logged_model(store: str, run_id: str, name: str) -> Any:
+    """The newest READY logged model named `name` (tuneloop's: `model`) that run `run_id` logged, or
+    None (`runs:/<run_id>/<path>` then names an artifact folder of the run, as in MLflow 2)."""
+    if not (re.fullmatch(r"[\w-]+", run_id) and re.fullmatch(r"[\w.-]+", name)):  # quoted into a filter below
+        return None
+    client = mlflow_client(store)
+    experiment = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models(
+        [experiment], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'", max_results=50
+    )
+    ready = [model for model in found if str(model.status) == "READY"]
+    return max(ready, key=lambda model: model.creation_timestamp, default=None)
 
 
 def download(source: str, store: str, folder: Path) -> Path:

@@ -31,8 +31,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasks.config.sweep import SweepConfig
+from tasks.core.errors import SweepStorageError, first_line
 from tasks.core.home import tuneloop_home
 from tasks.core.locks import creation_lock, sqlite_file
+from tasks.core.secrets import mask_credentials
 from tasks.sweep.state import Budget, SweepState, TrialResult
 
 HEARTBEAT_SECONDS = 10
@@ -50,6 +52,7 @@ CLAIMS = sa.Table(
 )
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 
+CONNECT_SECONDS = 10  # how long a database server may take to accept a connection
 _storages: dict[str, Any] = {}
 _storages_lock = threading.Lock()
 
@@ -66,19 +69,35 @@ def rdb_storage(url: str) -> Any:
 
     with _storages_lock:
         if url not in _storages:
-            engine = {"connect_args": {"timeout": 60}} if sqlite_file(url) else {"pool_pre_ping": True}
-            with creation_lock(url), warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
-                storage = optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine,
-                    heartbeat_interval=HEARTBEAT_SECONDS,
-                    grace_period=GRACE_SECONDS,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-                )
-                CLAIMS.create(storage.engine, checkfirst=True)
+            engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite_file(url) else {"pool_pre_ping": True}
+            if url.startswith("postgresql"):
+                engine["connect_args"] = {"connect_timeout": CONNECT_SECONDS}  # a silent server: seconds, not minutes
+            try:
+                with creation_lock(url), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
+                    storage = optuna.storages.RDBStorage(
+                        url,
+                        engine_kwargs=engine,
+                        heartbeat_interval=HEARTBEAT_SECONDS,
+                        grace_period=GRACE_SECONDS,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                    )
+                    CLAIMS.create(storage.engine, checkfirst=True)
+            except (sa.exc.SQLAlchemyError, ImportError) as error:  # down, refused, wrong password, no driver
+                raise SweepStorageError(
+                    f"The sweep's Optuna storage {mask_credentials(url)} cannot be used: "
+                    f"{mask_credentials(first_line(error))}. Start its database (make up starts the stack's), "
+                    "fix sweep.storage or TUNELOOP_OPTUNA_STORAGE, or unset both to keep sweeps in the home "
+                    "folder's optuna.db."
+                ) from None
             _storages[url] = storage
         return _storages[url]
+
+
+def check_storage(config: SweepConfig) -> None:
+    """Open the sweep's storage before anything else is written: one that is down or misconfigured
+    is a SweepStorageError while nothing has been tracked yet."""
+    rdb_storage(optuna_storage(config))
 
 
 def now() -> datetime:

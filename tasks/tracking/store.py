@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from tasks.config.tracking import TrackingConfig
-from tasks.core.errors import TrackingError, first_line
+from tasks.core.errors import TrackingError, TrackingTimeout, first_line
 from tasks.core.home import tuneloop_home
 from tasks.core.locks import creation_lock
 from tasks.core.secrets import mask_credentials, mask_logs
@@ -120,7 +120,32 @@ def configure_tracking() -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs or `predict`
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # tuneloop logs the run's link itself
     mask_logs()  # the URI may hold a password, and library errors quote it
-    return tracking_uri()
+    uri = tracking_uri()
+    check_answers(uri)
+    return uri
+
+
+ANSWER_SECONDS = 5.0  # how long a tracking server may take to answer its health check
+
+
+def check_answers(uri: str) -> None:
+    """Raise a TrackingError when a tracking server accepts connections but does not answer one
+    request (its /health) within ANSWER_SECONDS: MLflow's own timeouts and retries would take minutes
+    to say so. A refused connection or an unknown host is left to MLflow, which says that at once."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=ANSWER_SECONDS)
+    except requests.Timeout:
+        raise TrackingTimeout(
+            f"MLflow tracking server {masked_url(uri)} did not answer within {ANSWER_SECONDS:g} s. Check that it "
+            "runs and is not stuck (make status; restart it with make down and make up), fix MLFLOW_TRACKING_URI, "
+            "or unset it to track in the local SQLite store."
+        ) from None
+    except requests.RequestException:
+        return
 
 
 def ensure_experiment(name: str) -> TrackingTarget:
@@ -354,7 +379,19 @@ def run_tags(dataset_sha256: str, extra: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-@task(name="check_tracking", retries=2, retry_delay_seconds=3)
+def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry condition: a store that refused or failed may be restarting; one that did not answer
+    within seconds is not retried (the user would wait for nothing)."""
+    try:
+        state.result()
+    except TrackingTimeout:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(name="check_tracking", retries=2, retry_delay_seconds=3, retry_condition_fn=worth_retrying)
 def check_tracking(config: TrackingConfig) -> TrackingTarget:
     """Reach the tracking store and create the experiment before any training starts."""
     target = ensure_experiment(config.experiment)

@@ -103,6 +103,7 @@ def case_files(folder: Path) -> dict[str, Path]:
     files["latin1.txt"] = write(folder, "latin1.txt", "caf\xe9 au lait\n".encode("latin-1"))
     files["NA.csv"] = write(folder, "NA.csv", labelled(80, ["NA", "billing", "shipping", "account"]))
     files["texts.csv"] = write(folder, "texts.csv", good[["text"]])
+    files["other-test.csv"] = write(folder, "other-test.csv", labelled(60, ["refunds", "returns"]))
     laughs = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     laughs += [
         f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]" for before, name in zip("abcdefg", "bcdefgh", strict=True)
@@ -209,6 +210,42 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
         "is the file this run reads",
     ),
     ("roll back without a champion", ["rollback"], {}, 2, "Nothing to roll back to"),
+    (
+        "the sweep's Postgres is down",
+        ["sweep", "--set", "sweep.storage=postgresql://alice:s3cret@127.0.0.1:9/optuna"],
+        {},
+        2,
+        "Optuna storage postgresql://alice:***@127.0.0.1:9/optuna cannot be used",
+    ),
+    (
+        "a sweep storage whose driver is not installed",
+        ["sweep", "--set", "sweep.storage=mysql://bob:s3cret@127.0.0.1:9/optuna"],
+        {},
+        2,
+        "fix sweep.storage or TUNELOOP_OPTUNA_STORAGE",
+    ),
+    (
+        "a test file whose labels are all unseen",
+        ["validate", "--data", "{texts-labelled.csv}", "--test-data", "{other-test.csv}"],
+        {},
+        3,
+        "No label of the test set",
+    ),
+    (
+        "all unseen, also when quarantining",
+        [
+            "validate",
+            "--data",
+            "{texts-labelled.csv}",
+            "--test-data",
+            "{other-test.csv}",
+            "--set",
+            "validation.unseen_test_labels=quarantine",
+        ],
+        {},
+        3,
+        "Point data.test_path (--test-data) at",
+    ),
 ]
 
 
@@ -467,3 +504,68 @@ def test_a_url_that_answers_but_is_no_prefect_api_is_one_message(tmp_path: Path)
     assert f"{url} (PREFECT_API_URL) answers, but not as a Prefect API" in done.stderr, done.stderr[-3000:]
     assert "it ends in /api" in done.stderr
     assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+@pytest.fixture
+def silent_server() -> Any:
+    """A TCP server on loopback that accepts every connection and never answers: a stuck tracking server."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://alice:s3cret@127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("command", [["compare"], ["run", "--data", str(SAMPLE)]], ids=["compare", "run"])
+def test_a_tracking_server_that_never_answers_is_reported_in_seconds(
+    command: list[str], silent_server: str, seeded_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: 65 s (`compare`) and 252 s (`run`) of MLflow's timeouts and retries, then its error."""
+    import time
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", silent_server)
+    before = stored(seeded_home)
+    started = time.monotonic()
+    result = CliRunner().invoke(app, command)
+    seconds = time.monotonic() - started
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output[-2000:]
+    assert "did not answer within 5 s" in result.output and result.output.count("error:") == 1, result.output[-2000:]
+    assert "s3cret" not in result.output and seconds < 40, seconds
+    assert all(stored(seeded_home).get(name) == digest for name, digest in before.items()), "stored files changed"
+
+
+@pytest.mark.parametrize("cut", ["header", "weights"])
+def test_a_model_whose_weights_file_was_cut_off_is_one_message(
+    cut: str, tiny_bert: Path, tmp_path: Path, seeded_home: Path
+) -> None:
+    """A copy cut off mid-transfer: inside the safetensors header (`invalid header length`), or inside
+    the weights after a whole header."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    (model / "tuneloop.json").write_text(json.dumps({"labels": LABELS, "max_length": 32}))
+    weights = model / "model.safetensors"
+    content = weights.read_bytes()
+    weights.write_bytes(content[:6] if cut == "header" else content[: len(content) // 2])
+    result = CliRunner().invoke(app, ["predict", "--model", str(model), "--text", "where is my parcel"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, (result.output[-2000:], result.exception)
+    assert "missing or damaged" in result.output and result.output.count("error:") == 1, result.output[-2000:]

@@ -85,7 +85,9 @@ def test_a_killed_run_takes_its_prefect_server_along_and_the_same_command_contin
     assert time.monotonic() - started < 300
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    "stop", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.drill)], ids=["SIGTERM", "SIGKILL"]
+)
 def test_an_interrupted_local_sweep_stops_its_trial_processes_and_says_so_once(
     stop: signal.Signals, tiny_bert: Path, tmp_path: Path, migrated_prefect: Path
 ) -> None:
@@ -163,6 +165,7 @@ def test_an_interrupted_command_whose_shutdown_hangs_still_exits_with_its_line()
     assert stacks.count("(most recent call first)") >= 2, stacks  # the main thread and the one it waits for
 
 
+@pytest.mark.drill
 def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_its_round_up(
     tiny_bert: Path, tmp_path: Path, migrated_prefect: Path
 ) -> None:
@@ -205,6 +208,7 @@ def test_an_interrupted_one_at_a_time_sweep_stops_its_trial_at_once_and_gives_it
     assert set(ended) == {"sweep", "trial"} and stopped, ended
 
 
+@pytest.mark.drill
 def test_a_killed_local_trial_process_is_retried_and_the_sweep_finishes(
     tiny_bert: Path, tmp_path: Path, migrated_prefect: Path
 ) -> None:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT, own_homes, sample_command
 
 
+@pytest.mark.drill
 def test_three_sweeps_started_at_once_in_a_fresh_home_all_succeed(tiny_bert: Path, tmp_path: Path) -> None:
     env = own_homes(tmp_path)
     settings = [f"model.candidates=[{tiny_bert}]", "train.max_length=32", "train.batch_size=64", "train.epochs=1"]

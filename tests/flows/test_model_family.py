@@ -87,6 +87,25 @@ def test_a_baseline_champion_answers_predict_score_pyfunc_and_serve(
     assert pd.read_csv(tmp_path / "out.csv")["label"].tolist() == expected
 
 
+def test_predict_takes_a_runs_uri_to_the_models_each_run_logged(
+    baseline_won: tuple[Path, TrainResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`runs:/<run_id>/model` (as `--help` offers) resolves to the MLflow 3 logged model of that run:
+    the fine-tune's run and the baseline's child run each answer with their own model."""
+    home, result = baseline_won
+    monkeypatch.setenv("TUNELOOP_HOME", str(home))
+    texts = sorted(pd.read_parquet(result.splits.test.path)["text"].tolist(), key=len)[:3]
+    for run_id, folder in (
+        (result.tracking.run_id, result.model.path),
+        (result.tracking.baseline_run_id, result.baseline.path),
+    ):
+        expected = [row["label"] for row in predict_texts(load_classifier(str(folder)), texts)]
+        args = ["predict", "--model", f"runs:/{run_id}/model", "--json", *(f"--text={text}" for text in texts)]
+        answer = CliRunner().invoke(app, args)
+        assert answer.exit_code == 0, answer.output
+        assert [row["label"] for row in json.loads(answer.output.strip().splitlines()[-1])["predictions"]] == expected
+
+
 def test_predict_starts_no_prefect_server(baseline_won: tuple[Path, TrainResult]) -> None:
     """`tuneloop predict` labels texts without Prefect's server code ever loading (no temporary server,
     none of its seconds), here on the saved baseline folder: no torch either."""

@@ -255,6 +255,7 @@ def test_searching_a_parameter_the_config_also_sets_is_refused(tiny_bert: Path, 
     assert not (tuneloop_home / "sweeps").exists(), "refused before any work"
 
 
+@pytest.mark.drill
 def test_hopeless_learning_rate_is_pruned_before_its_last_epoch(tmp_path: Path) -> None:
     """Pruning needs trials that learn at different speeds: the tiny random BERT learns nothing in a
     few steps of the sample (every trial predicts one class), so this test fine-tunes the packaged
