@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from tasks.core.disk import disk_full
+from tasks.core.errors import DiskSpaceError, first_line
 from tasks.core.secrets import mask_credentials
 
 if TYPE_CHECKING:
@@ -41,17 +43,20 @@ def known_error_name(message: str) -> bool:
 
 
 class HideKnownTracebacks(logging.Filter):
-    """Prefect logs a failed task's traceback and state; for errors that are the user's to fix, the
-    one-line message the command prints is enough on the console (the Prefect UI keeps the full record)."""
+    """Prefect logs a failed task's traceback and state; for errors that are the user's to fix (ours,
+    and a full disk), the one-line message the command prints is enough on the console (the Prefect
+    UI keeps the full record)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from tasks.core.errors import TuneloopError
 
         # The message itself is printed once by the command; drop the records that repeat it: the
         # traceback, and the task's and flow's "Finished in state Failed(... <OurError>: ...)" lines.
-        if record.exc_info and isinstance(record.exc_info[1], TuneloopError):
+        if record.exc_info and (isinstance(record.exc_info[1], TuneloopError) or disk_full(record.exc_info[1])):
             return False
         message = record.getMessage()
+        if disk_full(Exception(message)):  # any library's words (and traceback) for it: the command says it once
+            return False
         return not (message.startswith("Finished in state Failed(") and known_error_name(message))
 
 
@@ -159,6 +164,14 @@ def user_errors(on_interrupt: str = "") -> Iterator[None]:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
     except BaseException as error:
+        if disk_full(error):  # anywhere: the data gate's docs, a checkpoint, the saved model, MLflow's copy
+            typer.echo(
+                f"error: the disk is full ({first_line(error)}). Free some space (or point TUNELOOP_HOME at a "
+                "disk with more room) and run the same command again: a training continues from its last "
+                "checkpoint.",
+                err=True,
+            )
+            raise typer.Exit(DiskSpaceError.exit_code) from None
         if not (isinstance(error, KeyboardInterrupt) or terminated(error)):
             raise
         code = 143 if isinstance(error, Terminated) or terminated(error) else 130

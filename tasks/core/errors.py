@@ -74,6 +74,10 @@ class SweepStorageError(TuneloopError):
     """The sweep's Optuna storage (its record of trials, rounds and budget) cannot be used."""
 
 
+class DiskSpaceError(TuneloopError):
+    """The disk has too little free space for what the run is about to write."""
+
+
 class QualityGateError(TuneloopError):
     """The trained model is below the configured quality bar (EvalConfig.min_f1)."""
 

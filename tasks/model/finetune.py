@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from tasks.config.eval import EvalConfig
 from tasks.config.train import TrainConfig
+from tasks.core.disk import MB, check_free_space, weights_bytes
 from tasks.core.quiet import quiet_libraries
 from tasks.data.split import SplitReport
 from tasks.model.plan import (
@@ -335,6 +336,9 @@ def finetune_model(
         update_progress_artifact(artifact, percent)
 
     log = get_run_logger()
+    weights = weights_bytes(model.path)
+    copies = 10 if config.method == "full" else 3  # checkpoints with optimizer state, the model, its MLflow copy
+    check_free_space(folder, copies * weights + 100 * MB, f"Fine-tuning {model.base_model} ({config.method})")
     streams = []
     if stream is not None:
         streams = [metric_stream(stream, log, folder, grace_seconds, loss_every, phase) for phase in ("train", "refit")]

@@ -223,6 +223,7 @@ def flow_run_process(flow_run_id: Any) -> Any:
     return None
 
 
+@pytest.mark.drill
 def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint_and_counted_once(
     stack: dict[str, Any], client: Any, tiny_bert: Path
 ) -> None:

@@ -225,6 +225,21 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
         "fix sweep.storage or TUNELOOP_OPTUNA_STORAGE",
     ),
     (
+        "a runs: URI of a run the store does not hold",
+        ["predict", "--model", "runs:/0123456789abcdef0123456789abcdef/model", "--text", "x"],
+        {},
+        2,
+        "Cannot fetch model runs:/0123456789abcdef0123456789abcdef/model",
+    ),
+    (
+        "a --set value of megabytes",
+        ["validate", "--set", "tracking.run_name=" + "a" * 1_100_000],
+        {},
+        2,
+        "a config holds settings",
+    ),
+    ("a folder as --input", ["predict", "--model", "{model}", "--input", "{dir}"], {}, 2, "{dir}"),
+    (
         "a test file whose labels are all unseen",
         ["validate", "--data", "{texts-labelled.csv}", "--test-data", "{other-test.csv}"],
         {},
@@ -358,17 +373,25 @@ def test_a_model_is_never_scored_on_labels_it_never_saw(tiny_bert: Path, tmp_pat
         score_model(model, frame, pd.concat([frame, labelled(2, ["refunds"])]), EvalConfig(), tmp_path / "eval")
 
 
-def cli(*args: str, env: dict[str, str], read_only: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str], read_only: Path | None = None, small_disk: tuple[Path, int] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The installed command in its own process; with `read_only`, that folder is a read-only mount
-    (for root, whom a mode of 0500 does not stop: a private mount namespace, else skipped)."""
+    (for root, whom a mode of 0500 does not stop), with `small_disk` (folder, MB) a disk of that
+    size: a tmpfs in a private mount namespace (skipped where there are none)."""
     command = [str(Path(sys.executable).with_name("tuneloop")), *args]
+    mount = None
     if read_only is not None and os.geteuid() == 0:
+        mount = f'mount -t tmpfs -o ro tmpfs {read_only} && exec "$@"'
+    if small_disk is not None:
+        folder, size = small_disk
+        mount = f'mount -t tmpfs -o size={size}m tmpfs {folder} && exec "$@"'
+    if mount is not None:
         probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
         if probe.returncode != 0:
-            pytest.skip("root without mount namespaces (unshare -m): a read-only home cannot be made here")
-        mount = f'mount -t tmpfs -o ro tmpfs {read_only} && exec "$@"'
+            pytest.skip("no mount namespaces here (unshare -m): a read-only or small disk cannot be made")
         command = ["unshare", "-m", "sh", "-c", mount, "sh", *command]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=120, cwd=ROOT)
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=300, cwd=ROOT)
 
 
 def test_an_unusable_home_and_a_missing_file_fail_at_once(tmp_path: Path) -> None:
@@ -569,3 +592,51 @@ def test_a_model_whose_weights_file_was_cut_off_is_one_message(
     result = CliRunner().invoke(app, ["predict", "--model", str(model), "--text", "where is my parcel"])
     assert result.exit_code == 2 and "Traceback" not in result.output, (result.output[-2000:], result.exception)
     assert "missing or damaged" in result.output and result.output.count("error:") == 1, result.output[-2000:]
+
+
+@pytest.mark.parametrize(("megabytes", "message"), [(1, "the disk is full"), (40, "MB free on the disk holding")])
+def test_a_full_disk_is_one_message_and_the_run_stays_continuable(
+    megabytes: int, message: str, tiny_bert: Path, tmp_path: Path
+) -> None:
+    """A home on a 1 MB disk fills up in the data gate (before: an OSError traceback); on a 40 MB one the
+    data gate fits, and the space check refuses to fine-tune before the first checkpoint (before: the
+    save failed with `Errno 28` then a SafetensorError, the run marked failed and lost)."""
+    from tests.helpers.configs import on_the_sample
+
+    plain = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    home = tmp_path / "home"
+    home.mkdir()
+    sets = [part for item in on_the_sample(tiny_bert, 32) for part in ("--set", item)]
+    done = cli("run", *sets, env={**plain, "TUNELOOP_HOME": str(home)}, small_disk=(home, megabytes))
+    said = done.stderr
+    assert done.returncode == 2 and "Traceback" not in said and said.count("error:") == 1, said[-3000:]
+    assert message in said and "run the same command again" in said, said[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(OSError(28, "No space left on device"), "interrupted"), (ValueError("a real failure"), "failed")],
+    ids=["disk full", "other failure"],
+)
+def test_a_run_the_full_disk_stopped_is_continued_by_the_same_command(
+    error: Exception, status: str, tuneloop_home: Path
+) -> None:
+    """The train flow's failure hook: a run that failed because the disk filled up decided nothing, so
+    its folder stays continuable (the next run of the same settings and data resumes it from its last
+    checkpoint once space is freed); any other failure is the run's outcome."""
+    from prefect import flow
+
+    from tasks.config.train import TrainConfig
+    from tasks.core.workspace import find_unfinished, open_run_folder, read_record, run_failed
+
+    @flow(on_failure=[run_failed])
+    def stops() -> None:
+        open_run_folder("train", TrainConfig(), ["the data's stamp"])
+        raise error
+
+    assert stops(return_state=True).is_failed()
+    [folder] = (tuneloop_home / "runs").glob("*-train-*")
+    record = read_record(folder)
+    assert record is not None and record.status == status
+    fingerprint = record.fingerprint
+    assert (find_unfinished(tuneloop_home / "runs", "train", fingerprint) == folder) == (status == "interrupted")

@@ -427,6 +427,7 @@ def test_a_precision_this_machine_lacks_stops_the_sweep_before_any_work(tiny_ber
     assert not (tuneloop_home / "sweeps").exists(), "no sweep folder, no split, no trial"
 
 
+@pytest.mark.drill
 def test_run_locally_each_trial_is_a_trial_flow_run_of_the_round_two_at_a_time(
     sweep_config: Callable[..., SweepPipelineConfig], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -12,7 +12,7 @@ from tasks.model.baseline import fit_tfidf_baseline
 from tasks.model.resolve import resolve_model
 from tasks.model.select import linear_probe, probe_rows
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
 def test_baseline_and_probe_on_sms(sms_spam: Path, tmp_path: Path) -> None:
