@@ -537,6 +537,11 @@ def read_texts(texts: list[str] | None, input_file: Path | None) -> list[str]:
         if not input_file.exists():
             raise ConfigError(f"Input file not found: {input_file}.")
         check_regular(input_file, "--input")
+        if input_file.is_dir():
+            raise ConfigError(
+                f"--input {input_file} is a folder: give a text file (one text per line) or a table with a "
+                "`text` column."
+            )
         try:
             content = input_file.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
