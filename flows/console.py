@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tasks.core.disk import disk_full
+from tasks.core.disk import disk_full, says_disk_full
 from tasks.core.errors import DiskSpaceError, first_line
 from tasks.core.secrets import mask_credentials
 
@@ -55,7 +55,7 @@ class HideKnownTracebacks(logging.Filter):
         if record.exc_info and (isinstance(record.exc_info[1], TuneloopError) or disk_full(record.exc_info[1])):
             return False
         message = record.getMessage()
-        if disk_full(Exception(message)):  # any library's words (and traceback) for it: the command says it once
+        if says_disk_full(message):  # any library's words (and traceback) for it: the command says it once
             return False
         return not (message.startswith("Finished in state Failed(") and known_error_name(message))
 

@@ -42,6 +42,11 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
         )
 
 
+def says_disk_full(text: str) -> bool:
+    """Whether a message (a library's, a log record's, a state's) says the disk or the quota is full."""
+    return any(words in text for words in FULL_MESSAGES)
+
+
 def disk_full(error: BaseException | None) -> bool:
     """Whether `error` (or an error it was raised from) says the disk or the quota is full: an
     OSError with ENOSPC/EDQUOT, or a library's message for it (safetensors writes `os error 28`)."""
@@ -50,7 +55,7 @@ def disk_full(error: BaseException | None) -> bool:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if any(text in str(error) for text in FULL_MESSAGES):
+        if says_disk_full(str(error)):
             return True
         error = error.__cause__ or error.__context__
     return False

@@ -180,13 +180,13 @@ def record_outcome(flow_run_id: str, status: str) -> None:
 def run_failed(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow hook (failed): the run decided its outcome; a rerun starts a new run. A run that failed
     because the disk filled up decided nothing: it stays continuable, like an interrupted one."""
-    from tasks.core.disk import disk_full
+    from tasks.core.disk import disk_full, says_disk_full
 
     try:
         error = state.result(raise_on_failure=False)
     except Exception as unreadable:  # a result that cannot be read back says nothing about the disk
         error = unreadable
-    full = disk_full(error if isinstance(error, BaseException) else None) or disk_full(Exception(state.message or ""))
+    full = disk_full(error if isinstance(error, BaseException) else None) or says_disk_full(state.message or "")
     with contextlib.suppress(OSError):  # a full disk takes the record too: it says running, by a process now gone
         record_outcome(str(flow_run.id), "interrupted" if full else "failed")
 

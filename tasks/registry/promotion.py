@@ -78,6 +78,22 @@ def evaluate_champion(
     )
 
 
+def baseline_offer(
+    baseline: BaselineReport, run_id: str, model_id: str | None, blocked: str | None = None
+) -> Candidate:
+    """The TF-IDF baseline as a candidate: its logged model (`run_id`, `model_id`) and test predictions."""
+    return Candidate(
+        family="baseline",
+        base_model=baseline.name,
+        method="tfidf",
+        run_id=run_id,
+        model_id=model_id,
+        test=baseline.test,
+        test_predictions=str(baseline.predictions_path),
+        blocked=blocked,
+    )
+
+
 def run_candidate(
     tracked: TrackedRun,
     evaluation: EvalReport,
@@ -87,15 +103,7 @@ def run_candidate(
 ) -> Candidate:
     """What a training run offers the registry: its fine-tune, or the baseline when that won."""
     if choice.family == "baseline":
-        return Candidate(
-            family="baseline",
-            base_model=baseline.name,
-            method="tfidf",
-            run_id=str(tracked.baseline_run_id),
-            model_id=tracked.baseline_model_id,
-            test=baseline.test,
-            test_predictions=str(baseline.predictions_path),
-        )
+        return baseline_offer(baseline, str(tracked.baseline_run_id), tracked.baseline_model_id)
     return Candidate(
         family="finetune",
         base_model=trained.base_model,

@@ -18,6 +18,7 @@ from tasks.model.finetune import FirstFit, prepare, refit
 from tasks.model.plan import EpochRecord, TrainingPlan
 from tasks.model.predict import model_info
 from tasks.model.refit import RefitReport, refit_decision
+from tasks.registry.promotion import baseline_offer
 from tasks.registry.versions import Candidate
 from tasks.sweep.state import BestModel, RoundDecision, SweepState, TrialResult
 from tasks.sweep.trial import model_for_round
@@ -86,7 +87,8 @@ def compete_with_baseline(
     )
     folds, seed = best.trial.folds, pipeline.train.model_copy(update=best.trial.params).seed
     ours = pd.read_parquet(best.trial.predictions, columns=["label", "predicted"]).astype(str)
-    rows = pd.concat([train, validation], ignore_index=True) if folds else validation
+    pool = pd.concat([train, validation], ignore_index=True)
+    rows = pool if folds else validation
     if ours["label"].tolist() != rows["label"].astype(str).tolist():  # a trial recorded by an older tuneloop
         log.warning("The best trial's held-out predictions are not in the split's row order: no baseline competes.")
         return None, FamilyChoice(family="finetune", difference=None, reason="the baseline could not be paired")
@@ -94,7 +96,7 @@ def compete_with_baseline(
     scored_by = f"{folds}-fold out of fold, train + validation" if folds else "held out"
     family = choose_family(ours["label"].tolist(), ours["predicted"].tolist(), theirs, pipeline.promotion, scored_by)
     log.info("Model family: %s", family.reason)
-    fitted_on = pd.concat([train, validation], ignore_index=True) if best.refit.refit else train
+    fitted_on = pool if best.refit.refit else train  # the rows the candidate was trained on
     report = fit_tfidf_baseline(fitted_on, validation, test, seed, Path(state.folder) / "baseline")
     held_out = split_metrics(ours["label"].tolist(), theirs, sorted(train["label"].astype(str).unique()))
     rows.assign(predicted=theirs).to_csv(str(report.val_predictions_path), index=False)
@@ -111,16 +113,7 @@ def baseline_candidate(baseline: BaselineReport, run_id: str, model_id: str | No
             f"the {baseline.name} baseline did not reach the sweep's target (held-out {settings.metric} "
             f"{score:.4f} < target_f1 {settings.target_f1}), so it is registered only"
         )
-    return Candidate(
-        family="baseline",
-        base_model=baseline.name,
-        method="tfidf",
-        run_id=run_id,
-        model_id=model_id,
-        test=baseline.test,
-        test_predictions=str(baseline.predictions_path),
-        blocked=blocked,
-    )
+    return baseline_offer(baseline, run_id, model_id, blocked)
 
 
 def sweep_candidate(best: BestModel, state: SweepState, decision: RoundDecision, settings: SweepConfig) -> Candidate:

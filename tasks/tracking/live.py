@@ -16,12 +16,11 @@ from tasks.core.errors import TrackingError, first_line
 from tasks.tracking.store import (
     TrackedRun,
     TrackingTarget,
-    check_answers,
+    configure_tracking,
     mlflow_client,
     run_link,
     run_tags,
     tracked_run,
-    tracking_uri,
 )
 
 
@@ -115,9 +114,7 @@ def end_open_runs(flow_run: Any, status: str, error: str | None) -> None:
     """End this flow run's training runs that are still RUNNING (a flow state hook: best effort,
     it never raises: the flow's own failure is what the user needs to see)."""
     try:
-        uri = tracking_uri()
-        check_answers(uri)  # a stuck server: seconds, not MLflow's minutes of retries
-        client = mlflow_client(uri)
+        client = mlflow_client(configure_tracking())  # a stuck server: seconds, not MLflow's minutes of retries
         experiments = [experiment.experiment_id for experiment in client.search_experiments()]
         query = f"tags.`prefect.flow_run_id` = '{flow_run.id}' and attributes.status = 'RUNNING'"
         for run in client.search_runs(experiments, query) if experiments else []:
